@@ -1,0 +1,557 @@
+#include "engine/engine.h"
+
+#include "engine/alloc.h"
+#include "engine/log.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+static _Thread_local struct kumo__shard *tls_shard;
+
+struct kumo__shard *kumo__shard_current(void) { return tls_shard; }
+
+static inline void cpu_relax(void) { __builtin_ia32_pause(); }
+
+/* ------------------------------------------------------------------ */
+/* Probing                                                             */
+/* ------------------------------------------------------------------ */
+
+static void probe_features(struct kumo__features *f)
+{
+    struct io_uring r;
+    memset(f, 0, sizeof *f);
+    if (io_uring_queue_init(4, &r, IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN) == 0) {
+        f->single_issuer = true;
+        io_uring_queue_exit(&r);
+    }
+    if (io_uring_queue_init(4, &r, 0) != 0)
+        return;
+    struct io_uring_probe *p = io_uring_get_probe_ring(&r);
+    if (p) {
+        f->msg_ring = io_uring_opcode_supported(p, IORING_OP_MSG_RING);
+        f->send_zc = io_uring_opcode_supported(p, IORING_OP_SEND_ZC);
+        io_uring_free_probe(p);
+    }
+    /* liburing 2.3 has no io_uring_setup_buf_ring: register one by hand. */
+    void *mem = NULL;
+    if (posix_memalign(&mem, 4096, 4096) == 0) {
+        struct io_uring_buf_reg reg = {.ring_addr = (uint64_t)(uintptr_t)mem, .ring_entries = 8,
+                                       .bgid = 0};
+        if (io_uring_register_buf_ring(&r, &reg, 0) == 0) {
+            f->buf_ring = true;
+            io_uring_unregister_buf_ring(&r, 0);
+        }
+        free(mem);
+    }
+    io_uring_queue_exit(&r);
+}
+
+/* ------------------------------------------------------------------ */
+/* Wake-ups                                                            */
+/* ------------------------------------------------------------------ */
+
+static void efd_write(struct kumo__shard *dst)
+{
+    uint64_t one = 1;
+    ssize_t w = write(dst->efd, &one, sizeof one);
+    (void)w; /* EAGAIN means the counter is already non-zero: awake anyway */
+}
+
+/* The MSG_RING to a sleeping shard failed (e.g. its CQ was full): fall back
+ * to its eventfd so the wake-up is not lost. */
+static void wake_fail_fn(struct kumo__shard *sh, struct kumo__completion *c, struct io_uring_cqe *cqe)
+{
+    struct kumo__shard *dst = (struct kumo__shard *)((char *)c - offsetof(struct kumo__shard, wake_fail));
+    if (cqe->res < 0)
+        efd_write(dst);
+}
+
+static void wake_from_shard(struct kumo__shard *sh, struct kumo__shard *dst)
+{
+    if (sh->eng->feat.msg_ring) {
+        struct io_uring_sqe *sqe = io_uring_get_sqe(&sh->ring);
+        if (sqe) {
+            io_uring_prep_msg_ring(sqe, dst->ring_fd, 0, 0, 0);
+            sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+            io_uring_sqe_set_data(sqe, &dst->wake_fail);
+            sh->pending_sqes++;
+            return;
+        }
+    }
+    efd_write(dst);
+}
+
+static inline bool claim_wake(struct kumo__shard *dst)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    return atomic_load_explicit(&dst->sleeping, memory_order_relaxed) &&
+           atomic_exchange(&dst->sleeping, 0);
+}
+
+void kumo__shard_wake(struct kumo__engine *eng, unsigned dst)
+{
+    struct kumo__shard *d = eng->shards[dst];
+    if (claim_wake(d))
+        efd_write(d);
+}
+
+int kumo__foreign_put(struct kumo__engine *eng, unsigned dst, struct kumo__item *it)
+{
+    struct kumo__shard *d = eng->shards[dst];
+    it->next = NULL;
+    pthread_mutex_lock(&d->fmu);
+    if (d->fclosed) {
+        pthread_mutex_unlock(&d->fmu);
+        return -ESHUTDOWN;
+    }
+    *d->ftail = it;
+    d->ftail = &it->next;
+    atomic_store_explicit(&d->fnonempty, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&d->fmu);
+    kumo__shard_wake(eng, dst);
+    return 0;
+}
+
+/* The eventfd read completed: re-arm it.  The read itself only exists to
+ * turn the eventfd into a completion that ends io_uring_enter. */
+static void arm_efd(struct kumo__shard *sh);
+
+static void efd_fn(struct kumo__shard *sh, struct kumo__completion *c, struct io_uring_cqe *cqe)
+{
+    (void)c;
+    (void)cqe;
+    /* Always re-arm, even while stopping: a shard that has shut down still
+     * parks until every other shard has, and must hear their wake-ups.
+     * io_uring_queue_exit cancels the last read. */
+    arm_efd(sh);
+}
+
+static void arm_efd(struct kumo__shard *sh)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&sh->ring);
+    if (!sqe) {
+        io_uring_submit(&sh->ring);
+        sqe = io_uring_get_sqe(&sh->ring);
+    }
+    io_uring_prep_read(sqe, sh->efd, &sh->efd_buf, sizeof sh->efd_buf, 0);
+    io_uring_sqe_set_data(sqe, &sh->efd_comp);
+    sh->pending_sqes++;
+}
+
+/* ------------------------------------------------------------------ */
+/* The loop                                                            */
+/* ------------------------------------------------------------------ */
+
+static unsigned drain_inbound(struct kumo__shard *sh)
+{
+    struct kumo__engine *eng = sh->eng;
+    unsigned n = 0;
+    for (unsigned s = 0; s < eng->n; s++) {
+        struct kumo__ring *r = sh->in[s];
+        if (!r || !kumo__ring_nonempty(r))
+            continue;
+        n += KUMO__RING_DRAIN(r, it, eng->hooks.deliver(eng->hooks.ctx, sh, it));
+    }
+    if (atomic_load_explicit(&sh->fnonempty, memory_order_acquire)) {
+        pthread_mutex_lock(&sh->fmu);
+        struct kumo__item *it = sh->fhead;
+        sh->fhead = NULL;
+        sh->ftail = &sh->fhead;
+        atomic_store_explicit(&sh->fnonempty, 0, memory_order_relaxed);
+        pthread_mutex_unlock(&sh->fmu);
+        while (it) {
+            struct kumo__item *next = it->next;
+            eng->hooks.deliver(eng->hooks.ctx, sh, it);
+            it = next;
+            n++;
+        }
+    }
+    return n;
+}
+
+static bool inbound_nonempty(struct kumo__shard *sh)
+{
+    for (unsigned s = 0; s < sh->eng->n; s++)
+        if (sh->in[s] && kumo__ring_nonempty(sh->in[s]))
+            return true;
+    return atomic_load_explicit(&sh->fnonempty, memory_order_relaxed) != 0;
+}
+
+/* Returns true while some overflow is still waiting for ring space. */
+static bool flush_outbound(struct kumo__shard *sh, unsigned *work)
+{
+    struct kumo__engine *eng = sh->eng;
+    bool backlog = false;
+    unsigned keep = 0;
+    for (unsigned i = 0; i < sh->ndirty; i++) {
+        unsigned dst = sh->dirty[i];
+        struct kumo__ring *r = sh->out[dst];
+        if (kumo__ring_publish(r)) {
+            (*work)++;
+            struct kumo__shard *d = eng->shards[dst];
+            if (claim_wake(d))
+                wake_from_shard(sh, d);
+        }
+        if (kumo__ring_has_overflow(r)) {
+            backlog = true;
+            sh->dirty[keep++] = dst;
+        } else {
+            sh->is_dirty[dst] = false;
+        }
+    }
+    sh->ndirty = keep;
+    return backlog;
+}
+
+static unsigned reap(struct kumo__shard *sh)
+{
+    struct io_uring_cqe *cqe;
+    unsigned head, n = 0;
+    io_uring_for_each_cqe(&sh->ring, head, cqe)
+    {
+        struct kumo__completion *c = io_uring_cqe_get_data(cqe);
+        if (c)
+            c->fn(sh, c, cqe);
+        n++;
+    }
+    if (n)
+        io_uring_cq_advance(&sh->ring, n);
+    return n;
+}
+
+static unsigned fire_timers(struct kumo__shard *sh, uint64_t now)
+{
+    unsigned n = 0;
+    struct kumo__timer *t;
+    while ((t = kumo__timer_pop_due(&sh->timers, now))) {
+        sh->eng->hooks.timer(sh->eng->hooks.ctx, sh, t);
+        n++;
+    }
+    return n;
+}
+
+static void submit_pending(struct kumo__shard *sh)
+{
+    if (sh->pending_sqes) {
+        sh->pending_sqes = 0;
+        io_uring_submit(&sh->ring);
+    }
+}
+
+static void park(struct kumo__shard *sh, bool backlog)
+{
+    atomic_store_explicit(&sh->sleeping, 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (inbound_nonempty(sh)) {
+        atomic_store_explicit(&sh->sleeping, 0, memory_order_relaxed);
+        return;
+    }
+    uint64_t next = kumo__timer_next(&sh->timers);
+    /* A backlog waits for the consumer to make room: poll it every 50 us. */
+    if (backlog) {
+        uint64_t soon = kumo__now_ns() + 50000;
+        if (soon < next)
+            next = soon;
+    }
+    struct io_uring_cqe *cqe;
+    sh->pending_sqes = 0;
+    if (next == UINT64_MAX) {
+        io_uring_submit_and_wait(&sh->ring, 1);
+    } else {
+        uint64_t now = kumo__now_ns();
+        uint64_t d = next > now ? next - now : 0;
+        struct __kernel_timespec ts = {.tv_sec = (long long)(d / 1000000000u),
+                                       .tv_nsec = (long long)(d % 1000000000u)};
+        io_uring_submit_and_wait_timeout(&sh->ring, &cqe, 1, &ts, NULL);
+    }
+    atomic_store_explicit(&sh->sleeping, 0, memory_order_relaxed);
+}
+
+static void loop(struct kumo__shard *sh)
+{
+    struct kumo__engine *eng = sh->eng;
+    uint64_t idle_since = 0;
+    for (;;) {
+        unsigned work = drain_inbound(sh);
+        work += eng->hooks.run(eng->hooks.ctx, sh);
+        bool backlog = flush_outbound(sh, &work);
+        if (sh->timers.n)
+            work += fire_timers(sh, kumo__now_ns());
+        submit_pending(sh);
+        work += reap(sh);
+
+        if (atomic_load_explicit(&eng->stop, memory_order_acquire) && !sh->shut_done) {
+            eng->hooks.shutdown(eng->hooks.ctx, sh);
+            sh->shut_done = true;
+            atomic_fetch_add(&eng->shut_count, 1);
+            for (unsigned i = 0; i < eng->n; i++)
+                if (i != sh->id)
+                    efd_write(eng->shards[i]);
+            continue;
+        }
+        if (work) {
+            idle_since = 0;
+            continue;
+        }
+        if (sh->shut_done && atomic_load(&eng->shut_count) == eng->n)
+            return;
+        if (eng->spin_ns && !sh->shut_done) {
+            uint64_t now = kumo__now_ns();
+            if (!idle_since)
+                idle_since = now;
+            if (now - idle_since < eng->spin_ns) {
+                for (int i = 0; i < 16; i++)
+                    cpu_relax();
+                continue;
+            }
+        }
+        park(sh, backlog);
+        idle_since = 0;
+    }
+}
+
+static void *shard_main(void *arg)
+{
+    struct kumo__shard *sh = arg;
+    struct kumo__engine *eng = sh->eng;
+    tls_shard = sh;
+    if (sh->cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(sh->cpu, &set);
+        pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+    }
+    /* The ring is created here because SINGLE_ISSUER binds it to the
+     * creating thread. */
+    unsigned flags = eng->feat.single_issuer ? IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN : 0;
+    int err = io_uring_queue_init(256, &sh->ring, flags);
+    if (err == 0) {
+        sh->ring_fd = sh->ring.ring_fd;
+        arm_efd(sh);
+        submit_pending(sh);
+    }
+    pthread_mutex_lock(&eng->start_mu);
+    sh->start_err = err;
+    atomic_fetch_add(&eng->started, 1);
+    pthread_cond_broadcast(&eng->start_cv);
+    pthread_mutex_unlock(&eng->start_mu);
+    if (err)
+        return NULL;
+    /* Wait until every shard is up (ring fds are read by peers). */
+    pthread_mutex_lock(&eng->start_mu);
+    while (!eng->running && !atomic_load(&eng->stop))
+        pthread_cond_wait(&eng->start_cv, &eng->start_mu);
+    pthread_mutex_unlock(&eng->start_mu);
+    if (eng->running)
+        loop(sh);
+    io_uring_queue_exit(&sh->ring);
+    tls_shard = NULL;
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Lifecycle                                                           */
+/* ------------------------------------------------------------------ */
+
+int kumo__engine_create(const struct kumo__engine_config *cfg, const struct kumo__engine_hooks *hooks,
+                        struct kumo__engine **out)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0)
+        return -errno;
+    unsigned ncpu = (unsigned)CPU_COUNT(&set);
+    unsigned n = cfg->shards ? cfg->shards : ncpu;
+    if (n == 0 || n > 1024)
+        return -EINVAL;
+    unsigned entries = cfg->ring_entries ? cfg->ring_entries : 1024;
+
+    struct io_uring test;
+    int err = io_uring_queue_init(2, &test, 0);
+    if (err) {
+        kumo__log(KUMO_LOG_ERROR, "io_uring is unavailable here (%s): Kumo needs it for its shards",
+                  strerror(-err));
+        return err;
+    }
+    io_uring_queue_exit(&test);
+
+    struct kumo__engine *eng = kumo__zalloc(sizeof *eng);
+    if (!eng)
+        return -ENOMEM;
+    eng->n = n;
+    eng->hooks = *hooks;
+    eng->spin_ns = cfg->spin_ns == UINT64_MAX ? 0 : cfg->spin_ns ? cfg->spin_ns : 50000;
+    eng->no_pin = cfg->no_pin;
+    pthread_mutex_init(&eng->start_mu, NULL);
+    pthread_cond_init(&eng->start_cv, NULL);
+    probe_features(&eng->feat);
+    eng->cpus = kumo__zalloc(sizeof(int) * ncpu);
+    eng->ncpus = ncpu;
+    eng->shards = kumo__zalloc(sizeof(*eng->shards) * n);
+    eng->grid = kumo__zalloc(sizeof(*eng->grid) * n * n);
+    if (!eng->cpus || !eng->shards || !eng->grid) {
+        err = -ENOMEM;
+        goto fail;
+    }
+    eng->ncpus = ncpu;
+    for (int c = 0, k = 0; c < CPU_SETSIZE && k < (int)ncpu; c++)
+        if (CPU_ISSET(c, &set))
+            eng->cpus[k++] = c;
+    for (unsigned s = 0; s < n; s++)
+        for (unsigned d = 0; d < n; d++)
+            if (s != d && (err = kumo__ring_init(&eng->grid[s * n + d], entries)))
+                goto fail;
+    for (unsigned i = 0; i < n; i++) {
+        struct kumo__shard *sh = kumo__zalloc(sizeof *sh);
+        if (!sh) {
+            err = -ENOMEM;
+            goto fail;
+        }
+        eng->shards[i] = sh;
+        sh->id = i;
+        sh->eng = eng;
+        sh->cpu = eng->no_pin ? -1 : eng->cpus[i % eng->ncpus];
+        sh->in = kumo__zalloc(sizeof(*sh->in) * n);
+        sh->out = kumo__zalloc(sizeof(*sh->out) * n);
+        sh->dirty = kumo__zalloc(sizeof(*sh->dirty) * n);
+        sh->is_dirty = kumo__zalloc(sizeof(*sh->is_dirty) * n);
+        if (!sh->in || !sh->out || !sh->dirty || !sh->is_dirty) {
+            err = -ENOMEM;
+            goto fail;
+        }
+        for (unsigned j = 0; j < n; j++) {
+            if (j == i)
+                continue;
+            sh->in[j] = &eng->grid[j * n + i];
+            sh->out[j] = &eng->grid[i * n + j];
+        }
+        sh->efd = -1;
+        sh->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (sh->efd < 0) {
+            err = -errno;
+            goto fail;
+        }
+        sh->efd_comp.fn = efd_fn;
+        sh->wake_fail.fn = wake_fail_fn;
+        pthread_mutex_init(&sh->fmu, NULL);
+        sh->ftail = &sh->fhead;
+    }
+    kumo__log(KUMO_LOG_INFO,
+              "engine: %u shard%s%s, io_uring %s, wake-up %s, send_zc %s, buffer rings %s", n,
+              n == 1 ? "" : "s", eng->no_pin ? " (unpinned)" : " (pinned)",
+              eng->feat.single_issuer ? "single-issuer+defer-taskrun" : "plain (no SINGLE_ISSUER)",
+              eng->feat.msg_ring ? "MSG_RING" : "eventfd", eng->feat.send_zc ? "yes" : "no",
+              eng->feat.buf_ring ? "yes" : "no");
+    *out = eng;
+    return 0;
+fail:
+    kumo__engine_destroy(eng);
+    return err;
+}
+
+int kumo__engine_start(struct kumo__engine *eng)
+{
+    unsigned made = 0;
+    int err = 0;
+    for (; made < eng->n; made++) {
+        err = -pthread_create(&eng->shards[made]->thread, NULL, shard_main, eng->shards[made]);
+        if (err)
+            break;
+    }
+    pthread_mutex_lock(&eng->start_mu);
+    while (atomic_load(&eng->started) < made)
+        pthread_cond_wait(&eng->start_cv, &eng->start_mu);
+    for (unsigned i = 0; i < made && !err; i++)
+        err = eng->shards[i]->start_err;
+    if (err)
+        atomic_store(&eng->stop, 1);
+    else
+        eng->running = true;
+    pthread_cond_broadcast(&eng->start_cv);
+    pthread_mutex_unlock(&eng->start_mu);
+    if (err) {
+        for (unsigned i = 0; i < made; i++)
+            pthread_join(eng->shards[i]->thread, NULL);
+        kumo__log(KUMO_LOG_ERROR, "engine: shard start failed: %s", strerror(-err));
+        return err;
+    }
+    return 0;
+}
+
+static void discard_list(struct kumo__engine *eng, struct kumo__item *it)
+{
+    while (it) {
+        struct kumo__item *next = it->next;
+        eng->hooks.discard(eng->hooks.ctx, it);
+        it = next;
+    }
+}
+
+void kumo__engine_stop(struct kumo__engine *eng)
+{
+    if (!eng->running)
+        return;
+    atomic_store(&eng->stop, 1);
+    for (unsigned i = 0; i < eng->n; i++)
+        efd_write(eng->shards[i]);
+    for (unsigned i = 0; i < eng->n; i++)
+        pthread_join(eng->shards[i]->thread, NULL);
+    eng->running = false;
+    /* Single-threaded from here: free what is still in flight. */
+    for (unsigned s = 0; s < eng->n; s++) {
+        for (unsigned d = 0; d < eng->n; d++) {
+            if (s == d)
+                continue;
+            struct kumo__ring *r = &eng->grid[s * eng->n + d];
+            kumo__ring_publish(r);
+            KUMO__RING_DRAIN(r, it, eng->hooks.discard(eng->hooks.ctx, it));
+            discard_list(eng, r->ovf_head);
+            r->ovf_head = NULL;
+            r->ovf_tail = &r->ovf_head;
+        }
+        struct kumo__shard *sh = eng->shards[s];
+        pthread_mutex_lock(&sh->fmu);
+        sh->fclosed = true;
+        pthread_mutex_unlock(&sh->fmu);
+        discard_list(eng, sh->fhead);
+        sh->fhead = NULL;
+        sh->ftail = &sh->fhead;
+    }
+}
+
+void kumo__engine_destroy(struct kumo__engine *eng)
+{
+    if (!eng)
+        return;
+    kumo__engine_stop(eng);
+    if (eng->shards) {
+        for (unsigned i = 0; i < eng->n; i++) {
+            struct kumo__shard *sh = eng->shards[i];
+            if (!sh)
+                continue;
+            kumo__timer_heap_fini(&sh->timers);
+            if (sh->efd >= 0)
+                close(sh->efd);
+            pthread_mutex_destroy(&sh->fmu);
+            kumo__free(sh->in, sizeof(*sh->in) * eng->n);
+            kumo__free(sh->out, sizeof(*sh->out) * eng->n);
+            kumo__free(sh->dirty, sizeof(*sh->dirty) * eng->n);
+            kumo__free(sh->is_dirty, sizeof(*sh->is_dirty) * eng->n);
+            kumo__free(sh, sizeof *sh);
+        }
+    }
+    if (eng->grid)
+        for (unsigned i = 0; i < eng->n * eng->n; i++)
+            if (eng->grid[i].slots)
+                kumo__ring_fini(&eng->grid[i]);
+    kumo__free(eng->grid, sizeof(*eng->grid) * eng->n * eng->n);
+    kumo__free(eng->shards, sizeof(*eng->shards) * eng->n);
+    kumo__free(eng->cpus, sizeof(int) * eng->ncpus);
+    pthread_mutex_destroy(&eng->start_mu);
+    pthread_cond_destroy(&eng->start_cv);
+    kumo__free(eng, sizeof *eng);
+}

@@ -1,0 +1,153 @@
+/*
+ * The engine: N shards, one pinned thread each, an N x N grid of SPSC rings
+ * between them, a mutex-guarded "foreign" queue per shard for threads that
+ * are not shards, and one io_uring per shard.  The engine knows nothing of
+ * processes: the layer above gives it hooks and items.
+ *
+ * Shard loop, one iteration, in this order:
+ *   1. drain the inbound rings and the foreign queue (hooks.deliver per item)
+ *   2. run ready work under a budget (hooks.run)
+ *   3. flush: publish outbound rings, wake target shards that sleep
+ *   4. fire due timers (hooks.timer)
+ *   5. submit once, reap completions in a batch (user_data -> completion)
+ * When an iteration did nothing the shard polls for spin_ns, then parks in
+ * io_uring_enter until a wake-up, a completion or its next timer.
+ *
+ * Sleep/wake protocol (Dekker style, seq_cst fences on both sides): the
+ * consumer sets `sleeping`, fences, re-checks its inputs, then waits; a
+ * producer publishes, fences, and if `sleeping` is set and it wins the
+ * exchange to 0, sends exactly one wake-up (MSG_RING from a shard when the
+ * kernel has it, else an eventfd write).
+ */
+#ifndef KUMO_ENGINE_ENGINE_H
+#define KUMO_ENGINE_ENGINE_H
+
+#include "engine/ring.h"
+#include "engine/timer.h"
+
+#include <liburing.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct kumo__shard;
+struct kumo__engine;
+
+/* An io_uring completion routes to one of these through user_data. */
+struct kumo__completion {
+    void (*fn)(struct kumo__shard *sh, struct kumo__completion *c, struct io_uring_cqe *cqe);
+};
+
+struct kumo__engine_hooks {
+    void *ctx;
+    /* An item posted to this shard (from a ring or the foreign queue). */
+    void (*deliver)(void *ctx, struct kumo__shard *sh, struct kumo__item *it);
+    /* Run ready work; returns how much was done (0 = nothing ready). */
+    unsigned (*run)(void *ctx, struct kumo__shard *sh);
+    /* A timer armed on this shard's heap is due. */
+    void (*timer)(void *ctx, struct kumo__shard *sh, struct kumo__timer *t);
+    /* Stop requested: end everything this shard owns (runs once, on the
+     * shard). */
+    void (*shutdown)(void *ctx, struct kumo__shard *sh);
+    /* After every shard thread has exited: free an item still queued. */
+    void (*discard)(void *ctx, struct kumo__item *it);
+};
+
+struct kumo__engine_config {
+    unsigned shards; /* 0 = CPUs in the affinity mask */
+    bool no_pin;
+    uint64_t spin_ns;
+    unsigned ring_entries;
+};
+
+struct kumo__features {
+    bool single_issuer; /* SINGLE_ISSUER | DEFER_TASKRUN rings */
+    bool msg_ring;
+    bool send_zc;
+    bool buf_ring;
+};
+
+struct kumo__shard {
+    /* owner-only, hot */
+    unsigned id;
+    struct kumo__engine *eng;
+    struct kumo__ring **in;  /* in[src]: ring src -> this shard (NULL for self) */
+    struct kumo__ring **out; /* out[dst] */
+    unsigned *dirty;         /* dst indices with unpublished puts */
+    unsigned ndirty;
+    bool *is_dirty;
+    unsigned pending_sqes;
+    struct kumo__timer_heap timers;
+    void *user; /* the upper layer's per-shard state */
+    bool shut_done;
+    struct io_uring ring;
+    int ring_fd;
+    int cpu;
+
+    /* shared with producers */
+    _Alignas(KUMO__CACHELINE) _Atomic int sleeping;
+    int efd;
+    uint64_t efd_buf;
+    struct kumo__completion efd_comp;
+    struct kumo__completion wake_fail; /* a MSG_RING to this shard failed */
+
+    _Alignas(KUMO__CACHELINE) pthread_mutex_t fmu;
+    struct kumo__item *fhead, **ftail;
+    _Atomic int fnonempty;
+    bool fclosed;
+
+    pthread_t thread;
+    int start_err;
+};
+
+struct kumo__engine {
+    unsigned n;
+    struct kumo__shard **shards;
+    struct kumo__ring *grid; /* grid[src * n + dst] */
+    struct kumo__engine_hooks hooks;
+    uint64_t spin_ns;
+    bool no_pin;
+    int *cpus;
+    unsigned ncpus;
+    struct kumo__features feat;
+    _Atomic int stop;
+    _Atomic unsigned shut_count;
+    _Atomic unsigned started;
+    bool running;
+    pthread_mutex_t start_mu;
+    pthread_cond_t start_cv;
+};
+
+/* Creates the engine (no threads yet).  Returns 0 or -errno. */
+int kumo__engine_create(const struct kumo__engine_config *cfg, const struct kumo__engine_hooks *hooks,
+                        struct kumo__engine **out);
+/* Starts the shard threads; returns when every shard has set up its ring. */
+int kumo__engine_start(struct kumo__engine *eng);
+/* Asks every shard to shut down, waits for the threads, discards what is
+ * left in rings and queues.  Idempotent.  Not from a shard thread. */
+void kumo__engine_stop(struct kumo__engine *eng);
+void kumo__engine_destroy(struct kumo__engine *eng);
+
+/* The shard the calling thread runs, or NULL for a foreign thread. */
+struct kumo__shard *kumo__shard_current(void);
+
+/* From shard `sh`'s thread: queue `it` for shard `dst` (!= sh->id). */
+static inline void kumo__shard_put(struct kumo__shard *sh, unsigned dst, struct kumo__item *it)
+{
+    kumo__ring_put(sh->out[dst], it);
+    if (!sh->is_dirty[dst]) {
+        sh->is_dirty[dst] = true;
+        sh->dirty[sh->ndirty++] = dst;
+    }
+}
+
+/* From any non-shard thread: queue `it` for shard `dst` and wake it.
+ * Returns 0, or -ESHUTDOWN once the engine has stopped (the caller keeps
+ * `it`). */
+int kumo__foreign_put(struct kumo__engine *eng, unsigned dst, struct kumo__item *it);
+
+/* Wakes shard `dst` if it sleeps (from any thread). */
+void kumo__shard_wake(struct kumo__engine *eng, unsigned dst);
+
+#endif

@@ -1,0 +1,24 @@
+#include "engine/ring.h"
+
+#include "engine/alloc.h"
+
+#include <errno.h>
+
+int kumo__ring_init(struct kumo__ring *r, uint32_t entries)
+{
+    if (entries < 2 || (entries & (entries - 1)))
+        return -EINVAL;
+    memset(r, 0, sizeof *r);
+    r->slots = kumo__zalloc(sizeof(*r->slots) * entries);
+    if (!r->slots)
+        return -ENOMEM;
+    r->mask = entries - 1;
+    r->ovf_tail = &r->ovf_head;
+    return 0;
+}
+
+void kumo__ring_fini(struct kumo__ring *r)
+{
+    kumo__free(r->slots, sizeof(*r->slots) * (r->mask + 1));
+    r->slots = NULL;
+}

@@ -1,0 +1,116 @@
+/*
+ * Single-producer single-consumer ring of pointers between two shards.
+ *
+ * The producer fills slots privately and publishes them in one release
+ * store per batch (kumo__ring_publish); the consumer drains everything
+ * published in one pass.  Producer and consumer indices live on separate
+ * cache lines, and each side caches the other's index so the shared lines
+ * are read only when the cached view says the ring looks full or empty.
+ * When the ring is full the producer chains items on a private overflow
+ * list (through the item's first word) and moves them in at the next
+ * publish: a send never fails or blocks, and order is kept.
+ */
+#ifndef KUMO_ENGINE_RING_H
+#define KUMO_ENGINE_RING_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Every item carried by a ring starts with this link (used by overflow
+ * lists and by the foreign queue). */
+struct kumo__item {
+    struct kumo__item *next;
+};
+
+#define KUMO__CACHELINE 64
+
+struct kumo__ring {
+    /* consumer side */
+    _Alignas(KUMO__CACHELINE) _Atomic uint32_t head;
+    uint32_t tail_seen; /* consumer's cached copy of tail */
+    /* producer side */
+    _Alignas(KUMO__CACHELINE) _Atomic uint32_t tail;
+    uint32_t head_seen;  /* producer's cached copy of head */
+    uint32_t tail_local; /* filled but not yet published */
+    struct kumo__item *ovf_head, **ovf_tail;
+    /* read-only after init */
+    _Alignas(KUMO__CACHELINE) uint32_t mask;
+    struct kumo__item **slots;
+};
+
+int kumo__ring_init(struct kumo__ring *r, uint32_t entries);
+void kumo__ring_fini(struct kumo__ring *r);
+
+static inline bool kumo__ring_try_put(struct kumo__ring *r, struct kumo__item *it)
+{
+    if (r->tail_local - r->head_seen > r->mask) {
+        r->head_seen = atomic_load_explicit(&r->head, memory_order_acquire);
+        if (r->tail_local - r->head_seen > r->mask)
+            return false;
+    }
+    r->slots[r->tail_local & r->mask] = it;
+    r->tail_local++;
+    return true;
+}
+
+/* Producer: queue an item (published by the next kumo__ring_publish). */
+static inline void kumo__ring_put(struct kumo__ring *r, struct kumo__item *it)
+{
+    if (r->ovf_head || !kumo__ring_try_put(r, it)) {
+        it->next = NULL;
+        *r->ovf_tail = it;
+        r->ovf_tail = &it->next;
+    }
+}
+
+/* Producer: move overflow in, publish.  Returns true if anything new became
+ * visible to the consumer. */
+static inline bool kumo__ring_publish(struct kumo__ring *r)
+{
+    while (r->ovf_head) {
+        struct kumo__item *it = r->ovf_head;
+        struct kumo__item *next = it->next;
+        if (!kumo__ring_try_put(r, it))
+            break;
+        r->ovf_head = next;
+        if (!next)
+            r->ovf_tail = &r->ovf_head;
+    }
+    uint32_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
+    if (t == r->tail_local)
+        return false;
+    atomic_store_explicit(&r->tail, r->tail_local, memory_order_release);
+    return true;
+}
+
+static inline bool kumo__ring_has_overflow(const struct kumo__ring *r) { return r->ovf_head != NULL; }
+
+/* Consumer: is anything published and not yet drained? */
+static inline bool kumo__ring_nonempty(struct kumo__ring *r)
+{
+    uint32_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
+    if (r->tail_seen != h)
+        return true;
+    r->tail_seen = atomic_load_explicit(&r->tail, memory_order_acquire);
+    return r->tail_seen != h;
+}
+
+/* Consumer: hand every published item to fn, then release the slots in one
+ * store.  Returns the count. */
+#define KUMO__RING_DRAIN(r, item_var, body)                                                        \
+    ({                                                                                             \
+        uint32_t h_ = atomic_load_explicit(&(r)->head, memory_order_relaxed);                      \
+        uint32_t t_ = atomic_load_explicit(&(r)->tail, memory_order_acquire);                      \
+        (r)->tail_seen = t_;                                                                       \
+        for (uint32_t i_ = h_; i_ != t_; i_++) {                                                   \
+            struct kumo__item *item_var = (r)->slots[i_ & (r)->mask];                              \
+            body;                                                                                  \
+        }                                                                                          \
+        if (t_ != h_)                                                                              \
+            atomic_store_explicit(&(r)->head, t_, memory_order_release);                           \
+        t_ - h_;                                                                                   \
+    })
+
+#endif

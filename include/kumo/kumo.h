@@ -1,0 +1,519 @@
+/*
+ * Kumo — Cloud Haskell's process model on a shard-per-core engine.
+ *
+ * This header is the whole public API of a single node: nodes and shards,
+ * processes, messages, selective receive, links and monitors, typed
+ * channels, the local registry, and the blocking inbox through which
+ * ordinary threads (main, tests) take part.
+ *
+ * Conventions (see shared/STYLE.md):
+ *  - Functions return 0 (or a count) on success and -errno on failure;
+ *    Kumo-specific codes are in the KUMO_E* range, kumo_strerror() names
+ *    every code.
+ *  - Identifiers (kumo_pid, kumo_ref, kumo_send_port) are plain values:
+ *    copy them, compare them with the *_eq helpers, send them.
+ *  - Ownership is stated per function.  A function that fails takes
+ *    ownership of nothing and calls no callback.
+ *
+ * Execution model.  A process is a state machine: it never blocks.  Its
+ * init function and every handler run to completion on the process's shard
+ * and, before returning, declare what the process waits for next with
+ * kumo_receive() (or kumo_expect()).  A handler that returns without
+ * declaring a receive (and without kumo_die()) ends the process with reason
+ * normal.  All kumo_* calls that take a `kumo_proc *self` must be made on
+ * the thread currently running `self` (inside its init or handlers), or, for
+ * an inbox (kumo_inbox_proc()), by the thread that owns that inbox.
+ */
+#ifndef KUMO_KUMO_H
+#define KUMO_KUMO_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KUMO_API __attribute__((visibility("default")))
+
+/* The running process, as seen by its own code (see "Processes"). */
+typedef struct kumo_proc kumo_proc;
+
+/* ------------------------------------------------------------------ */
+/* Errors                                                              */
+/* ------------------------------------------------------------------ */
+
+/* Kumo-specific error codes, returned negated like errno values. */
+enum {
+    KUMO_EBASE = 10000,
+    KUMO_ENOPROC,     /* no such process (dead, or never existed) */
+    KUMO_ENAMETAKEN,  /* registry: the name is already registered */
+    KUMO_ENONAME,     /* registry: the name is not registered */
+    KUMO_ETIMEOUT,    /* a wait ran out of time */
+    KUMO_ESHUTDOWN,   /* the node is stopping or stopped */
+    KUMO_ETOOBIG,     /* message over the node's size limit */
+    KUMO_EBADWIRE,    /* malformed or unknown-version encoding */
+    KUMO_ENOTOWNER,   /* receive port used by a process that does not own it */
+    KUMO_ELAST
+};
+
+/* A static string for a 0 / -errno / -KUMO_E* code. */
+KUMO_API const char *kumo_strerror(int err);
+
+/* ------------------------------------------------------------------ */
+/* Identifiers                                                         */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A process id.  `node` identifies the node incarnation (a restarted node
+ * gets a new one), `shard` and `slot` locate the process, `serial` is
+ * unique among all processes ever spawned in this node incarnation, so a
+ * pid of a dead process never reaches a later one.  The all-zero pid is
+ * "no process" (kumo_pid_is_null).
+ */
+typedef struct kumo_pid {
+    uint64_t node;
+    uint64_t serial;
+    uint32_t slot;
+    uint16_t shard;
+    uint16_t reserved; /* always 0 */
+} kumo_pid;
+
+KUMO_API bool kumo_pid_eq(kumo_pid a, kumo_pid b);
+static inline bool kumo_pid_is_null(kumo_pid p) { return p.node == 0 && p.serial == 0; }
+
+/* Formats "<node-hex>.<shard>.<slot>.<serial>" into buf (NUL-terminated,
+ * truncated to len).  Returns buf. */
+KUMO_API char *kumo_pid_str(kumo_pid p, char *buf, size_t len);
+
+/* A monitor reference: unique per node incarnation. */
+typedef struct kumo_ref {
+    uint64_t node;
+    uint64_t id;
+} kumo_ref;
+
+KUMO_API bool kumo_ref_eq(kumo_ref a, kumo_ref b);
+
+/* ------------------------------------------------------------------ */
+/* Wire encodings of identifiers (fixed size, versioned)               */
+/* ------------------------------------------------------------------ */
+
+/* A pid inside a payload: 1 version byte + 24 bytes, little-endian. */
+#define KUMO_PID_WIRE_SIZE 25
+/* Writes exactly KUMO_PID_WIRE_SIZE bytes to out. */
+KUMO_API void kumo_pid_encode(kumo_pid p, uint8_t out[KUMO_PID_WIRE_SIZE]);
+/* Reads a pid from in[0..len).  Returns 0, or -KUMO_EBADWIRE if len is short
+ * or the version is unknown. */
+KUMO_API int kumo_pid_decode(const uint8_t *in, size_t len, kumo_pid *out);
+
+/* ------------------------------------------------------------------ */
+/* Node                                                                */
+/* ------------------------------------------------------------------ */
+
+typedef struct kumo_node kumo_node;
+
+typedef struct kumo_node_config {
+    /* Number of shards (event-loop threads).  0 = one per CPU in the
+     * process's affinity mask. */
+    unsigned shards;
+    /* Pin shard i to the i-th CPU of the affinity mask (default true when
+     * this struct is zeroed: set no_pin to disable). */
+    bool no_pin;
+    /* How long an idle shard polls its rings before parking, in ns.
+     * 0 = default (50 us).  Use KUMO_SPIN_NEVER to park at once. */
+    uint64_t spin_ns;
+    /* Capacity (entries, power of two) of each cross-shard ring.
+     * 0 = default (1024). */
+    unsigned ring_entries;
+    /* Largest message payload accepted by send (bytes).  0 = 64 MiB. */
+    size_t max_message;
+    /* Messages a process may handle in one turn before others run.
+     * 0 = default (64). */
+    unsigned budget;
+} kumo_node_config;
+
+#define KUMO_SPIN_NEVER UINT64_MAX
+
+/* Starts a node: its shards run until kumo_node_stop().  `cfg` may be NULL
+ * (defaults).  Returns 0 and sets *out, or -errno (-ENOSYS / -EPERM when
+ * io_uring is unavailable, with a log line saying why). */
+KUMO_API int kumo_node_start(const kumo_node_config *cfg, kumo_node **out);
+
+/* Orderly stop: every process ends with reason shutdown (their on_exit
+ * callbacks run on their shards), every shard thread is joined, every
+ * queued message is freed.  Inboxes stay allocated (kumo_inbox_free them)
+ * but their waits return -KUMO_ESHUTDOWN.  Blocks; must not be called from a
+ * shard thread.  Idempotent. */
+KUMO_API void kumo_node_stop(kumo_node *node);
+
+/* Frees a stopped node (stops it first if needed).  All inboxes of the node
+ * must have been freed. */
+KUMO_API void kumo_node_free(kumo_node *node);
+
+KUMO_API unsigned kumo_node_shards(const kumo_node *node);
+KUMO_API uint64_t kumo_node_id(const kumo_node *node);
+
+/* Counts processes currently alive on the node (a racy snapshot, for tests
+ * and tools). */
+KUMO_API uint64_t kumo_node_process_count(kumo_node *node);
+
+/* ------------------------------------------------------------------ */
+/* Messages                                                            */
+/* ------------------------------------------------------------------ */
+
+/* A message type fingerprint: XXH3-64 of the type's name.  Pure function;
+ * equal names give equal fingerprints on every node. */
+KUMO_API uint64_t kumo_type(const char *name);
+
+/* Fingerprints of the messages the engine itself delivers. */
+#define KUMO_TYPE_EXIT_NAME "kumo.exit"       /* trapped exit signal */
+#define KUMO_TYPE_DOWN_NAME "kumo.down"       /* monitor notification */
+KUMO_API uint64_t kumo_type_exit(void);
+KUMO_API uint64_t kumo_type_down(void);
+
+/* A message as a handler sees it.  Owned by the engine unless the handler
+ * forwards it (kumo_forward) or keeps it (kumo_msg_keep). */
+typedef struct kumo_msg kumo_msg;
+
+KUMO_API uint64_t kumo_msg_type(const kumo_msg *m);
+KUMO_API const void *kumo_msg_data(const kumo_msg *m);
+KUMO_API size_t kumo_msg_len(const kumo_msg *m);
+/* The process that sent it (null pid for messages from the engine). */
+KUMO_API kumo_pid kumo_msg_sender(const kumo_msg *m);
+
+/* Inside a handler: take ownership of the message being handled; it is
+ * then the caller's to free with kumo_msg_free or send with kumo_send_msg. */
+KUMO_API kumo_msg *kumo_msg_keep(kumo_proc *self, kumo_msg *m);
+KUMO_API void kumo_msg_free(kumo_msg *m);
+
+/* ------------------------------------------------------------------ */
+/* Exit reasons                                                        */
+/* ------------------------------------------------------------------ */
+
+typedef enum kumo_reason_kind {
+    KUMO_NORMAL = 0,    /* returned without waiting, or kumo_die(normal) */
+    KUMO_SHUTDOWN,      /* the node stopped */
+    KUMO_EXCEPTION,     /* kumo_die / kumo_exit with an error text */
+    KUMO_KILLED,        /* kumo_kill */
+    KUMO_UNKNOWN_ID,    /* monitor/link target was dead or never existed */
+    KUMO_DISCONNECT,    /* connection to the target's node was lost */
+    KUMO_NODE_DOWN,     /* the target's node is down */
+} kumo_reason_kind;
+
+#define KUMO_REASON_TEXT 96
+
+typedef struct kumo_reason {
+    kumo_reason_kind kind;
+    char text[KUMO_REASON_TEXT]; /* NUL-terminated, may be empty */
+} kumo_reason;
+
+KUMO_API const char *kumo_reason_kind_str(kumo_reason_kind k);
+
+/* Payload of a KUMO_TYPE_EXIT message (a trapped exit signal). */
+typedef struct kumo_exit_msg {
+    kumo_pid from;
+    kumo_reason reason;
+} kumo_exit_msg;
+
+/* Payload of a KUMO_TYPE_DOWN message (monitor notification). */
+typedef struct kumo_down_msg {
+    kumo_ref ref;
+    kumo_pid pid;
+    kumo_reason reason;
+} kumo_down_msg;
+
+/* ------------------------------------------------------------------ */
+/* Processes                                                           */
+/* ------------------------------------------------------------------ */
+
+/* kumo_proc (declared above) is valid only during the init call and the
+ * handler calls it is passed to, or for as long as its inbox lives. */
+
+typedef void (*kumo_init_fn)(kumo_proc *self, void *state);
+typedef void (*kumo_handler)(kumo_proc *self, void *state, kumo_msg *m);
+/* Called once when the process has ended, on its shard, after links and
+ * monitors were notified: the place to free `state`. */
+typedef void (*kumo_exit_fn)(void *state, const kumo_reason *why);
+
+enum {
+    KUMO_SHARD_SAME = -1, /* the spawner's shard (shard 0 from an inbox) */
+    KUMO_SHARD_RR = -2,   /* round-robin over the node's shards */
+};
+
+typedef struct kumo_spawn_opts {
+    int shard;          /* index, KUMO_SHARD_SAME (also when opts is NULL) or _RR */
+    bool trap_exit;     /* start with exits trapped */
+    kumo_exit_fn on_exit;
+    /* Link the spawner to the new process atomically (the spawner gets an
+     * exit signal when the child ends). */
+    bool link;
+    /* Monitor the new process atomically; the ref is stored here. */
+    kumo_ref *monitor;
+} kumo_spawn_opts;
+
+/*
+ * Spawns a process on `node` that starts by running init(self, state).
+ * `self` is the spawning process (or an inbox proc, or NULL from any other
+ * thread, in which case link/monitor options are refused with -EINVAL).
+ * The pid is valid at once: messages sent to it before init runs are
+ * queued.  `state` is the process's state pointer, passed to every
+ * handler; the process owns it from success on (free it in on_exit).
+ * Returns 0, -EINVAL, -ENOMEM or -KUMO_ESHUTDOWN.
+ */
+KUMO_API int kumo_spawn(kumo_node *node, kumo_proc *self, const kumo_spawn_opts *opts,
+                        kumo_init_fn init, void *state, kumo_pid *out);
+
+KUMO_API kumo_pid kumo_self(const kumo_proc *self);
+KUMO_API kumo_node *kumo_self_node(const kumo_proc *self);
+KUMO_API unsigned kumo_self_shard(const kumo_proc *self);
+KUMO_API void *kumo_state(const kumo_proc *self);
+KUMO_API void kumo_set_state(kumo_proc *self, void *state);
+
+/* ------------------------------------------------------------------ */
+/* Sending                                                             */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Sends a copy of data[0..len) as a message of `type` to `to`.  Sending is
+ * asynchronous and never blocks.  Messages from one process to another
+ * arrive in the order sent (same shard or not).  Sending to a dead or
+ * unknown pid is not an error: the message is dropped (as in Erlang).
+ * Returns 0, -KUMO_ETOOBIG, -ENOMEM or -KUMO_ESHUTDOWN.
+ */
+KUMO_API int kumo_send(kumo_proc *self, kumo_pid to, uint64_t type, const void *data,
+                       size_t len);
+/* Gathers iov[0..n) into one message. */
+KUMO_API int kumo_sendv(kumo_proc *self, kumo_pid to, uint64_t type, const struct iovec *iov,
+                        int n);
+
+/* Allocates an engine message with a payload of `len` bytes for the caller
+ * to fill in place (*payload).  The caller owns it until kumo_send_msg
+ * succeeds (or frees it with kumo_msg_free). */
+KUMO_API kumo_msg *kumo_msg_alloc(kumo_proc *self, uint64_t type, size_t len, void **payload);
+/* Sends an engine message, transferring ownership on success: no copy
+ * within the node.  Also used to forward a message kept from a handler. */
+KUMO_API int kumo_send_msg(kumo_proc *self, kumo_pid to, kumo_msg *m);
+/* Inside a handler: pass the message being handled on to `to` without a
+ * copy (the engine no longer frees it after the handler).  Returns as
+ * kumo_send. */
+KUMO_API int kumo_forward(kumo_proc *self, kumo_pid to, kumo_msg *m);
+
+/* "Cloud Haskell's say": one log line "<UTC time> pid://<pid> SAY <text>". */
+KUMO_API void kumo_say(kumo_proc *self, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* ------------------------------------------------------------------ */
+/* Typed channels                                                      */
+/* ------------------------------------------------------------------ */
+
+/* The sending end: a value, serialisable, may travel in messages. */
+typedef struct kumo_send_port {
+    kumo_pid owner;
+    uint64_t id;
+    uint64_t type;
+} kumo_send_port;
+
+#define KUMO_SEND_PORT_WIRE_SIZE (1 + 24 + 8 + 8)
+KUMO_API void kumo_send_port_encode(kumo_send_port p, uint8_t out[KUMO_SEND_PORT_WIRE_SIZE]);
+KUMO_API int kumo_send_port_decode(const uint8_t *in, size_t len, kumo_send_port *out);
+
+/* The receiving end: owned by the process that created it, usable only by
+ * that process, freed when it ends.  Not serialisable. */
+typedef struct kumo_recv_port kumo_recv_port;
+
+/* Creates a channel carrying messages of `type`.  Returns 0 or -ENOMEM. */
+KUMO_API int kumo_new_chan(kumo_proc *self, uint64_t type, kumo_send_port *sp,
+                           kumo_recv_port **rp);
+/* Sends on a channel (copying data).  Channel messages never enter the
+ * owner's mailbox; a closed channel drops them.  Returns as kumo_send. */
+KUMO_API int kumo_send_chan(kumo_proc *self, kumo_send_port sp, const void *data, size_t len);
+
+/* Merges ports into a new receive port of the same owner.  Biased: each
+ * take prefers ports[0], then ports[1], ...  Round-robin: the port after
+ * the one last taken from is tried first.  The merged port refers to the
+ * originals (which stay usable); all die with the owner. */
+KUMO_API int kumo_merge_ports_biased(kumo_proc *self, kumo_recv_port *const *ports, int n,
+                                     kumo_recv_port **out);
+KUMO_API int kumo_merge_ports_rr(kumo_proc *self, kumo_recv_port *const *ports, int n,
+                                 kumo_recv_port **out);
+
+/* ------------------------------------------------------------------ */
+/* Selective receive                                                   */
+/* ------------------------------------------------------------------ */
+
+typedef bool (*kumo_pred)(const kumo_msg *m, void *state);
+
+typedef enum kumo_match_kind {
+    KUMO_MATCH_TYPE = 1, /* messages of `type` */
+    KUMO_MATCH_IF,       /* messages of `type` for which pred(m, state) holds */
+    KUMO_MATCH_ANY,      /* any message; with fn == NULL it is removed unhandled
+                            (Cloud Haskell's matchUnknown) */
+    KUMO_MATCH_PORT,     /* the next message on receive port `port` */
+} kumo_match_kind;
+
+typedef struct kumo_match {
+    kumo_match_kind kind;
+    uint64_t type;
+    kumo_pred pred;
+    kumo_recv_port *port;
+    kumo_handler fn;
+} kumo_match;
+
+/* Receive-set flags. */
+enum {
+    /* The predicates depend only on the message (not on state that
+     * handlers change): re-declaring this same set keeps the scan position,
+     * so messages already found unmatched are not tested again. */
+    KUMO_RECV_PURE = 1u << 0,
+};
+
+/*
+ * A receive set.  The memory must stay valid and unchanged while the
+ * process waits on it (make it static const, or keep it in the process
+ * state).  Matches are tried in order: port matches take the head of their
+ * port; mailbox matches (TYPE, IF, ANY) are tried together, at the position
+ * of the first of them, against each message in mailbox order: the first
+ * message that any of them accepts is removed and handed to the first match
+ * that accepts it.  Unmatched messages stay queued, in order.
+ */
+typedef struct kumo_recv {
+    const kumo_match *matches;
+    uint32_t n;
+    uint32_t flags;
+    /* Called with m == NULL when the wait times out. */
+    kumo_handler on_timeout;
+} kumo_recv;
+
+#define KUMO_INFINITY (-1)
+
+/*
+ * Declares the process's next wait: `set`, for at most timeout_ns
+ * (KUMO_INFINITY: no limit; 0: one pass over what is queued, then
+ * on_timeout).  Takes effect when the current handler returns; the last
+ * declaration wins.  The wait does not scan from scratch per arriving
+ * message: when a message arrives only that message is tested (Erlang's
+ * receive marker), and re-declaring the same set with KUMO_RECV_PURE (or
+ * with no IF matches) resumes the scan where it stopped.
+ */
+KUMO_API void kumo_receive(kumo_proc *self, const kumo_recv *set, int64_t timeout_ns);
+
+/* Shorthand: wait for one message of `type` (Cloud Haskell's expect). */
+KUMO_API void kumo_expect(kumo_proc *self, uint64_t type, kumo_handler fn);
+
+/* ------------------------------------------------------------------ */
+/* Termination, links, monitors                                        */
+/* ------------------------------------------------------------------ */
+
+/* Ends the calling process with `kind` (KUMO_NORMAL or KUMO_EXCEPTION) and
+ * an optional text, once the current handler returns; nothing it declared
+ * afterwards takes effect. */
+KUMO_API void kumo_die(kumo_proc *self, kumo_reason_kind kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Sends an exit signal to `pid`.  A process that traps exits receives it as
+ * a KUMO_TYPE_EXIT message; otherwise a `normal` exit signal is ignored and
+ * any other ends it with that reason.  Returns 0 (dead pids are ignored). */
+KUMO_API int kumo_exit(kumo_proc *self, kumo_pid pid, kumo_reason_kind kind, const char *text);
+
+/* Kills `pid` with reason killed(text): cannot be trapped. */
+KUMO_API int kumo_kill(kumo_proc *self, kumo_pid pid, const char *text);
+
+/* Traps (or stops trapping) exit signals: they become KUMO_TYPE_EXIT
+ * messages.  Kill signals are never trapped. */
+KUMO_API void kumo_trap_exit(kumo_proc *self, bool on);
+
+/*
+ * Unidirectional link (Cloud Haskell): when `pid` ends, normally or not, or
+ * is unreachable, the caller receives an exit signal with that reason (a
+ * normal one is ignored unless exits are trapped).  Linking to a dead or
+ * unknown pid gives an unknown-id exit signal.  Returns 0.
+ */
+KUMO_API int kumo_link(kumo_proc *self, kumo_pid pid);
+/* Removes the link; an exit signal from it already on its way is dropped. */
+KUMO_API int kumo_unlink(kumo_proc *self, kumo_pid pid);
+
+/* Monitors `pid`: exactly one KUMO_TYPE_DOWN message per ref, with reason
+ * normal | exception | killed | shutdown | unknown-id (dead or never
+ * existed).  Returns 0 and the ref. */
+KUMO_API int kumo_monitor(kumo_proc *self, kumo_pid pid, kumo_ref *ref);
+/* Cancels a monitor: no DOWN for `ref` is delivered after this call, even
+ * one already queued in the caller's mailbox.  Returns 0, or -ENOENT if the
+ * ref is not an active monitor of the caller. */
+KUMO_API int kumo_unmonitor(kumo_proc *self, kumo_ref ref);
+
+/* ------------------------------------------------------------------ */
+/* Local registry                                                      */
+/* ------------------------------------------------------------------ */
+
+#define KUMO_NAME_MAX 255
+
+/* Registers `name` for `pid` (on this node).  Errors: -KUMO_ENAMETAKEN,
+ * -KUMO_ENOPROC (pid dead or not local), -EINVAL (empty or too long).
+ * The name is released when the process ends. */
+KUMO_API int kumo_register(kumo_node *node, const char *name, kumo_pid pid);
+/* Returns 0, or -KUMO_ENONAME. */
+KUMO_API int kumo_unregister(kumo_node *node, const char *name);
+/* Returns 0 and sets *pid, or -KUMO_ENONAME. */
+KUMO_API int kumo_whereis(kumo_node *node, const char *name, kumo_pid *pid);
+/* Calls fn(name, pid, arg) for each registered name (a snapshot); returns
+ * the count. */
+KUMO_API int kumo_registered(kumo_node *node, void (*fn)(const char *name, kumo_pid pid, void *arg),
+                             void *arg);
+/* Named send: to an unknown name the message is dropped (returns 0). */
+KUMO_API int kumo_nsend(kumo_proc *self, const char *name, uint64_t type, const void *data,
+                        size_t len);
+
+/* ------------------------------------------------------------------ */
+/* Blocking inbox: processes for ordinary threads                      */
+/* ------------------------------------------------------------------ */
+
+/*
+ * An inbox is a real process whose mailbox an ordinary thread waits on.
+ * Its proc (kumo_inbox_proc) works with kumo_send, kumo_spawn, kumo_link,
+ * kumo_monitor, kumo_register, ... from the owning thread.  Exit signals to
+ * an inbox are always trapped (they arrive as KUMO_TYPE_EXIT messages);
+ * a kill closes it.
+ */
+typedef struct kumo_inbox kumo_inbox;
+
+KUMO_API int kumo_inbox_new(kumo_node *node, kumo_inbox **out);
+KUMO_API kumo_proc *kumo_inbox_proc(kumo_inbox *ib);
+KUMO_API kumo_pid kumo_inbox_pid(kumo_inbox *ib);
+
+/*
+ * Waits up to timeout_ns (KUMO_INFINITY, or 0 for a poll) for the first
+ * message in mailbox order for which match(m, arg) holds (match == NULL:
+ * any message), removes it and returns it in *out, owned by the caller
+ * (kumo_msg_free).  Returns 0, -KUMO_ETIMEOUT, or -KUMO_ESHUTDOWN.
+ */
+KUMO_API int kumo_inbox_recv(kumo_inbox *ib, kumo_pred match, void *arg, int64_t timeout_ns,
+                             kumo_msg **out);
+/* Shorthand: the first message of `type`. */
+KUMO_API int kumo_inbox_expect(kumo_inbox *ib, uint64_t type, int64_t timeout_ns, kumo_msg **out);
+/* Number of queued messages. */
+KUMO_API size_t kumo_inbox_count(kumo_inbox *ib);
+
+/* Ends the inbox process (reason normal) and frees it with its queue. */
+KUMO_API void kumo_inbox_free(kumo_inbox *ib);
+
+/* ------------------------------------------------------------------ */
+/* Logging                                                             */
+/* ------------------------------------------------------------------ */
+
+typedef enum kumo_log_level { KUMO_LOG_DEBUG, KUMO_LOG_INFO, KUMO_LOG_WARN, KUMO_LOG_ERROR } kumo_log_level;
+
+/* Lines below `level` are dropped.  Default: INFO, or $KUMO_LOG
+ * (debug|info|warn|error) when set. */
+KUMO_API void kumo_log_set_level(kumo_log_level level);
+/* Redirects log lines (each a whole line without '\n').  NULL restores
+ * stderr.  The sink may be called from any shard thread concurrently. */
+KUMO_API void kumo_log_set_sink(void (*sink)(kumo_log_level, const char *line, void *arg),
+                                void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,575 @@
+/* The public process API: identifiers, sending, receive declarations,
+ * termination, links, monitors, the registry front end, say. */
+#include "proc/internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <xxhash.h>
+
+/* ------------------------------------------------------------------ */
+/* Errors, ids, types                                                  */
+/* ------------------------------------------------------------------ */
+
+const char *kumo_strerror(int err)
+{
+    switch (-err) {
+    case 0:
+        return "success";
+    case KUMO_ENOPROC:
+        return "no such process";
+    case KUMO_ENAMETAKEN:
+        return "name already registered";
+    case KUMO_ENONAME:
+        return "name not registered";
+    case KUMO_ETIMEOUT:
+        return "timed out";
+    case KUMO_ESHUTDOWN:
+        return "node is shutting down";
+    case KUMO_ETOOBIG:
+        return "message too large";
+    case KUMO_EBADWIRE:
+        return "malformed or unknown-version encoding";
+    case KUMO_ENOTOWNER:
+        return "receive port belongs to another process";
+    default:
+        return err < 0 && -err < KUMO_EBASE ? strerror(-err) : "unknown error";
+    }
+}
+
+bool kumo_pid_eq(kumo_pid a, kumo_pid b)
+{
+    return a.node == b.node && a.serial == b.serial && a.slot == b.slot && a.shard == b.shard;
+}
+
+bool kumo_ref_eq(kumo_ref a, kumo_ref b) { return a.node == b.node && a.id == b.id; }
+
+char *kumo_pid_str(kumo_pid p, char *buf, size_t len)
+{
+    snprintf(buf, len, "%016llx.%u.%u.%llx", (unsigned long long)p.node, p.shard, p.slot,
+             (unsigned long long)p.serial);
+    return buf;
+}
+
+uint64_t kumo_type(const char *name) { return XXH3_64bits(name, strlen(name)); }
+uint64_t kumo_type_exit(void) { return kumo_type(KUMO_TYPE_EXIT_NAME); }
+uint64_t kumo_type_down(void) { return kumo_type(KUMO_TYPE_DOWN_NAME); }
+
+const char *kumo_reason_kind_str(kumo_reason_kind k)
+{
+    static const char *names[] = {"normal",     "shutdown",   "exception", "killed",
+                                  "unknown-id", "disconnect", "node-down"};
+    return (unsigned)k < sizeof names / sizeof *names ? names[k] : "?";
+}
+
+static void put_le(uint8_t *o, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        o[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_le(const uint8_t *in, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v |= (uint64_t)in[i] << (8 * i);
+    return v;
+}
+
+#define PID_WIRE_V1 1
+
+void kumo_pid_encode(kumo_pid p, uint8_t out[KUMO_PID_WIRE_SIZE])
+{
+    out[0] = PID_WIRE_V1;
+    put_le(out + 1, p.node, 8);
+    put_le(out + 9, p.serial, 8);
+    put_le(out + 17, p.slot, 4);
+    put_le(out + 21, p.shard, 2);
+    put_le(out + 23, 0, 2);
+}
+
+int kumo_pid_decode(const uint8_t *in, size_t len, kumo_pid *out)
+{
+    if (!in || len < KUMO_PID_WIRE_SIZE || in[0] != PID_WIRE_V1)
+        return -KUMO_EBADWIRE;
+    *out = (kumo_pid){.node = get_le(in + 1, 8), .serial = get_le(in + 9, 8),
+                      .slot = (uint32_t)get_le(in + 17, 4), .shard = (uint16_t)get_le(in + 21, 2)};
+    return 0;
+}
+
+void kumo_send_port_encode(kumo_send_port p, uint8_t out[KUMO_SEND_PORT_WIRE_SIZE])
+{
+    kumo_pid_encode(p.owner, out);
+    out[0] = PID_WIRE_V1;
+    put_le(out + KUMO_PID_WIRE_SIZE, p.id, 8);
+    put_le(out + KUMO_PID_WIRE_SIZE + 8, p.type, 8);
+}
+
+int kumo_send_port_decode(const uint8_t *in, size_t len, kumo_send_port *out)
+{
+    if (!in || len < KUMO_SEND_PORT_WIRE_SIZE)
+        return -KUMO_EBADWIRE;
+    int err = kumo_pid_decode(in, len, &out->owner);
+    if (err)
+        return err;
+    out->id = get_le(in + KUMO_PID_WIRE_SIZE, 8);
+    out->type = get_le(in + KUMO_PID_WIRE_SIZE + 8, 8);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Self                                                                */
+/* ------------------------------------------------------------------ */
+
+kumo_pid kumo_self(const kumo_proc *self) { return kumo__pid_of(self); }
+kumo_node *kumo_self_node(const kumo_proc *self) { return self->node; }
+unsigned kumo_self_shard(const kumo_proc *self) { return self->shard; }
+void *kumo_state(const kumo_proc *self) { return self->state; }
+void kumo_set_state(kumo_proc *self, void *state) { self->state = state; }
+
+/* ------------------------------------------------------------------ */
+/* Messages and sending                                                */
+/* ------------------------------------------------------------------ */
+
+uint64_t kumo_msg_type(const kumo_msg *m) { return m->type; }
+const void *kumo_msg_data(const kumo_msg *m) { return m->data; }
+size_t kumo_msg_len(const kumo_msg *m) { return m->len; }
+kumo_pid kumo_msg_sender(const kumo_msg *m) { return m->from; }
+void kumo_msg_free(kumo_msg *m)
+{
+    if (m)
+        kumo__msg_free(m);
+}
+
+kumo_msg *kumo_msg_keep(kumo_proc *self, kumo_msg *m)
+{
+    struct pshard *ps = kumo__pshard_of(self);
+    if (ps && ps->cur_msg == m)
+        self->flags |= PF_MSG_TAKEN;
+    return m;
+}
+
+static kumo_node *node_of(kumo_proc *self) { return self->node; }
+
+/* A pid this node can route to.  Pids of other nodes have nowhere to go
+ * until distribution exists: they behave like dead pids. */
+static inline bool routable(kumo_node *node, kumo_pid to)
+{
+    return to.node == node->id && to.shard < node->n && to.serial != 0;
+}
+
+static int check_send(kumo_node *node, size_t len)
+{
+    if (len > node->max_message)
+        return -KUMO_ETOOBIG;
+    if (atomic_load_explicit(&node->stopping, memory_order_relaxed))
+        return -KUMO_ESHUTDOWN;
+    return 0;
+}
+
+static inline void stamp(struct kumo_msg *m, kumo_proc *self, kumo_pid to)
+{
+    m->from = self ? kumo__pid_of(self) : (kumo_pid){0};
+    msg_set_dst(m, to);
+}
+
+/* `node` is needed when self is NULL (a plain thread): kumo_send(NULL, ..)
+ * is not possible without it, so plain threads use an inbox. */
+int kumo_send(kumo_proc *self, kumo_pid to, uint64_t type, const void *data, size_t len)
+{
+    kumo_node *node = node_of(self);
+    int err = check_send(node, len);
+    if (err)
+        return err;
+    if (!routable(node, to))
+        return 0;
+    struct kumo_msg *m = kumo__msg_new(len);
+    if (!m)
+        return -ENOMEM;
+    m->type = type;
+    if (len)
+        memcpy(m->data, data, len);
+    stamp(m, self, to);
+    kumo__post(node, self, m);
+    return 0;
+}
+
+int kumo_sendv(kumo_proc *self, kumo_pid to, uint64_t type, const struct iovec *iov, int n)
+{
+    kumo_node *node = node_of(self);
+    size_t len = 0;
+    for (int i = 0; i < n; i++)
+        len += iov[i].iov_len;
+    int err = check_send(node, len);
+    if (err)
+        return err;
+    if (!routable(node, to))
+        return 0;
+    struct kumo_msg *m = kumo__msg_new(len);
+    if (!m)
+        return -ENOMEM;
+    m->type = type;
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        if (iov[i].iov_len)
+            memcpy(m->data + off, iov[i].iov_base, iov[i].iov_len);
+        off += iov[i].iov_len;
+    }
+    stamp(m, self, to);
+    kumo__post(node, self, m);
+    return 0;
+}
+
+kumo_msg *kumo_msg_alloc(kumo_proc *self, uint64_t type, size_t len, void **payload)
+{
+    if (len > self->node->max_message)
+        return NULL;
+    struct kumo_msg *m = kumo__msg_new(len);
+    if (!m)
+        return NULL;
+    m->type = type;
+    if (payload)
+        *payload = m->data;
+    return m;
+}
+
+int kumo_send_msg(kumo_proc *self, kumo_pid to, kumo_msg *m)
+{
+    kumo_node *node = node_of(self);
+    int err = check_send(node, m->len);
+    if (err)
+        return err;
+    m->kind = K_DATA;
+    m->aux = 0;
+    m->flags = 0;
+    if (!routable(node, to)) {
+        kumo__msg_free(m);
+        return 0;
+    }
+    stamp(m, self, to);
+    kumo__post(node, self, m);
+    return 0;
+}
+
+int kumo_forward(kumo_proc *self, kumo_pid to, kumo_msg *m)
+{
+    struct pshard *ps = kumo__pshard_of(self);
+    int err = check_send(node_of(self), m->len);
+    if (err)
+        return err;
+    if (ps && ps->cur_msg == m)
+        self->flags |= PF_MSG_TAKEN;
+    return kumo_send_msg(self, to, m);
+}
+
+/* ------------------------------------------------------------------ */
+/* Receive declarations                                                */
+/* ------------------------------------------------------------------ */
+
+static bool set_is_pure(const kumo_recv *set)
+{
+    if (set->flags & KUMO_RECV_PURE)
+        return true;
+    for (uint32_t i = 0; i < set->n; i++)
+        if (set->matches[i].kind == KUMO_MATCH_IF)
+            return false;
+    return true;
+}
+
+void kumo_receive(kumo_proc *self, const kumo_recv *set, int64_t timeout_ns)
+{
+    if (self->flags & (PF_FOREIGN | PF_DEAD))
+        return;
+    struct pshard *ps = self->node->ps[self->shard];
+    self->flags |= PF_DECLARED;
+    self->flags &= ~(PF_POLL | PF_TIMEDOUT);
+    self->set = set;
+    if (set != self->prev_set || !set_is_pure(set))
+        self->cursor = &self->mbox_head;
+    if (self->ext)
+        kumo__timer_cancel(&ps->sh->timers, &self->ext->timer);
+    if (timeout_ns == 0) {
+        self->flags |= PF_POLL;
+    } else if (timeout_ns > 0) {
+        struct proc_ext *e = kumo__ext(self);
+        if (!e || kumo__timer_arm(&ps->sh->timers, &e->timer, kumo__now_ns() + (uint64_t)timeout_ns))
+            self->flags |= PF_POLL; /* no memory for a timer: time out at once */
+    }
+    /* A wait declared from init or a handler is examined by the run loop
+     * right after the callback returns. */
+}
+
+void kumo_expect(kumo_proc *self, uint64_t type, kumo_handler fn)
+{
+    struct proc_ext *e = kumo__ext(self);
+    if (!e) {
+        kumo_die(self, KUMO_EXCEPTION, "out of memory");
+        return;
+    }
+    bool same = e->expect_set.n == 1 && e->expect_match.type == type && e->expect_match.fn == fn;
+    e->expect_match = (kumo_match){.kind = KUMO_MATCH_TYPE, .type = type, .fn = fn};
+    e->expect_set = (kumo_recv){.matches = &e->expect_match, .n = 1};
+    if (!same)
+        self->prev_set = NULL;
+    kumo_receive(self, &e->expect_set, KUMO_INFINITY);
+}
+
+/* ------------------------------------------------------------------ */
+/* Termination                                                         */
+/* ------------------------------------------------------------------ */
+
+void kumo_die(kumo_proc *self, kumo_reason_kind kind, const char *fmt, ...)
+{
+    struct proc_ext *e = kumo__ext(self);
+    if (!e)
+        return;
+    e->reason.kind = kind;
+    e->reason.text[0] = 0;
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(e->reason.text, sizeof e->reason.text, fmt, ap);
+        va_end(ap);
+    }
+    self->flags |= PF_DYING;
+}
+
+static int signal_reason(kumo_proc *self, kumo_pid pid, uint8_t kind, kumo_reason_kind rk,
+                         const char *text)
+{
+    kumo_node *node = node_of(self);
+    if (atomic_load_explicit(&node->stopping, memory_order_relaxed))
+        return -KUMO_ESHUTDOWN;
+    if (!routable(node, pid))
+        return 0;
+    kumo_reason r;
+    kumo__reason_set(&r, rk, text);
+    return kumo__post_reason(node, self, kumo__pid_of(self), pid, kind, 0, 0, &r);
+}
+
+int kumo_exit(kumo_proc *self, kumo_pid pid, kumo_reason_kind kind, const char *text)
+{
+    return signal_reason(self, pid, K_EXIT, kind, text);
+}
+
+int kumo_kill(kumo_proc *self, kumo_pid pid, const char *text)
+{
+    return signal_reason(self, pid, K_KILL, KUMO_KILLED, text);
+}
+
+void kumo_trap_exit(kumo_proc *self, bool on)
+{
+    if (on)
+        self->flags |= PF_TRAP;
+    else
+        self->flags &= ~PF_TRAP;
+}
+
+/* ------------------------------------------------------------------ */
+/* Links and monitors                                                  */
+/* ------------------------------------------------------------------ */
+
+static void lock_self(kumo_proc *self)
+{
+    if (self->flags & PF_FOREIGN)
+        pthread_mutex_lock(&((struct kumo_inbox *)self)->mu);
+}
+
+static void unlock_self(kumo_proc *self)
+{
+    if (self->flags & PF_FOREIGN)
+        pthread_mutex_unlock(&((struct kumo_inbox *)self)->mu);
+}
+
+static bool has_watch(struct proc_ext *e, kumo_pid pid, uint64_t ref, uint32_t kind)
+{
+    for (uint32_t i = 0; i < e->watching.n; i++) {
+        struct watch *w = &e->watching.v[i];
+        if (w->kind == kind && w->ref == ref && kumo_pid_eq(w->pid, pid))
+            return true;
+    }
+    return false;
+}
+
+/* Posts a link/unlink/monitor/demonitor signal; for a pid this node cannot
+ * route to, answers at once as a dead process would. */
+static int post_watch(kumo_proc *self, kumo_pid pid, uint8_t kind, uint64_t ref)
+{
+    kumo_node *node = node_of(self);
+    kumo_pid me = kumo__pid_of(self);
+    if (!routable(node, pid)) {
+        if (kind != K_LINK && kind != K_MONITOR)
+            return 0;
+        kumo_reason r;
+        kumo__reason_set(&r, KUMO_UNKNOWN_ID, NULL);
+        /* Deliver the answer to ourselves, as if from pid. */
+        return kumo__post_reason(node, self, pid, me, kind == K_LINK ? K_EXIT : K_DOWN,
+                                 kind == K_LINK ? MF_LINK : 0, ref, &r);
+    }
+    struct kumo_msg *m = kumo__msg_new(0);
+    if (!m)
+        return -ENOMEM;
+    m->kind = kind;
+    m->aux = ref;
+    stamp(m, self, pid);
+    kumo__post(node, self, m);
+    return 0;
+}
+
+int kumo_link(kumo_proc *self, kumo_pid pid)
+{
+    if (atomic_load_explicit(&self->node->stopping, memory_order_relaxed))
+        return -KUMO_ESHUTDOWN;
+    lock_self(self);
+    struct proc_ext *e = kumo__ext(self);
+    int err = e ? 0 : -ENOMEM;
+    bool had = e && has_watch(e, pid, 0, W_LINK);
+    if (e && !had)
+        err = kumo__watch_add(&e->watching, pid, 0, W_LINK);
+    unlock_self(self);
+    if (err || had)
+        return err;
+    err = post_watch(self, pid, K_LINK, 0);
+    if (err) {
+        lock_self(self);
+        kumo__watch_remove(&e->watching, pid, 0, W_LINK);
+        unlock_self(self);
+    }
+    return err;
+}
+
+int kumo_unlink(kumo_proc *self, kumo_pid pid)
+{
+    lock_self(self);
+    bool had = self->ext && kumo__watch_remove(&self->ext->watching, pid, 0, W_LINK);
+    unlock_self(self);
+    if (!had)
+        return 0;
+    return post_watch(self, pid, K_UNLINK, 0);
+}
+
+int kumo_monitor(kumo_proc *self, kumo_pid pid, kumo_ref *ref)
+{
+    kumo_node *node = node_of(self);
+    if (atomic_load_explicit(&node->stopping, memory_order_relaxed))
+        return -KUMO_ESHUTDOWN;
+    uint64_t id = kumo__new_ref(node, self);
+    lock_self(self);
+    struct proc_ext *e = kumo__ext(self);
+    int err = e ? kumo__watch_add(&e->watching, pid, id, W_MONITOR) : -ENOMEM;
+    unlock_self(self);
+    if (err)
+        return err;
+    err = post_watch(self, pid, K_MONITOR, id);
+    if (err) {
+        lock_self(self);
+        kumo__watch_remove(&e->watching, pid, id, W_MONITOR);
+        unlock_self(self);
+        return err;
+    }
+    if (ref)
+        *ref = (kumo_ref){.node = node->id, .id = id};
+    return 0;
+}
+
+int kumo_unmonitor(kumo_proc *self, kumo_ref ref)
+{
+    kumo_node *node = node_of(self);
+    if (ref.node != node->id)
+        return -ENOENT;
+    lock_self(self);
+    struct proc_ext *e = self->ext;
+    kumo_pid target = {0};
+    bool found = false;
+    if (e)
+        for (uint32_t i = 0; i < e->watching.n; i++)
+            if (e->watching.v[i].kind == W_MONITOR && e->watching.v[i].ref == ref.id) {
+                target = e->watching.v[i].pid;
+                found = true;
+                break;
+            }
+    if (found)
+        kumo__watch_remove(&e->watching, target, ref.id, W_MONITOR);
+    /* A DOWN for this ref may already be queued: remove it.  (One still in
+     * flight is dropped on arrival because the watch is gone.) */
+    bool removed = false;
+    for (struct kumo_msg **pp = &self->mbox_head; *pp;) {
+        struct kumo_msg *m = *pp;
+        if (m->kind == K_DATA && m->type == node->type_down && m->aux == ref.id &&
+            ((kumo_down_msg *)m->data)->ref.node == ref.node) {
+            *pp = msg_next(m);
+            if (self->mbox_tail == (struct kumo_msg **)&m->link.next)
+                self->mbox_tail = pp;
+            kumo__msg_free(m);
+            removed = true;
+            break;
+        }
+        pp = (struct kumo_msg **)&m->link.next;
+    }
+    if (removed)
+        self->cursor = &self->mbox_head;
+    unlock_self(self);
+    if (!found)
+        return removed ? 0 : -ENOENT;
+    return post_watch(self, target, K_DEMONITOR, ref.id);
+}
+
+/* ------------------------------------------------------------------ */
+/* Registry                                                            */
+/* ------------------------------------------------------------------ */
+
+int kumo_register(kumo_node *node, const char *name, kumo_pid pid)
+{
+    if (!kumo__pid_alive(node, pid))
+        return -KUMO_ENOPROC;
+    int err = kumo__names_add(&node->names, name, pid);
+    if (err)
+        return err;
+    kumo__mark_named(node, pid);
+    /* The process may have died between the check and the mark: its death
+     * either saw the mark (and released the name) or we see it dead now. */
+    if (!kumo__pid_alive(node, pid)) {
+        kumo__names_remove(&node->names, name, &pid);
+        return -KUMO_ENOPROC;
+    }
+    return 0;
+}
+
+int kumo_unregister(kumo_node *node, const char *name)
+{
+    return kumo__names_remove(&node->names, name, NULL);
+}
+
+int kumo_whereis(kumo_node *node, const char *name, kumo_pid *pid)
+{
+    return kumo__names_lookup(&node->names, name, pid);
+}
+
+int kumo_registered(kumo_node *node, void (*fn)(const char *, kumo_pid, void *), void *arg)
+{
+    return kumo__names_each(&node->names, fn, arg);
+}
+
+int kumo_nsend(kumo_proc *self, const char *name, uint64_t type, const void *data, size_t len)
+{
+    kumo_pid to;
+    if (kumo__names_lookup(&self->node->names, name, &to))
+        return 0; /* unknown name: dropped, as in Cloud Haskell */
+    return kumo_send(self, to, type, data, len);
+}
+
+/* ------------------------------------------------------------------ */
+/* say                                                                 */
+/* ------------------------------------------------------------------ */
+
+void kumo_say(kumo_proc *self, const char *fmt, ...)
+{
+    char ts[48], pid[64], text[900], line[1100];
+    kumo__utc_now(ts, sizeof ts);
+    kumo_pid_str(kumo__pid_of(self), pid, sizeof pid);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    snprintf(line, sizeof line, "%s pid://%s SAY %s", ts, pid, text);
+    kumo__log_line(KUMO_LOG_INFO, line);
+}

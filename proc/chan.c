@@ -1,0 +1,162 @@
+/* Typed channels: per-channel queues owned by the creating process, and
+ * merged ports (biased and round-robin) over them. */
+#include "proc/internal.h"
+
+#include <errno.h>
+
+static size_t port_size(void) { return sizeof(struct kumo_recv_port); }
+
+int kumo_new_chan(kumo_proc *self, uint64_t type, kumo_send_port *sp, kumo_recv_port **rp)
+{
+    if (self->flags & PF_FOREIGN)
+        return -EINVAL; /* an inbox has no receive sets to wait on ports with */
+    struct proc_ext *e = kumo__ext(self);
+    if (!e)
+        return -ENOMEM;
+    struct kumo_recv_port *p = kumo__zalloc(port_size());
+    if (!p)
+        return -ENOMEM;
+    p->owner = self;
+    p->id = ++e->next_chan;
+    p->type = type;
+    p->kind = PORT_CHAN;
+    p->qtail = &p->qhead;
+    p->next = e->ports;
+    e->ports = p;
+    *sp = (kumo_send_port){.owner = kumo__pid_of(self), .id = p->id, .type = type};
+    *rp = p;
+    return 0;
+}
+
+int kumo_send_chan(kumo_proc *self, kumo_send_port sp, const void *data, size_t len)
+{
+    kumo_node *node = self->node;
+    if (len > node->max_message)
+        return -KUMO_ETOOBIG;
+    if (atomic_load_explicit(&node->stopping, memory_order_relaxed))
+        return -KUMO_ESHUTDOWN;
+    if (sp.owner.node != node->id || sp.owner.shard >= node->n || !sp.id)
+        return 0;
+    struct kumo_msg *m = kumo__msg_new(len);
+    if (!m)
+        return -ENOMEM;
+    m->kind = K_CHAN;
+    m->type = sp.type;
+    m->aux = sp.id;
+    m->from = kumo__pid_of(self);
+    msg_set_dst(m, sp.owner);
+    if (len)
+        memcpy(m->data, data, len);
+    kumo__post(node, self, m);
+    return 0;
+}
+
+static int merge(kumo_proc *self, kumo_recv_port *const *ports, int n, uint8_t kind,
+                 kumo_recv_port **out)
+{
+    if (n <= 0 || !ports)
+        return -EINVAL;
+    for (int i = 0; i < n; i++)
+        if (!ports[i] || ports[i]->owner != self)
+            return -KUMO_ENOTOWNER;
+    struct proc_ext *e = kumo__ext(self);
+    if (!e)
+        return -ENOMEM;
+    struct kumo_recv_port *p = kumo__zalloc(port_size());
+    if (!p)
+        return -ENOMEM;
+    p->child = kumo__alloc(sizeof(*p->child) * (size_t)n);
+    if (!p->child) {
+        kumo__free(p, port_size());
+        return -ENOMEM;
+    }
+    memcpy(p->child, ports, sizeof(*p->child) * (size_t)n);
+    p->nchild = (uint32_t)n;
+    p->owner = self;
+    p->kind = kind;
+    p->type = ports[0]->type;
+    p->qtail = &p->qhead;
+    p->next = e->ports;
+    e->ports = p;
+    *out = p;
+    return 0;
+}
+
+int kumo_merge_ports_biased(kumo_proc *self, kumo_recv_port *const *ports, int n,
+                            kumo_recv_port **out)
+{
+    return merge(self, ports, n, PORT_BIASED, out);
+}
+
+int kumo_merge_ports_rr(kumo_proc *self, kumo_recv_port *const *ports, int n, kumo_recv_port **out)
+{
+    return merge(self, ports, n, PORT_RR, out);
+}
+
+struct kumo_msg *kumo__port_take(struct kumo_recv_port *port)
+{
+    switch (port->kind) {
+    case PORT_CHAN: {
+        struct kumo_msg *m = port->qhead;
+        if (m) {
+            port->qhead = msg_next(m);
+            if (!port->qhead)
+                port->qtail = &port->qhead;
+        }
+        return m;
+    }
+    case PORT_BIASED:
+        for (uint32_t i = 0; i < port->nchild; i++) {
+            struct kumo_msg *m = kumo__port_take(port->child[i]);
+            if (m)
+                return m;
+        }
+        return NULL;
+    case PORT_RR:
+        for (uint32_t k = 0; k < port->nchild; k++) {
+            uint32_t i = (port->rr_next + k) % port->nchild;
+            struct kumo_msg *m = kumo__port_take(port->child[i]);
+            if (m) {
+                port->rr_next = (i + 1) % port->nchild;
+                return m;
+            }
+        }
+        return NULL;
+    }
+    return NULL;
+}
+
+void kumo__chan_deliver(struct kumo_proc *p, struct kumo_msg *m)
+{
+    struct kumo_recv_port *port = p->ext ? p->ext->ports : NULL;
+    while (port && !(port->kind == PORT_CHAN && port->id == m->aux))
+        port = port->next;
+    if (!port) {
+        kumo__msg_free(m);
+        return;
+    }
+    m->link.next = NULL;
+    *port->qtail = m;
+    port->qtail = (struct kumo_msg **)&m->link.next;
+    if (p->flags & PF_WAITING)
+        kumo__proc_make_ready(p->node->ps[p->shard], p);
+}
+
+void kumo__ports_free(struct kumo_proc *p)
+{
+    struct kumo_recv_port *port = p->ext->ports;
+    while (port) {
+        struct kumo_recv_port *next = port->next;
+        struct kumo_msg *m = port->qhead;
+        while (m) {
+            struct kumo_msg *n = msg_next(m);
+            kumo__msg_free(m);
+            m = n;
+        }
+        if (port->child)
+            kumo__free(port->child, sizeof(*port->child) * port->nchild);
+        kumo__free(port, port_size());
+        port = next;
+    }
+    p->ext->ports = NULL;
+}

@@ -1,0 +1,160 @@
+/* Blocking inboxes: processes whose mailbox a plain thread waits on. */
+#include "proc/internal.h"
+
+#include <errno.h>
+#include <time.h>
+
+int kumo_inbox_new(kumo_node *node, kumo_inbox **out)
+{
+    if (atomic_load(&node->stopping))
+        return -KUMO_ESHUTDOWN;
+    struct kumo_inbox *ib = kumo__zalloc(sizeof *ib);
+    if (!ib)
+        return -ENOMEM;
+    pthread_mutex_init(&ib->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&ib->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    struct kumo_proc *p = &ib->proc;
+    p->mbox_tail = &p->mbox_head;
+    p->cursor = &p->mbox_head;
+    p->node = node;
+    p->flags = PF_FOREIGN;
+    p->ext = &ib->ext;
+    ib->ext.p = p;
+    ib->ext.inbox = ib;
+    kumo__timer_init(&ib->ext.timer);
+    int err = kumo__inbox_publish(node, p);
+    if (err) {
+        pthread_mutex_destroy(&ib->mu);
+        pthread_cond_destroy(&ib->cv);
+        kumo__free(ib, sizeof *ib);
+        return err;
+    }
+    *out = ib;
+    return 0;
+}
+
+kumo_proc *kumo_inbox_proc(kumo_inbox *ib) { return &ib->proc; }
+kumo_pid kumo_inbox_pid(kumo_inbox *ib) { return kumo__pid_of(&ib->proc); }
+
+/* On shard 0, with ib->mu held (die() takes it for inboxes). */
+void kumo__inbox_closed(struct kumo_proc *p, bool shutdown)
+{
+    struct kumo_inbox *ib = (struct kumo_inbox *)p;
+    ib->closed = true;
+    ib->shutdown = shutdown;
+    pthread_cond_broadcast(&ib->cv);
+}
+
+void kumo__inbox_deliver(struct kumo_proc *p, struct kumo_msg *m)
+{
+    struct kumo_inbox *ib = (struct kumo_inbox *)p;
+    m->link.next = NULL;
+    pthread_mutex_lock(&ib->mu);
+    *p->mbox_tail = m;
+    p->mbox_tail = (struct kumo_msg **)&m->link.next;
+    pthread_cond_broadcast(&ib->cv);
+    pthread_mutex_unlock(&ib->mu);
+}
+
+int kumo_inbox_recv(kumo_inbox *ib, kumo_pred match, void *arg, int64_t timeout_ns,
+                    kumo_msg **out)
+{
+    struct kumo_proc *p = &ib->proc;
+    struct timespec deadline;
+    if (timeout_ns > 0) {
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        deadline.tv_sec += timeout_ns / 1000000000;
+        deadline.tv_nsec += timeout_ns % 1000000000;
+        if (deadline.tv_nsec >= 1000000000) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000;
+        }
+    }
+    int err = 0;
+    pthread_mutex_lock(&ib->mu);
+    for (;;) {
+        for (struct kumo_msg **pp = &p->mbox_head; *pp; pp = (struct kumo_msg **)&(*pp)->link.next) {
+            struct kumo_msg *m = *pp;
+            if (match && !match((const kumo_msg *)m, arg))
+                continue;
+            *pp = msg_next(m);
+            if (p->mbox_tail == (struct kumo_msg **)&m->link.next)
+                p->mbox_tail = pp;
+            m->link.next = NULL;
+            pthread_mutex_unlock(&ib->mu);
+            *out = m;
+            return 0;
+        }
+        if (ib->closed) {
+            err = ib->shutdown ? -KUMO_ESHUTDOWN : -KUMO_ENOPROC;
+            break;
+        }
+        if (timeout_ns == 0) {
+            err = -KUMO_ETIMEOUT;
+            break;
+        }
+        if (timeout_ns < 0) {
+            pthread_cond_wait(&ib->cv, &ib->mu);
+        } else if (pthread_cond_timedwait(&ib->cv, &ib->mu, &deadline) == ETIMEDOUT) {
+            timeout_ns = 0; /* one last pass */
+        }
+    }
+    pthread_mutex_unlock(&ib->mu);
+    return err;
+}
+
+static bool type_is(const kumo_msg *m, void *arg) { return m->type == *(uint64_t *)arg; }
+
+int kumo_inbox_expect(kumo_inbox *ib, uint64_t type, int64_t timeout_ns, kumo_msg **out)
+{
+    return kumo_inbox_recv(ib, type_is, &type, timeout_ns, out);
+}
+
+size_t kumo_inbox_count(kumo_inbox *ib)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&ib->mu);
+    for (struct kumo_msg *m = ib->proc.mbox_head; m; m = msg_next(m))
+        n++;
+    pthread_mutex_unlock(&ib->mu);
+    return n;
+}
+
+void kumo_inbox_free(kumo_inbox *ib)
+{
+    if (!ib)
+        return;
+    struct kumo_proc *p = &ib->proc;
+    kumo_node *node = p->node;
+    pthread_mutex_lock(&ib->mu);
+    bool closed = ib->closed;
+    pthread_mutex_unlock(&ib->mu);
+    if (!closed) {
+        struct kumo_msg *m = kumo__msg_new(0);
+        if (m) {
+            m->kind = K_INBOX_CLOSE;
+            msg_set_dst(m, kumo__pid_of(p));
+            kumo__post(node, p, m); /* frees m if the engine has stopped */
+        }
+        /* Wait for shard 0 to end the process (or for the node to stop). */
+        pthread_mutex_lock(&ib->mu);
+        while (!ib->closed && !node->stopped)
+            pthread_cond_wait(&ib->cv, &ib->mu);
+        pthread_mutex_unlock(&ib->mu);
+    }
+    struct kumo_msg *m = p->mbox_head;
+    while (m) {
+        struct kumo_msg *n = msg_next(m);
+        kumo__msg_free(m);
+        m = n;
+    }
+    kumo__free(ib->ext.watchers.v, sizeof(struct watch) * ib->ext.watchers.cap);
+    kumo__free(ib->ext.watching.v, sizeof(struct watch) * ib->ext.watching.cap);
+    pthread_mutex_destroy(&ib->mu);
+    pthread_cond_destroy(&ib->cv);
+    kumo__free(ib, sizeof *ib);
+}

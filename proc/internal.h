@@ -1,0 +1,247 @@
+/*
+ * Process layer internals.
+ *
+ * Ownership rules:
+ *  - A process (struct kumo_proc) and everything hanging off it is touched
+ *    only by its shard's thread, with two exceptions: an embryo (spawned
+ *    from another thread) is filled in by the spawner before its slot is
+ *    published, and an inbox (FOREIGN) process's mailbox and link/monitor
+ *    lists are guarded by the inbox mutex.
+ *  - Every signal and message is one struct kumo_msg, allocated once and
+ *    owned by exactly one party: sender until posted, then the queue it is
+ *    in, then the receiving process (or freed on delivery).
+ *  - Delivery order: items from one sender to one receiver go through one
+ *    FIFO (the shard-local queue, one SPSC ring, or the foreign queue), so
+ *    messages and signals keep their order, same shard or not.
+ *
+ * Process lifecycle: EMBRYO (slot published, spawn item in flight; whatever
+ * arrives is parked in order) -> ready with INIT -> running/waiting ->
+ * dead (slot cleared, watchers notified, on_exit called).  The struct is
+ * freed at death unless it sits in the run queue, in which case the run
+ * loop frees it when it pops it.
+ */
+#ifndef KUMO_PROC_INTERNAL_H
+#define KUMO_PROC_INTERNAL_H
+
+#include <kumo/kumo.h>
+
+#include "engine/alloc.h"
+#include "engine/engine.h"
+#include "engine/log.h"
+#include "registry/names.h"
+
+#include <pthread.h>
+
+/* Item kinds carried in kumo_msg.kind. */
+enum {
+    K_DATA = 0, /* mailbox message */
+    K_CHAN,     /* channel message, aux = channel id */
+    K_SPAWN,    /* activate an embryo; payload: struct kumo_proc * */
+    K_LINK,     /* from links to dst */
+    K_UNLINK,
+    K_MONITOR,   /* aux = ref id */
+    K_DEMONITOR, /* aux = ref id */
+    K_EXIT,      /* payload kumo_exit_msg; flags & MF_LINK when from a link */
+    K_KILL,      /* payload kumo_exit_msg */
+    K_DOWN,      /* payload kumo_down_msg, aux = ref id */
+    K_INBOX_CLOSE,
+};
+
+enum { MF_LINK = 1 };
+
+struct kumo_msg {
+    struct kumo__item link; /* next, in every queue */
+    kumo_pid from;
+    uint64_t type;
+    uint64_t aux;
+    uint64_t dst_serial;
+    uint32_t dst_slot;
+    uint16_t dst_shard;
+    uint8_t kind;
+    uint8_t flags;
+    uint32_t len; /* payload bytes (also the allocation size) */
+    uint32_t reserved;
+    _Alignas(8) unsigned char data[];
+};
+
+static inline struct kumo_msg *msg_next(const struct kumo_msg *m)
+{
+    return (struct kumo_msg *)m->link.next;
+}
+
+/* Process flags. */
+enum {
+    PF_QUEUED = 1u << 0,  /* in the run queue */
+    PF_WAITING = 1u << 1, /* has a declared receive and found nothing */
+    PF_TRAP = 1u << 2,
+    PF_DEAD = 1u << 3,
+    PF_EMBRYO = 1u << 4,
+    PF_FOREIGN = 1u << 5, /* an inbox */
+    PF_INIT = 1u << 6,    /* init not run yet */
+    PF_DYING = 1u << 7,   /* kumo_die or a self-kill during a handler */
+    PF_RUNNING = 1u << 8, /* inside init or a handler */
+    PF_POLL = 1u << 9,    /* declared timeout 0 */
+    PF_TIMEDOUT = 1u << 10,
+    PF_DECLARED = 1u << 11, /* declared a receive during this callback */
+    PF_MSG_TAKEN = 1u << 12,
+};
+
+enum { W_LINK = 1, W_MONITOR = 2 };
+
+struct watch {
+    kumo_pid pid;
+    uint64_t ref; /* monitor ref id (0 for links) */
+    uint32_t kind;
+};
+
+struct watch_list {
+    struct watch *v;
+    uint32_t n, cap;
+};
+
+struct kumo_recv_port {
+    struct kumo_recv_port *next; /* in the owner's list */
+    struct kumo_proc *owner;
+    uint64_t id;   /* channel id; 0 for merged ports */
+    uint64_t type;
+    uint8_t kind;  /* PORT_CHAN, PORT_BIASED, PORT_RR */
+    uint32_t nchild, rr_next;
+    struct kumo_msg *qhead, **qtail;
+    struct kumo_recv_port **child;
+};
+
+enum { PORT_CHAN = 1, PORT_BIASED, PORT_RR };
+
+/* Rarely needed per-process state, allocated on first use. */
+struct proc_ext {
+    struct kumo_proc *p;
+    struct kumo__timer timer;
+    struct watch_list watchers; /* notified when this process ends */
+    struct watch_list watching; /* links and monitors this process holds */
+    struct kumo_recv_port *ports;
+    uint64_t next_chan;
+    kumo_reason reason; /* for PF_DYING */
+    kumo_recv expect_set;
+    kumo_match expect_match;
+    struct kumo_inbox *inbox;
+};
+
+struct kumo_proc {
+    struct kumo_proc *rq_next;
+    struct kumo_msg *mbox_head;
+    struct kumo_msg **mbox_tail;
+    struct kumo_msg **cursor; /* scan position of the current wait */
+    union {
+        const kumo_recv *set; /* current wait */
+        kumo_init_fn init;    /* while PF_INIT */
+    };
+    const kumo_recv *prev_set; /* last set waited on, for resuming the scan */
+    void *state;
+    kumo_exit_fn on_exit;
+    struct proc_ext *ext;
+    struct kumo_node *node;
+    uint64_t serial;
+    uint32_t slot;
+    uint16_t shard;
+    uint16_t pad;
+    uint32_t flags;
+};
+
+/* Slot table: chunks of slots, chunk pointers installed once with CAS. */
+#define SLOT_CHUNK_BITS 12
+#define SLOT_CHUNK (1u << SLOT_CHUNK_BITS)
+#define SLOT_MAX_CHUNKS 4096
+
+struct slot {
+    _Atomic(struct kumo_proc *) p;
+    _Atomic uint64_t serial; /* 0 = free */
+    _Atomic int named;       /* a name may point here */
+};
+
+/* Per-shard process state (kumo__shard.user). */
+struct pshard {
+    struct kumo__shard *sh;
+    struct kumo_node *node;
+    unsigned id;
+    bool stopping;
+    /* run queue and the shard-local delivery queue */
+    struct kumo_proc *rq_head, **rq_tail;
+    struct kumo_msg *lq_head, **lq_tail;
+    struct kumo_proc *current;
+    struct kumo_msg *cur_msg;
+    uint64_t serial_next;
+    uint64_t ref_next;
+    unsigned rr_next;
+    /* slots */
+    _Atomic(struct slot *) chunks[SLOT_MAX_CHUNKS];
+    _Atomic uint32_t hwm;
+    uint32_t *free_local;
+    uint32_t nfree_local, capfree_local;
+    pthread_mutex_t free_mu; /* guards free_shared (for spawns from elsewhere) */
+    uint32_t *free_shared;
+    uint32_t nfree_shared, capfree_shared;
+    _Atomic int64_t live;
+};
+
+struct kumo_node {
+    struct kumo__engine *eng;
+    struct pshard **ps;
+    unsigned n;
+    uint64_t id;
+    size_t max_message;
+    unsigned budget;
+    _Atomic int stopping;
+    bool stopped;
+    _Atomic uint64_t foreign_serial;
+    _Atomic uint64_t foreign_ref;
+    _Atomic unsigned foreign_rr;
+    struct kumo__names names;
+    uint64_t type_exit, type_down;
+};
+
+struct kumo_inbox {
+    struct kumo_proc proc;
+    struct proc_ext ext;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool closed;   /* the process ended (killed, freed or node stopped) */
+    bool shutdown; /* ... because the node stopped */
+};
+
+/* ---- shared helpers (proc/node.c) ---- */
+struct kumo_msg *kumo__msg_new(size_t len);
+static inline void kumo__msg_free(struct kumo_msg *m) { kumo__free(m, sizeof *m + m->len); }
+static inline void msg_set_dst(struct kumo_msg *m, kumo_pid to)
+{
+    m->dst_serial = to.serial;
+    m->dst_slot = to.slot;
+    m->dst_shard = to.shard;
+}
+/* Sends an item from `self` (NULL or an inbox: foreign path). */
+void kumo__post(struct kumo_node *node, struct kumo_proc *self, struct kumo_msg *m);
+/* Posts a signal with a reason payload (exit/kill/down). */
+int kumo__post_reason(struct kumo_node *node, struct kumo_proc *self, kumo_pid from, kumo_pid to,
+                      uint8_t kind, uint8_t flags, uint64_t aux, const kumo_reason *r);
+struct proc_ext *kumo__ext(struct kumo_proc *p);
+int kumo__watch_add(struct watch_list *l, kumo_pid pid, uint64_t ref, uint32_t kind);
+bool kumo__watch_remove(struct watch_list *l, kumo_pid pid, uint64_t ref, uint32_t kind);
+kumo_pid kumo__pid_of(const struct kumo_proc *p);
+uint64_t kumo__new_ref(struct kumo_node *node, struct kumo_proc *self);
+void kumo__reason_set(kumo_reason *r, kumo_reason_kind k, const char *text);
+struct pshard *kumo__pshard_of(struct kumo_proc *self);
+bool kumo__pid_alive(struct kumo_node *node, kumo_pid pid);
+void kumo__mark_named(struct kumo_node *node, kumo_pid pid);
+void kumo__proc_make_ready(struct pshard *ps, struct kumo_proc *p);
+
+int kumo__inbox_publish(struct kumo_node *node, struct kumo_proc *p);
+
+/* ---- channels (proc/chan.c) ---- */
+void kumo__chan_deliver(struct kumo_proc *p, struct kumo_msg *m);
+struct kumo_msg *kumo__port_take(struct kumo_recv_port *port);
+void kumo__ports_free(struct kumo_proc *p);
+
+/* ---- inbox (proc/inbox.c) ---- */
+void kumo__inbox_deliver(struct kumo_proc *p, struct kumo_msg *m);
+void kumo__inbox_closed(struct kumo_proc *p, bool shutdown);
+
+#endif
