@@ -39,4 +39,53 @@ static inline void kumo__free(void *p, size_t n)
 static inline size_t kumo__allocated_bytes(void) { return 0; }
 #endif
 
+/*
+ * Small-block cache: shard threads keep freed blocks of KUMO__BLK bytes
+ * (small messages) in a thread-local LIFO so the per-message path skips
+ * the allocator.  Enabled only on shard threads (kumo__blk_cache_enable)
+ * and never in sanitizer builds, so ASan still sees every block.
+ */
+#include <stdbool.h>
+
+#define KUMO__BLK 128
+#define KUMO__BLK_CACHE_MAX 4096
+
+struct kumo__blk_cache {
+    void *head;
+    unsigned n;
+    bool on;
+};
+
+extern _Thread_local struct kumo__blk_cache kumo__tls_blk
+    __attribute__((tls_model("initial-exec")));
+
+static inline void *kumo__blk_alloc(void)
+{
+    struct kumo__blk_cache *c = &kumo__tls_blk;
+    void *p = c->head;
+    if (p) {
+        c->head = *(void **)p;
+        c->n--;
+        return p;
+    }
+    return kumo__alloc(KUMO__BLK);
+}
+
+static inline void kumo__blk_free(void *p)
+{
+    struct kumo__blk_cache *c = &kumo__tls_blk;
+    if (c->on && c->n < KUMO__BLK_CACHE_MAX) {
+        *(void **)p = c->head;
+        c->head = p;
+        c->n++;
+        return;
+    }
+    kumo__free(p, KUMO__BLK);
+}
+
+/* On a shard thread: start caching (no-op in sanitizer builds). */
+void kumo__blk_cache_enable(void);
+/* Before the thread ends: give every cached block back. */
+void kumo__blk_cache_drain(void);
+
 #endif

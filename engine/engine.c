@@ -319,6 +319,7 @@ static void *shard_main(void *arg)
     struct kumo__shard *sh = arg;
     struct kumo__engine *eng = sh->eng;
     tls_shard = sh;
+    kumo__blk_cache_enable();
     if (sh->cpu >= 0) {
         cpu_set_t set;
         CPU_ZERO(&set);
@@ -349,6 +350,7 @@ static void *shard_main(void *arg)
     if (eng->running)
         loop(sh);
     io_uring_queue_exit(&sh->ring);
+    kumo__blk_cache_drain();
     tls_shard = NULL;
     return NULL;
 }

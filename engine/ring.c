@@ -22,3 +22,24 @@ void kumo__ring_fini(struct kumo__ring *r)
     kumo__free(r->slots, sizeof(*r->slots) * (r->mask + 1));
     r->slots = NULL;
 }
+
+_Thread_local struct kumo__blk_cache kumo__tls_blk __attribute__((tls_model("initial-exec")));
+
+void kumo__blk_cache_enable(void)
+{
+#if !KUMO_SANITIZE
+    kumo__tls_blk.on = true;
+#endif
+}
+
+void kumo__blk_cache_drain(void)
+{
+    struct kumo__blk_cache *c = &kumo__tls_blk;
+    c->on = false;
+    while (c->head) {
+        void *p = c->head;
+        c->head = *(void **)p;
+        kumo__free(p, KUMO__BLK);
+    }
+    c->n = 0;
+}

@@ -210,7 +210,14 @@ struct kumo_inbox {
 
 /* ---- shared helpers (proc/node.c) ---- */
 struct kumo_msg *kumo__msg_new(size_t len);
-static inline void kumo__msg_free(struct kumo_msg *m) { kumo__free(m, sizeof *m + m->len); }
+static inline void kumo__msg_free(struct kumo_msg *m)
+{
+    size_t sz = sizeof *m + m->len;
+    if (sz <= KUMO__BLK)
+        kumo__blk_free(m);
+    else
+        kumo__free(m, sz);
+}
 static inline void msg_set_dst(struct kumo_msg *m, kumo_pid to)
 {
     m->dst_serial = to.serial;

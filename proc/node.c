@@ -16,7 +16,8 @@
 
 struct kumo_msg *kumo__msg_new(size_t len)
 {
-    struct kumo_msg *m = kumo__alloc(sizeof *m + len);
+    size_t sz = sizeof(struct kumo_msg) + len;
+    struct kumo_msg *m = sz <= KUMO__BLK ? kumo__blk_alloc() : kumo__alloc(sz);
     if (!m)
         return NULL;
     m->link.next = NULL;
@@ -242,6 +243,8 @@ static inline void inbox_unlock(struct kumo_proc *p)
         pthread_mutex_unlock(&((struct kumo_inbox *)p)->mu);
 }
 
+static void deliver_msg(struct pshard *ps, struct kumo_msg *m);
+
 /* ------------------------------------------------------------------ */
 /* Posting                                                             */
 /* ------------------------------------------------------------------ */
@@ -254,6 +257,13 @@ static void post_from(struct kumo_node *node, struct pshard *src, struct kumo_ms
     }
     if (src) {
         if (m->dst_shard == src->id) {
+            /* Data goes straight to the mailbox while nothing is queued
+             * locally (a queued signal must keep its place before it);
+             * signals always queue, so a chain of exits never recurses. */
+            if (m->kind == K_DATA && !src->lq_head) {
+                deliver_msg(src, m);
+                return;
+            }
             m->link.next = NULL;
             *src->lq_tail = m;
             src->lq_tail = (struct kumo_msg **)&m->link.next;

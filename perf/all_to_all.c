@@ -1,0 +1,87 @@
+/*
+ * all_to_all_500: 500 processes spread round-robin over the shards; in each
+ * round every process sends one message to every other and waits for the
+ * 499 it is owed.  Messages per second over all rounds.
+ */
+#include "_bench.h"
+
+#define N 500
+
+static uint64_t T_GO, T_MSG, T_ROUND;
+static kumo_pid pids[N];
+
+struct peer {
+    int idx;
+    int got;
+    bool sent;
+    kumo_pid report;
+};
+
+static void on_msg(kumo_proc *self, void *st, kumo_msg *m);
+static kumo_match a2a_m[] = {{.kind = KUMO_MATCH_TYPE, .fn = on_msg},
+                             {.kind = KUMO_MATCH_TYPE, .fn = on_msg}};
+static const kumo_recv a2a_set = {.matches = a2a_m, .n = 2};
+
+static void check_round(kumo_proc *self, struct peer *p)
+{
+    if (p->sent && p->got == N - 1) {
+        p->sent = false;
+        p->got = 0;
+        kumo_send(self, p->report, T_ROUND, NULL, 0);
+    }
+}
+
+static void on_msg(kumo_proc *self, void *st, kumo_msg *m)
+{
+    struct peer *p = st;
+    if (kumo_msg_type(m) == T_GO) {
+        int v = p->idx;
+        for (int i = 0; i < N; i++)
+            if (i != p->idx)
+                kumo_send(self, pids[i], T_MSG, &v, sizeof v);
+        p->sent = true;
+    } else {
+        p->got++;
+    }
+    check_round(self, p);
+    kumo_receive(self, &a2a_set, KUMO_INFINITY);
+}
+
+static void peer_init(kumo_proc *self, void *st) { kumo_receive(self, &a2a_set, KUMO_INFINITY); }
+
+int main(int argc, char **argv)
+{
+    int rounds = argc > 1 ? atoi(argv[1]) : 20;
+    T_GO = kumo_type("bench.go");
+    T_MSG = kumo_type("bench.msg");
+    T_ROUND = kumo_type("bench.round");
+    a2a_m[0].type = T_GO;
+    a2a_m[1].type = T_MSG;
+    kumo_node *node = bench_node(0);
+    kumo_inbox *ib;
+    kumo_inbox_new(node, &ib);
+    static struct peer peers[N];
+    kumo_spawn_opts o = {.shard = KUMO_SHARD_RR};
+    for (int i = 0; i < N; i++) {
+        peers[i] = (struct peer){.idx = i, .report = kumo_inbox_pid(ib)};
+        int err = kumo_spawn(node, kumo_inbox_proc(ib), &o, peer_init, &peers[i], &pids[i]);
+        if (err)
+            bench_die("spawn", err);
+    }
+    double v[BENCH_REPS];
+    for (int r = -1; r < BENCH_REPS; r++) {
+        double t0 = bench_now();
+        for (int k = 0; k < rounds; k++) {
+            for (int i = 0; i < N; i++)
+                kumo_send(kumo_inbox_proc(ib), pids[i], T_GO, NULL, 0);
+            for (int i = 0; i < N; i++)
+                kumo_msg_free(bench_wait(ib, T_ROUND));
+        }
+        if (r >= 0)
+            v[r] = (double)N * (N - 1) * rounds / (bench_now() - t0) / 1e6;
+    }
+    bench_report("all_to_all_500", v, BENCH_REPS, "Mmsg/s");
+    kumo_inbox_free(ib);
+    kumo_node_free(node);
+    return 0;
+}
