@@ -1,5 +1,5 @@
 /*
- * Benchmark harness shared by perf/*.c: warm-up, repetitions, median and
+ * Benchmark harness shared by the programs in perf/: warm-up, repetitions,
  * spread, and the `name value unit` output line that perf/run parses.
  */
 #ifndef KUMO_PERF_BENCH_H

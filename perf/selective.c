@@ -38,8 +38,9 @@ static void ack_h(kumo_proc *self, void *st, kumo_msg *m)
 {
     struct driver *d = st;
     if (--d->left == 0) {
-        kumo_send(self, d->report, T_DONE, NULL, 0);
+        /* `d` lives in main's frame: touch it only before DONE. */
         kumo_kill(self, d->taker, "done");
+        kumo_send(self, d->report, T_DONE, NULL, 0);
         return;
     }
     kumo_send(self, d->taker, T_MATCH, NULL, 0);

@@ -24,10 +24,11 @@ static const kumo_recv idle_set = {.matches = idle_m, .n = 1};
 static void child_init(kumo_proc *self, void *st)
 {
     struct spawner *s = st;
-    if (--s->pending == 0)
-        kumo_send(self, s->report, T_DONE, NULL, 0);
+    /* `s` lives in main's frame: read it all before DONE can release it. */
     if (s->idle_children)
         kumo_receive(self, &idle_set, KUMO_INFINITY);
+    if (--s->pending == 0)
+        kumo_send(self, s->report, T_DONE, NULL, 0);
     /* else: return without waiting = exit normal */
 }
 

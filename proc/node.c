@@ -511,6 +511,7 @@ static void handle_exit(struct pshard *ps, struct kumo_proc *p, struct kumo_msg 
     if (p->flags & (PF_TRAP | PF_FOREIGN)) {
         m->kind = K_DATA;
         m->type = ps->node->type_exit;
+        m->from = (kumo_pid){0}; /* engine messages have no sender (kumo.h) */
         deliver_data(ps, p, m);
         return;
     }
@@ -535,6 +536,7 @@ static void handle_down(struct pshard *ps, struct kumo_proc *p, struct kumo_msg 
     }
     m->kind = K_DATA;
     m->type = ps->node->type_down;
+    m->from = (kumo_pid){0}; /* engine messages have no sender (kumo.h) */
     deliver_data(ps, p, m);
 }
 
@@ -861,6 +863,8 @@ int kumo_spawn(kumo_node *node, kumo_proc *self, const kumo_spawn_opts *opts, ku
         dst = (unsigned)opts->shard;
     } else if (opts->shard == KUMO_SHARD_RR) {
         dst = src ? (src->rr_next++ % node->n) : atomic_fetch_add(&node->foreign_rr, 1) % node->n;
+    } else if (opts->shard != KUMO_SHARD_SAME) {
+        return -EINVAL;
     } else {
         dst = src ? src->id : 0;
     }
