@@ -563,6 +563,8 @@ int kumo_nsend(kumo_proc *self, const char *name, uint64_t type, const void *dat
 
 void kumo_say(kumo_proc *self, const char *fmt, ...)
 {
+    if (!kumo__log_enabled(KUMO_LOG_INFO))
+        return; /* an INFO line: dropped below the level, as kumo_log_set_level says */
     char ts[48], pid[64], text[900], line[1100];
     kumo__utc_now(ts, sizeof ts);
     kumo_pid_str(kumo__pid_of(self), pid, sizeof pid);

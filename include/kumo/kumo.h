@@ -324,7 +324,8 @@ KUMO_API int kumo_send_port_decode(const uint8_t *in, size_t len, kumo_send_port
  * that process, freed when it ends.  Not serialisable. */
 typedef struct kumo_recv_port kumo_recv_port;
 
-/* Creates a channel carrying messages of `type`.  Returns 0 or -ENOMEM. */
+/* Creates a channel carrying messages of `type`.  Returns 0, -ENOMEM, or
+ * -EINVAL for an inbox (an inbox cannot wait on ports). */
 KUMO_API int kumo_new_chan(kumo_proc *self, uint64_t type, kumo_send_port *sp,
                            kumo_recv_port **rp);
 /* Sends on a channel (copying data).  Channel messages never enter the
@@ -414,8 +415,10 @@ KUMO_API void kumo_die(kumo_proc *self, kumo_reason_kind kind, const char *fmt, 
     __attribute__((format(printf, 3, 4)));
 
 /* Sends an exit signal to `pid`.  A process that traps exits receives it as
- * a KUMO_TYPE_EXIT message; otherwise a `normal` exit signal is ignored and
- * any other ends it with that reason.  Returns 0 (dead pids are ignored). */
+ * a KUMO_TYPE_EXIT message; otherwise a `normal` exit signal is ignored
+ * (unless a process sends it to itself: then it ends normally, as Erlang's
+ * exit(self(), normal)) and any other ends it with that reason.  Returns 0
+ * (dead pids are ignored), or -KUMO_ESHUTDOWN. */
 KUMO_API int kumo_exit(kumo_proc *self, kumo_pid pid, kumo_reason_kind kind, const char *text);
 
 /* Kills `pid` with reason killed(text): cannot be trapped. */
@@ -458,8 +461,8 @@ KUMO_API int kumo_register(kumo_node *node, const char *name, kumo_pid pid);
 KUMO_API int kumo_unregister(kumo_node *node, const char *name);
 /* Returns 0 and sets *pid, or -KUMO_ENONAME. */
 KUMO_API int kumo_whereis(kumo_node *node, const char *name, kumo_pid *pid);
-/* Calls fn(name, pid, arg) for each registered name (a snapshot); returns
- * the count. */
+/* Calls fn(name, pid, arg) for each registered name (a snapshot; fn may be
+ * NULL to count only); returns the count. */
 KUMO_API int kumo_registered(kumo_node *node, void (*fn)(const char *name, kumo_pid pid, void *arg),
                              void *arg);
 /* Named send: to an unknown name the message is dropped (returns 0). */

@@ -1,0 +1,158 @@
+/*
+ * Test helpers shared by every suite (linked into each test binary).
+ *
+ * Every test is written once as a body taking the shard count and runs as
+ * two Criterion tests, `<name>_1shard` and `<name>_2shards` (KT_TEST).  A
+ * body starts its node with kt_start() and ends with kt_stop(), which stops
+ * and frees the node and then asserts, inside the test body, that nothing
+ * leaked (see STYLE.md principle 10 for why it must be inside the body).
+ *
+ * Tests observe the system through blocking inboxes.  Every wait is bounded
+ * (KT_WAIT_NS) and fails with a dump of what did arrive; negatives use a
+ * marker message sent after the thing that must not produce a message, so
+ * no test sleeps.
+ */
+#ifndef KUMO_TESTS_KT_H
+#define KUMO_TESTS_KT_H
+
+#include "config.h"
+#include <kumo/kumo.h>
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+/* Per-test limit (seconds); every test uses it through KT_TEST. */
+#define KT_TIMEOUT 30.0
+/* Longest a helper waits for one expected event. */
+#define KT_WAIT_NS (10LL * 1000 * 1000 * 1000)
+#define KT_MS (1000LL * 1000)
+
+/*
+ * How kt_stop checks for leaks: LeakSanitizer in AddressSanitizer builds,
+ * jemalloc's allocated-bytes count in builds that use jemalloc.  Other
+ * builds (ThreadSanitizer, UBSan alone) have no way to check and say so in
+ * each test's log.
+ */
+#if (defined(KUMO_SANITIZE_ADDRESS) && KUMO_SANITIZE_ADDRESS) || defined(__SANITIZE_ADDRESS__)
+#define KT_LEAKS_LSAN 1
+#define KT_LEAKS_JEMALLOC 0
+#elif defined(KUMO_USE_JEMALLOC) && KUMO_USE_JEMALLOC
+#define KT_LEAKS_LSAN 0
+#define KT_LEAKS_JEMALLOC 1
+#else
+#define KT_LEAKS_LSAN 0
+#define KT_LEAKS_JEMALLOC 0
+#endif
+
+/*
+ * KT_TEST(suite, name) { ... body using kt_shards ... }
+ * defines suite::name_1shard and suite::name_2shards.
+ */
+#define KT_TEST(suite, name)                                                                       \
+    static void suite##__##name(unsigned kt_shards);                                               \
+    Test(suite, name##_1shard, .timeout = KT_TIMEOUT)                                              \
+    {                                                                                              \
+        suite##__##name(1);                                                                        \
+    }                                                                                              \
+    Test(suite, name##_2shards, .timeout = KT_TIMEOUT)                                             \
+    {                                                                                              \
+        suite##__##name(2);                                                                        \
+    }                                                                                              \
+    static void suite##__##name(unsigned kt_shards)
+
+/* The shard "other than 0" for placing a peer: 1 with two shards, else 0. */
+#define KT_OTHER(shards) ((shards) > 1 ? 1 : 0)
+
+/* ---- node ---- */
+
+/* Starts a node with `shards` shards (unpinned, short spin, WARN logging)
+ * and records the allocation baseline for kt_stop. */
+kumo_node *kt_start(unsigned shards);
+/* Same with a caller's config (unpinned; spin_ns 0 means 20 us here). */
+kumo_node *kt_start_cfg(kumo_node_config cfg);
+/* The engine's defaults: pinned shards, default spin. */
+kumo_node *kt_start_pinned(unsigned shards);
+/* Stops and frees the node, then asserts nothing leaked. */
+void kt_stop(kumo_node *node);
+/* The leak check alone, for a test that freed its node itself. */
+void kt_leak_check(void);
+
+/* ---- inboxes ---- */
+
+kumo_inbox *kt_inbox(kumo_node *node);
+
+/* A message type with a name kept for failure dumps. */
+uint64_t kt_type(const char *name);
+/* Name of a type registered with kt_type (or the engine's), else "0x...". */
+const char *kt_type_name(uint64_t type, char *buf, size_t len);
+
+/* Waits for the first message of `type` (mailbox order); fails the test
+ * with a dump of the queue if none arrives within KT_WAIT_NS. */
+kumo_msg *kt_expect(kumo_inbox *ib, uint64_t type);
+/* The next message, whatever it is (fails on timeout). */
+kumo_msg *kt_next(kumo_inbox *ib);
+/* The next message must be of `type` (the marker technique for negatives:
+ * anything queued before it fails the test). */
+kumo_msg *kt_expect_next(kumo_inbox *ib, uint64_t type);
+/* The queue must be empty right now. */
+void kt_expect_empty(kumo_inbox *ib);
+/* Copies the fixed payload of `m` (asserting its length) and frees m. */
+void kt_take(kumo_msg *m, void *out, size_t len);
+#define KT_TAKE(m, var) kt_take((m), &(var), sizeof(var))
+/* Waits for a DOWN about `pid`; returns its payload. */
+kumo_down_msg kt_expect_down(kumo_inbox *ib, kumo_pid pid);
+/* Waits for a trapped exit signal from `pid`; returns its payload. */
+kumo_exit_msg kt_expect_exit(kumo_inbox *ib, kumo_pid pid);
+/* Waits for the DOWN of monitor `ref`. */
+kumo_down_msg kt_expect_down_ref(kumo_inbox *ib, kumo_ref ref);
+/* The same, asserting the reason (text NULL: any text). */
+kumo_down_msg kt_down(kumo_inbox *ib, kumo_pid pid, kumo_reason_kind kind, const char *text);
+kumo_exit_msg kt_exit(kumo_inbox *ib, kumo_pid pid, kumo_reason_kind kind, const char *text);
+/* Receives `type` carrying a uint64_t and returns the value. */
+uint64_t kt_expect_u64(kumo_inbox *ib, uint64_t type);
+
+void kt_assert_reason(const kumo_reason *r, kumo_reason_kind kind, const char *text);
+
+/* Sends a uint64_t payload from a process or inbox proc. */
+void kt_send_u64(kumo_proc *self, kumo_pid to, uint64_t type, uint64_t v);
+
+/* ---- stock processes ---- */
+
+/* Answers every message with a copy (same type and payload) sent to the
+ * message's sender; a message of type kt_type("kt.stop") ends it normally.
+ * State: unused (NULL). */
+void kt_echo_init(kumo_proc *self, void *state);
+uint64_t kt_type_stop(void);
+
+/* Spawns from the inbox, asserting success. */
+kumo_pid kt_spawn(kumo_node *node, kumo_inbox *ib, const kumo_spawn_opts *opts, kumo_init_fn init,
+                  void *state);
+
+/* ---- identifiers ---- */
+
+/* A pid that never existed: `real` with a serial nobody got. */
+kumo_pid kt_forge_pid(kumo_pid real);
+const char *kt_pid(kumo_pid p); /* thread-local rotating buffers */
+
+/* ---- thread-side counters (on_exit runs on shards) ---- */
+
+typedef struct kt_count {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t n;
+} kt_count;
+
+#define KT_COUNT_INIT                                                                              \
+    {                                                                                              \
+        PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0                                     \
+    }
+void kt_count_add(kt_count *c, uint64_t k);
+/* Waits until the count reaches at least n; fails after KT_WAIT_NS. */
+void kt_count_wait(kt_count *c, uint64_t n, const char *what);
+uint64_t kt_count_get(kt_count *c);
+
+uint64_t kt_now_ns(void);
+
+#endif
