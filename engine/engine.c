@@ -7,7 +7,9 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/membarrier.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static _Thread_local struct kumo__shard *tls_shard;
@@ -48,6 +50,10 @@ static void probe_features(struct kumo__features *f)
         free(mem);
     }
     io_uring_queue_exit(&r);
+    int cmds = (int)syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    if (cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+        syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
+        f->membarrier = true;
 }
 
 /* ------------------------------------------------------------------ */
@@ -87,7 +93,10 @@ static void wake_from_shard(struct kumo__shard *sh, struct kumo__shard *dst)
 
 static inline bool claim_wake(struct kumo__shard *dst)
 {
-    atomic_thread_fence(memory_order_seq_cst);
+    if (dst->eng->feat.membarrier)
+        atomic_signal_fence(memory_order_seq_cst);
+    else
+        atomic_thread_fence(memory_order_seq_cst);
     return atomic_load_explicit(&dst->sleeping, memory_order_relaxed) &&
            atomic_exchange(&dst->sleeping, 0);
 }
@@ -95,6 +104,7 @@ static inline bool claim_wake(struct kumo__shard *dst)
 void kumo__shard_wake(struct kumo__engine *eng, unsigned dst)
 {
     struct kumo__shard *d = eng->shards[dst];
+    atomic_thread_fence(memory_order_seq_cst);
     if (claim_wake(d))
         efd_write(d);
 }
@@ -102,14 +112,17 @@ void kumo__shard_wake(struct kumo__engine *eng, unsigned dst)
 int kumo__foreign_put(struct kumo__engine *eng, unsigned dst, struct kumo__item *it)
 {
     struct kumo__shard *d = eng->shards[dst];
-    it->next = NULL;
+    struct kumo__item *untagged = (struct kumo__item *)((uintptr_t)it & ~(uintptr_t)1u);
+    untagged->next = NULL;
     pthread_mutex_lock(&d->fmu);
     if (d->fclosed) {
         pthread_mutex_unlock(&d->fmu);
         return -ESHUTDOWN;
     }
+    /* The list links untagged nodes but stores the (possibly tagged) item
+     * pointer in the previous node's link, so the tag survives. */
     *d->ftail = it;
-    d->ftail = &it->next;
+    d->ftail = &untagged->next;
     atomic_store_explicit(&d->fnonempty, 1, memory_order_relaxed);
     pthread_mutex_unlock(&d->fmu);
     kumo__shard_wake(eng, dst);
@@ -146,6 +159,16 @@ static void arm_efd(struct kumo__shard *sh)
 /* The loop                                                            */
 /* ------------------------------------------------------------------ */
 
+static inline void dispatch(struct kumo__shard *sh, struct kumo__item *it)
+{
+    if ((uintptr_t)it & 1u) {
+        struct kumo__task *t = (struct kumo__task *)((uintptr_t)it & ~(uintptr_t)1u);
+        t->fn(sh, t);
+    } else {
+        sh->eng->hooks.deliver(sh->eng->hooks.ctx, sh, it);
+    }
+}
+
 static unsigned drain_inbound(struct kumo__shard *sh)
 {
     struct kumo__engine *eng = sh->eng;
@@ -154,7 +177,7 @@ static unsigned drain_inbound(struct kumo__shard *sh)
         struct kumo__ring *r = sh->in[s];
         if (!r || !kumo__ring_nonempty(r))
             continue;
-        n += KUMO__RING_DRAIN(r, it, eng->hooks.deliver(eng->hooks.ctx, sh, it));
+        n += KUMO__RING_DRAIN(r, it, dispatch(sh, it));
     }
     if (atomic_load_explicit(&sh->fnonempty, memory_order_acquire)) {
         pthread_mutex_lock(&sh->fmu);
@@ -164,8 +187,9 @@ static unsigned drain_inbound(struct kumo__shard *sh)
         atomic_store_explicit(&sh->fnonempty, 0, memory_order_relaxed);
         pthread_mutex_unlock(&sh->fmu);
         while (it) {
-            struct kumo__item *next = it->next;
-            eng->hooks.deliver(eng->hooks.ctx, sh, it);
+            struct kumo__item *untagged = (struct kumo__item *)((uintptr_t)it & ~(uintptr_t)1u);
+            struct kumo__item *next = untagged->next;
+            dispatch(sh, it);
             it = next;
             n++;
         }
@@ -246,6 +270,8 @@ static void park(struct kumo__shard *sh, bool backlog)
 {
     atomic_store_explicit(&sh->sleeping, 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_seq_cst);
+    if (sh->eng->feat.membarrier)
+        syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
     if (inbound_nonempty(sh)) {
         atomic_store_explicit(&sh->sleeping, 0, memory_order_relaxed);
         return;
@@ -275,6 +301,7 @@ static void loop(struct kumo__shard *sh)
 {
     struct kumo__engine *eng = sh->eng;
     uint64_t idle_since = 0;
+    unsigned idle_polls = 0;
     for (;;) {
         unsigned work = drain_inbound(sh);
         work += eng->hooks.run(eng->hooks.ctx, sh);
@@ -295,23 +322,43 @@ static void loop(struct kumo__shard *sh)
         }
         if (work) {
             idle_since = 0;
+            idle_polls = 0;
             continue;
         }
         if (sh->shut_done && atomic_load(&eng->shut_count) == eng->n)
             return;
         if (eng->spin_ns && !sh->shut_done) {
+            /* One pause per poll: a pause costs ~140 cycles on recent x86,
+             * and every one of them delays noticing the next message.  The
+             * clock is read once per 64 polls. */
+            cpu_relax();
+            if ((++idle_polls & 63) != 1)
+                continue;
             uint64_t now = kumo__now_ns();
             if (!idle_since)
                 idle_since = now;
-            if (now - idle_since < eng->spin_ns) {
-                for (int i = 0; i < 16; i++)
-                    cpu_relax();
+            if (now - idle_since < eng->spin_ns)
                 continue;
-            }
         }
         park(sh, backlog);
         idle_since = 0;
+        idle_polls = 0;
     }
+}
+
+int kumo__task_post(struct kumo__engine *eng, unsigned dst, struct kumo__task *t)
+{
+    struct kumo__shard *sh = tls_shard;
+    if (sh && sh->eng == eng) {
+        if (dst == sh->id) {
+            /* to ourselves: through our own foreign queue, so the task
+             * runs on a later loop iteration rather than re-entrantly */
+            return kumo__foreign_put(eng, dst, kumo__task_item(t));
+        }
+        kumo__shard_put(sh, dst, kumo__task_item(t));
+        return 0;
+    }
+    return kumo__foreign_put(eng, dst, kumo__task_item(t));
 }
 
 static void *shard_main(void *arg)
@@ -443,10 +490,13 @@ int kumo__engine_create(const struct kumo__engine_config *cfg, const struct kumo
         sh->ftail = &sh->fhead;
     }
     kumo__log(KUMO_LOG_INFO,
-              "engine: %u shard%s%s, io_uring %s, wake-up %s, send_zc %s, buffer rings %s", n,
+              "engine: %u shard%s%s, io_uring %s, wake-up %s, sleep barrier %s, send_zc %s, "
+              "buffer rings %s",
+              n,
               n == 1 ? "" : "s", eng->no_pin ? " (unpinned)" : " (pinned)",
               eng->feat.single_issuer ? "single-issuer+defer-taskrun" : "plain (no SINGLE_ISSUER)",
-              eng->feat.msg_ring ? "MSG_RING" : "eventfd", eng->feat.send_zc ? "yes" : "no",
+              eng->feat.msg_ring ? "MSG_RING" : "eventfd",
+              eng->feat.membarrier ? "membarrier" : "fences", eng->feat.send_zc ? "yes" : "no",
               eng->feat.buf_ring ? "yes" : "no");
     *out = eng;
     return 0;
@@ -484,11 +534,21 @@ int kumo__engine_start(struct kumo__engine *eng)
     return 0;
 }
 
+static void discard(struct kumo__engine *eng, struct kumo__item *it)
+{
+    if ((uintptr_t)it & 1u) {
+        struct kumo__task *t = (struct kumo__task *)((uintptr_t)it & ~(uintptr_t)1u);
+        t->fn(NULL, t);
+    } else {
+        eng->hooks.discard(eng->hooks.ctx, it);
+    }
+}
+
 static void discard_list(struct kumo__engine *eng, struct kumo__item *it)
 {
     while (it) {
-        struct kumo__item *next = it->next;
-        eng->hooks.discard(eng->hooks.ctx, it);
+        struct kumo__item *next = ((struct kumo__item *)((uintptr_t)it & ~(uintptr_t)1u))->next;
+        discard(eng, it);
         it = next;
     }
 }
@@ -510,7 +570,7 @@ void kumo__engine_stop(struct kumo__engine *eng)
                 continue;
             struct kumo__ring *r = &eng->grid[s * eng->n + d];
             kumo__ring_publish(r);
-            KUMO__RING_DRAIN(r, it, eng->hooks.discard(eng->hooks.ctx, it));
+            KUMO__RING_DRAIN(r, it, discard(eng, it));
             discard_list(eng, r->ovf_head);
             r->ovf_head = NULL;
             r->ovf_tail = &r->ovf_head;

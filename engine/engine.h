@@ -13,11 +13,16 @@
  * When an iteration did nothing the shard polls for spin_ns, then parks in
  * io_uring_enter until a wake-up, a completion or its next timer.
  *
- * Sleep/wake protocol (Dekker style, seq_cst fences on both sides): the
- * consumer sets `sleeping`, fences, re-checks its inputs, then waits; a
- * producer publishes, fences, and if `sleeping` is set and it wins the
- * exchange to 0, sends exactly one wake-up (MSG_RING from a shard when the
- * kernel has it, else an eventfd write).
+ * Sleep/wake protocol (Dekker style): the consumer sets `sleeping`, issues
+ * a full barrier, re-checks its inputs, then waits; a producer publishes,
+ * and if it then sees `sleeping` set and wins the exchange to 0, sends
+ * exactly one wake-up (MSG_RING from a shard when the kernel has it, else
+ * an eventfd write).  The store->load ordering both sides need is paid by
+ * the rare side: the consumer's barrier is membarrier(2)
+ * (PRIVATE_EXPEDITED), which orders every other thread's earlier stores
+ * too, so shard producers only need a compiler barrier.  A seq_cst fence
+ * per flush stalled the producer on its ring stores (~100s of ns between
+ * vCPUs).  Without membarrier both sides use seq_cst fences.
  */
 #ifndef KUMO_ENGINE_ENGINE_H
 #define KUMO_ENGINE_ENGINE_H
@@ -33,6 +38,19 @@
 
 struct kumo__shard;
 struct kumo__engine;
+
+/*
+ * A task: a function to run on a given shard, posted through the same
+ * rings as the upper layer's items (so it is ordered with them).  Tasks
+ * are how layers other than proc (transports, tests) get work onto a
+ * shard.  The poster owns the task until fn runs; fn owns it from then.
+ * A task still queued when the engine stops is run with sh == NULL so its
+ * owner can free it.
+ */
+struct kumo__task {
+    struct kumo__item link;
+    void (*fn)(struct kumo__shard *sh, struct kumo__task *t);
+};
 
 /* An io_uring completion routes to one of these through user_data. */
 struct kumo__completion {
@@ -66,6 +84,9 @@ struct kumo__features {
     bool msg_ring;
     bool send_zc;
     bool buf_ring;
+    /* membarrier(PRIVATE_EXPEDITED) registered: the sleeping side issues
+     * the process-wide barrier, producers need no fence of their own. */
+    bool membarrier;
 };
 
 struct kumo__shard {
@@ -141,6 +162,17 @@ static inline void kumo__shard_put(struct kumo__shard *sh, unsigned dst, struct 
         sh->dirty[sh->ndirty++] = dst;
     }
 }
+
+/* Tasks travel as items whose pointer has the low bit set. */
+static inline struct kumo__item *kumo__task_item(struct kumo__task *t)
+{
+    return (struct kumo__item *)((uintptr_t)t | 1u);
+}
+
+/* Posts a task to shard `dst` from any thread (a shard, or a foreign
+ * thread), waking it if needed.  Returns 0 or -ESHUTDOWN (the caller keeps
+ * the task). */
+int kumo__task_post(struct kumo__engine *eng, unsigned dst, struct kumo__task *t);
 
 /* From any non-shard thread: queue `it` for shard `dst` and wake it.
  * Returns 0, or -ESHUTDOWN once the engine has stopped (the caller keeps

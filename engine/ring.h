@@ -56,12 +56,20 @@ static inline bool kumo__ring_try_put(struct kumo__ring *r, struct kumo__item *i
 }
 
 /* Producer: queue an item (published by the next kumo__ring_publish). */
+/* Items may carry a tag in bit 0 (engine tasks): lists link the untagged
+ * node but store the tagged pointer. */
+static inline struct kumo__item *kumo__item_untag(struct kumo__item *it)
+{
+    return (struct kumo__item *)((uintptr_t)it & ~(uintptr_t)1u);
+}
+
 static inline void kumo__ring_put(struct kumo__ring *r, struct kumo__item *it)
 {
     if (r->ovf_head || !kumo__ring_try_put(r, it)) {
-        it->next = NULL;
+        struct kumo__item *u = kumo__item_untag(it);
+        u->next = NULL;
         *r->ovf_tail = it;
-        r->ovf_tail = &it->next;
+        r->ovf_tail = &u->next;
     }
 }
 
@@ -71,7 +79,7 @@ static inline bool kumo__ring_publish(struct kumo__ring *r)
 {
     while (r->ovf_head) {
         struct kumo__item *it = r->ovf_head;
-        struct kumo__item *next = it->next;
+        struct kumo__item *next = kumo__item_untag(it)->next;
         if (!kumo__ring_try_put(r, it))
             break;
         r->ovf_head = next;
