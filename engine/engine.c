@@ -252,8 +252,28 @@ static unsigned fire_timers(struct kumo__shard *sh, uint64_t now)
     unsigned n = 0;
     struct kumo__timer *t;
     while ((t = kumo__timer_pop_due(&sh->timers, now))) {
-        sh->eng->hooks.timer(sh->eng->hooks.ctx, sh, t);
+        if (t->fn)
+            t->fn(sh, t);
+        else
+            sh->eng->hooks.timer(sh->eng->hooks.ctx, sh, t);
         n++;
+    }
+    return n;
+}
+
+static unsigned run_deferred(struct kumo__shard *sh)
+{
+    unsigned n = 0;
+    while (sh->defer_head) {
+        struct kumo__defer *d = sh->defer_head;
+        sh->defer_head = NULL;
+        while (d) {
+            struct kumo__defer *next = d->next;
+            d->queued = false;
+            d->fn(sh, d);
+            d = next;
+            n++;
+        }
     }
     return n;
 }
@@ -263,6 +283,12 @@ static void submit_pending(struct kumo__shard *sh)
     if (sh->pending_sqes) {
         sh->pending_sqes = 0;
         io_uring_submit(&sh->ring);
+    } else if (IO_URING_READ_ONCE(*sh->ring.sq.kflags) & IORING_SQ_TASKRUN) {
+        /* DEFER_TASKRUN: completions (socket I/O, timeouts) wait as task
+         * work until we enter the kernel; the ring was set up with
+         * TASKRUN_FLAG, so the kernel flags pending work and a busy or
+         * spinning shard only enters when there is some. */
+        io_uring_get_events(&sh->ring);
     }
 }
 
@@ -308,6 +334,8 @@ static void loop(struct kumo__shard *sh)
         bool backlog = flush_outbound(sh, &work);
         if (sh->timers.n)
             work += fire_timers(sh, kumo__now_ns());
+        if (sh->defer_head)
+            work += run_deferred(sh);
         submit_pending(sh);
         work += reap(sh);
 
@@ -376,7 +404,11 @@ static void *shard_main(void *arg)
     /* The ring is created here because SINGLE_ISSUER binds it to the
      * creating thread. */
     unsigned flags = eng->feat.single_issuer ? IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN : 0;
-    int err = io_uring_queue_init(256, &sh->ring, flags);
+    /* TASKRUN_FLAG lets the loop see deferred completions waiting for it
+     * (submit_pending); without it they would wait until the shard parks. */
+    int err = flags ? io_uring_queue_init(256, &sh->ring, flags | IORING_SETUP_TASKRUN_FLAG) : -EINVAL;
+    if (err)
+        err = io_uring_queue_init(256, &sh->ring, flags);
     if (err == 0) {
         sh->ring_fd = sh->ring.ring_fd;
         arm_efd(sh);

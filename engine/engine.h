@@ -52,6 +52,19 @@ struct kumo__task {
     void (*fn)(struct kumo__shard *sh, struct kumo__task *t);
 };
 
+/*
+ * A deferred flush: fn runs once on its shard, in the loop iteration in
+ * which it was queued, right before the iteration submits its SQEs (after
+ * the run phase, the outbound flush and the timers).  Transports use it to
+ * batch the sends of one iteration into one submission per socket.
+ * Queueing an already queued record is a no-op; fn may queue it again.
+ */
+struct kumo__defer {
+    struct kumo__defer *next;
+    void (*fn)(struct kumo__shard *sh, struct kumo__defer *d);
+    bool queued;
+};
+
 /* An io_uring completion routes to one of these through user_data. */
 struct kumo__completion {
     void (*fn)(struct kumo__shard *sh, struct kumo__completion *c, struct io_uring_cqe *cqe);
@@ -101,6 +114,7 @@ struct kumo__shard {
     unsigned pending_sqes;
     struct kumo__timer_heap timers;
     void *user; /* the upper layer's per-shard state */
+    struct kumo__defer *defer_head; /* kumo__shard_defer */
     bool shut_done;
     struct io_uring ring;
     int ring_fd;
@@ -161,6 +175,16 @@ static inline void kumo__shard_put(struct kumo__shard *sh, unsigned dst, struct 
         sh->is_dirty[dst] = true;
         sh->dirty[sh->ndirty++] = dst;
     }
+}
+
+/* From shard `sh`'s thread: run d->fn before this iteration submits. */
+static inline void kumo__shard_defer(struct kumo__shard *sh, struct kumo__defer *d)
+{
+    if (d->queued)
+        return;
+    d->queued = true;
+    d->next = sh->defer_head;
+    sh->defer_head = d;
 }
 
 /* Tasks travel as items whose pointer has the low bit set. */

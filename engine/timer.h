@@ -7,14 +7,21 @@
 #define KUMO_ENGINE_TIMER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define KUMO__TIMER_IDLE UINT32_MAX
+
+struct kumo__shard;
 
 struct kumo__timer {
     uint64_t deadline; /* CLOCK_MONOTONIC ns */
     uint32_t idx;      /* heap index, KUMO__TIMER_IDLE when not armed */
     uint32_t kind;     /* free for the owner's use */
+    /* When set, a due timer calls fn on its shard instead of the engine's
+     * timer hook: how layers other than proc (transports) use the heap.
+     * kumo__timer_init clears it. */
+    void (*fn)(struct kumo__shard *sh, struct kumo__timer *t);
 };
 
 struct kumo__timer_heap {
@@ -22,7 +29,11 @@ struct kumo__timer_heap {
     uint32_t n, cap;
 };
 
-static inline void kumo__timer_init(struct kumo__timer *t) { t->idx = KUMO__TIMER_IDLE; }
+static inline void kumo__timer_init(struct kumo__timer *t)
+{
+    t->idx = KUMO__TIMER_IDLE;
+    t->fn = NULL;
+}
 static inline bool kumo__timer_armed(const struct kumo__timer *t) { return t->idx != KUMO__TIMER_IDLE; }
 
 int kumo__timer_arm(struct kumo__timer_heap *h, struct kumo__timer *t, uint64_t deadline);
