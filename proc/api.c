@@ -380,16 +380,6 @@ static void unlock_self(kumo_proc *self)
         pthread_mutex_unlock(&((struct kumo_inbox *)self)->mu);
 }
 
-static bool has_watch(struct proc_ext *e, kumo_pid pid, uint64_t ref, uint32_t kind)
-{
-    for (uint32_t i = 0; i < e->watching.n; i++) {
-        struct watch *w = &e->watching.v[i];
-        if (w->kind == kind && w->ref == ref && kumo_pid_eq(w->pid, pid))
-            return true;
-    }
-    return false;
-}
-
 /* Posts a link/unlink/monitor/demonitor signal; for a pid this node cannot
  * route to, answers at once as a dead process would. */
 static int post_watch(kumo_proc *self, kumo_pid pid, uint8_t kind, uint64_t ref)
@@ -422,7 +412,7 @@ int kumo_link(kumo_proc *self, kumo_pid pid)
     lock_self(self);
     struct proc_ext *e = kumo__ext(self);
     int err = e ? 0 : -ENOMEM;
-    bool had = e && has_watch(e, pid, 0, W_LINK);
+    bool had = e && kumo__watch_find(&e->watching, pid, 0, W_LINK) >= 0;
     if (e && !had)
         err = kumo__watch_add(&e->watching, pid, 0, W_LINK);
     unlock_self(self);
@@ -479,16 +469,7 @@ int kumo_unmonitor(kumo_proc *self, kumo_ref ref)
     lock_self(self);
     struct proc_ext *e = self->ext;
     kumo_pid target = {0};
-    bool found = false;
-    if (e)
-        for (uint32_t i = 0; i < e->watching.n; i++)
-            if (e->watching.v[i].kind == W_MONITOR && e->watching.v[i].ref == ref.id) {
-                target = e->watching.v[i].pid;
-                found = true;
-                break;
-            }
-    if (found)
-        kumo__watch_remove(&e->watching, target, ref.id, W_MONITOR);
+    bool found = e && kumo__watch_take_monitor(&e->watching, ref.id, &target);
     /* A DOWN for this ref may already be queued: remove it.  (One still in
      * flight is dropped on arrival because the watch is gone.) */
     bool removed = false;

@@ -152,8 +152,8 @@ void kumo_inbox_free(kumo_inbox *ib)
         kumo__msg_free(m);
         m = n;
     }
-    kumo__free(ib->ext.watchers.v, sizeof(struct watch) * ib->ext.watchers.cap);
-    kumo__free(ib->ext.watching.v, sizeof(struct watch) * ib->ext.watching.cap);
+    kumo__watch_free(&ib->ext.watchers);
+    kumo__watch_free(&ib->ext.watching);
     pthread_mutex_destroy(&ib->mu);
     pthread_cond_destroy(&ib->cv);
     kumo__free(ib, sizeof *ib);

@@ -94,9 +94,12 @@ struct watch {
     uint32_t kind;
 };
 
+/* See proc/watch.c. */
 struct watch_list {
     struct watch *v;
     uint32_t n, cap;
+    uint32_t *h; /* index: entry position + 1, 0 = empty; NULL while small */
+    uint32_t hcap;
 };
 
 struct kumo_recv_port {
@@ -232,6 +235,11 @@ int kumo__post_reason(struct kumo_node *node, struct kumo_proc *self, kumo_pid f
 struct proc_ext *kumo__ext(struct kumo_proc *p);
 int kumo__watch_add(struct watch_list *l, kumo_pid pid, uint64_t ref, uint32_t kind);
 bool kumo__watch_remove(struct watch_list *l, kumo_pid pid, uint64_t ref, uint32_t kind);
+/* Position of the entry, or -1.  Monitors are found by ref alone. */
+int kumo__watch_find(const struct watch_list *l, kumo_pid pid, uint64_t ref, uint32_t kind);
+/* Removes the monitor `ref`, telling whom it watched. */
+bool kumo__watch_take_monitor(struct watch_list *l, uint64_t ref, kumo_pid *pid);
+void kumo__watch_free(struct watch_list *l);
 kumo_pid kumo__pid_of(const struct kumo_proc *p);
 uint64_t kumo__new_ref(struct kumo_node *node, struct kumo_proc *self);
 void kumo__reason_set(kumo_reason *r, kumo_reason_kind k, const char *text);

@@ -177,41 +177,8 @@ struct proc_ext *kumo__ext(struct kumo_proc *p)
 
 static void free_ext(struct proc_ext *e)
 {
-    kumo__free(e->watchers.v, sizeof(struct watch) * e->watchers.cap);
-    kumo__free(e->watching.v, sizeof(struct watch) * e->watching.cap);
-    e->watchers = (struct watch_list){0};
-    e->watching = (struct watch_list){0};
-}
-
-int kumo__watch_add(struct watch_list *l, kumo_pid pid, uint64_t ref, uint32_t kind)
-{
-    if (l->n == l->cap) {
-        uint32_t ncap = l->cap ? l->cap * 2 : 4;
-        struct watch *nv = kumo__alloc(sizeof(struct watch) * ncap);
-        if (!nv)
-            return -ENOMEM;
-        if (l->n)
-            memcpy(nv, l->v, sizeof(struct watch) * l->n);
-        kumo__free(l->v, sizeof(struct watch) * l->cap);
-        l->v = nv;
-        l->cap = ncap;
-    }
-    l->v[l->n++] = (struct watch){.pid = pid, .ref = ref, .kind = kind};
-    return 0;
-}
-
-bool kumo__watch_remove(struct watch_list *l, kumo_pid pid, uint64_t ref, uint32_t kind)
-{
-    for (uint32_t i = 0; i < l->n; i++) {
-        struct watch *w = &l->v[i];
-        if (w->kind == kind && w->ref == ref && kumo_pid_eq(w->pid, pid)) {
-            /* keep order: notifications go out in the order watches were set */
-            memmove(w, w + 1, sizeof *w * (l->n - i - 1));
-            l->n--;
-            return true;
-        }
-    }
-    return false;
+    kumo__watch_free(&e->watchers);
+    kumo__watch_free(&e->watching);
 }
 
 uint64_t kumo__new_ref(struct kumo_node *node, struct kumo_proc *self)
@@ -547,7 +514,8 @@ static void handle_watch(struct kumo_proc *p, struct kumo_msg *m)
     if (e) {
         switch (m->kind) {
         case K_LINK:
-            kumo__watch_add(&e->watchers, m->from, 0, W_LINK);
+            if (kumo__watch_find(&e->watchers, m->from, 0, W_LINK) < 0)
+                kumo__watch_add(&e->watchers, m->from, 0, W_LINK);
             break;
         case K_UNLINK:
             kumo__watch_remove(&e->watchers, m->from, 0, W_LINK);
