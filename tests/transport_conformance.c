@@ -16,9 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TT_TRANSPORTS(M, name) M(inmem, name)
-#define TT_TRANSPORT_NAMES "inmem"
-#define TT_NTRANSPORTS 1
+#define TT_TRANSPORTS(M, name) M(inmem, name) M(tcp, name)
+#define TT_TRANSPORT_NAMES "inmem tcp"
 
 /*
  * One timeout for every test of the binary: Criterion 2.4.1 leaks a 48-byte

@@ -12,9 +12,11 @@
 #include <string.h>
 
 extern const struct kumo__transport_ops kumo__inmem_ops;
+extern const struct kumo__transport_ops kumo__tcp_ops;
 
 static const struct kumo__transport_ops *const registered[] = {
     &kumo__inmem_ops,
+    &kumo__tcp_ops,
 };
 
 #define NREG (sizeof registered / sizeof *registered)

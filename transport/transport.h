@@ -145,7 +145,9 @@ struct kumo__connect_req {
     char class_name[32];
     kumo_connect_fn cb;
     void *arg;
+    /* free for the implementation */
     void *impl;
+    uint64_t deadline;
     struct kumo__connect_req *next;
 };
 
