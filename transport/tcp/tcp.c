@@ -1034,6 +1034,7 @@ static void recv_done(struct kumo__shard *sh, struct kumo__completion *c, struct
         /* Every provided buffer was in use: the ones this batch of
          * completions holds come back as it is processed, before the
          * re-armed receive is submitted. */
+        kumo__log(KUMO_LOG_DEBUG, "tcp: receive buffers exhausted (ENOBUFS): re-arming");
         if (!more)
             arm_recv(l);
     } else if (l->state != L_DEAD && l->state != L_RETRY_WAIT && res != -ECANCELED) {

@@ -1,0 +1,774 @@
+/*
+ * tcp-only tests: the frame decoder, raw peers sending garbage, truncated
+ * frames and absurd lengths (that link closes, the endpoint keeps serving
+ * others), connect timeouts, heartbeats against a silent peer, a peer
+ * process killed with SIGKILL, buffer-ring exhaustion, and large messages
+ * not holding up small ones.
+ */
+#include "_tt.h"
+
+#include "transport/tcp/wire.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* One timeout for the whole binary (see transport_conformance.c). */
+#define TCP_TIMEOUT 120
+
+/* ------------------------------------------------------------------ */
+/* Log capture                                                         */
+/* ------------------------------------------------------------------ */
+
+static struct {
+    pthread_mutex_t mu;
+    char text[8192];
+    size_t off;
+} logcap = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void capture(kumo_log_level level, const char *line, void *arg)
+{
+    pthread_mutex_lock(&logcap.mu);
+    size_t n = strlen(line);
+    if (logcap.off + n + 2 < sizeof logcap.text) {
+        memcpy(logcap.text + logcap.off, line, n);
+        logcap.off += n;
+        logcap.text[logcap.off++] = '\n';
+        logcap.text[logcap.off] = 0;
+    }
+    pthread_mutex_unlock(&logcap.mu);
+}
+
+static bool logged(const char *needle)
+{
+    pthread_mutex_lock(&logcap.mu);
+    bool found = strstr(logcap.text, needle) != NULL;
+    pthread_mutex_unlock(&logcap.mu);
+    return found;
+}
+
+/* ------------------------------------------------------------------ */
+/* Raw peers                                                           */
+/* ------------------------------------------------------------------ */
+
+static struct sockaddr_in sa_of(const kumo_address *a)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    memcpy(&sa.sin_addr.s_addr, a->bytes + 2, 4);
+    sa.sin_port = htons((uint16_t)(a->bytes[6] << 8 | a->bytes[7]));
+    return sa;
+}
+
+/* A made-up address for a raw peer (nobody listens there). */
+static kumo_address fake_addr(uint64_t inc)
+{
+    kumo_address a = {.len = 16};
+    a.bytes[0] = KUMO__ADDR_VERSION;
+    a.bytes[1] = 't';
+    uint32_t ip = htonl(INADDR_LOOPBACK);
+    memcpy(a.bytes + 2, &ip, 4);
+    a.bytes[6] = 0;
+    a.bytes[7] = 9; /* port 9 (discard): never a Kumo endpoint */
+    kumo__put64(a.bytes + 8, inc);
+    return a;
+}
+
+static int raw_connect(const kumo_address *to)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_in sa = sa_of(to);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0, "raw connect: %s", strerror(errno));
+    struct timeval tv = {.tv_sec = TT_WAIT_NS / 1000000000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+static void raw_write(int fd, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n) {
+        ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        cr_assert_gt(w, 0, "raw send: %s", strerror(errno));
+        b += w;
+        n -= (size_t)w;
+    }
+}
+
+static size_t frame(uint8_t *buf, uint8_t type, uint8_t flags, uint32_t conn, const void *payload,
+                    uint32_t len)
+{
+    unsigned h = kumo__tcp_hdr_encode(buf, type, flags, conn, len, 0);
+    if (len)
+        memcpy(buf + h, payload, len);
+    return h + len;
+}
+
+/* Reads exactly n bytes (fails on EOF or timeout). */
+static void raw_read(int fd, void *p, size_t n)
+{
+    uint8_t *b = p;
+    while (n) {
+        ssize_t r = recv(fd, b, n, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        cr_assert_gt(r, 0, "raw recv: %s", r == 0 ? "EOF" : strerror(errno));
+        b += r;
+        n -= (size_t)r;
+    }
+}
+
+/* HELLO as `from` to the endpoint at `to`; returns the ACK status. */
+static int raw_hello(int fd, const kumo_address *from, const kumo_address *to)
+{
+    uint8_t hello[KUMO__TCP_HELLO_MAX], buf[512];
+    size_t n = kumo__tcp_hello_encode(hello, from, to, 0);
+    raw_write(fd, buf, frame(buf, KUMO__T_HELLO, 0, 0, hello, (uint32_t)n));
+    uint8_t ack[KUMO__TCP_HDR + 16];
+    raw_read(fd, ack, sizeof ack);
+    struct kumo__tcp_hdr h;
+    const char *why = NULL;
+    cr_assert_eq(kumo__tcp_hdr_decode(ack, sizeof ack, 65536, 1 << 20, &h, &why), 0, "ack: %s", why);
+    cr_assert_eq(h.type, KUMO__T_HELLO_ACK);
+    cr_assert_eq(h.len, 16u);
+    return ack[KUMO__TCP_HDR];
+}
+
+static void raw_open(int fd, uint32_t conn)
+{
+    uint8_t buf[32], rel = KUMO_RELIABLE_ORDERED;
+    raw_write(fd, buf, frame(buf, KUMO__T_OPEN, 0, conn, &rel, 1));
+}
+
+/* Waits until the endpoint closes the raw link (EOF or reset). */
+static void raw_expect_closed(int fd)
+{
+    uint8_t b[4096];
+    for (;;) {
+        ssize_t r = recv(fd, b, sizeof b, 0);
+        if (r == 0 || (r < 0 && errno == ECONNRESET))
+            return;
+        if (r < 0 && errno == EINTR)
+            continue;
+        cr_assert_gt(r, 0, "waiting for the link to close: %s", strerror(errno));
+    }
+}
+
+static kumo_transport *tcp_with(struct kumo__engine *eng, kumo_tcp_config cfg)
+{
+    cfg.bind_host = "127.0.0.1";
+    return tt_transport_cfg(eng, "tcp", &cfg);
+}
+
+/* A healthy client keeps working against `srv`. */
+static void still_serves(tt_ep *srv, tt_ep *cl, kumo_conn c)
+{
+    for (int i = 0; i < 10; i++) {
+        tt_send(c, "fine", 4);
+        tt_ev r = tt_recv(srv);
+        cr_assert_eq(r.len, 4u);
+        cr_assert_eq(memcmp(r.data, "fine", 4), 0);
+        tt_ev_free(&r);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Decoder                                                             */
+/* ------------------------------------------------------------------ */
+
+static int dec(const uint8_t *p, size_t n, const char **why)
+{
+    struct kumo__tcp_hdr h;
+    *why = NULL;
+    return kumo__tcp_hdr_decode(p, n, 65536, 1 << 24, &h, why);
+}
+
+Test(tcp, decoder_checks_every_field, .timeout = TCP_TIMEOUT)
+{
+    uint8_t b[32];
+    const char *why;
+    kumo__tcp_hdr_encode(b, KUMO__T_DATA, 0, 7, 100, 0);
+    cr_assert_eq(dec(b, 12, &why), 0);
+    cr_assert_eq(dec(b, 11, &why), 12, "short header asks for 12 bytes");
+    b[4] = 2;
+    cr_assert_eq(dec(b, 12, &why), -1);
+    cr_assert_str_eq(why, "unknown frame version");
+    kumo__tcp_hdr_encode(b, KUMO__T_DATA, 0, 7, 100, 0);
+    b[7] = 1;
+    cr_assert_eq(dec(b, 12, &why), -1, "reserved byte");
+    kumo__tcp_hdr_encode(b, KUMO__T_LAST, 0, 7, 0, 0);
+    cr_assert_eq(dec(b, 12, &why), -1, "unknown type");
+    kumo__tcp_hdr_encode(b, 0, 0, 7, 0, 0);
+    cr_assert_eq(dec(b, 12, &why), -1, "type 0");
+    kumo__tcp_hdr_encode(b, KUMO__T_DATA, 0, 7, 65537, 0);
+    cr_assert_eq(dec(b, 12, &why), -1, "DATA over the frame maximum");
+    kumo__tcp_hdr_encode(b, KUMO__T_DATA, 0, 0, 1, 0);
+    cr_assert_eq(dec(b, 12, &why), -1, "DATA for connection 0");
+    kumo__tcp_hdr_encode(b, KUMO__T_DATA, 1u << 5, 7, 1, 0);
+    cr_assert_eq(dec(b, 12, &why), -1, "unknown DATA flag");
+    kumo__tcp_hdr_encode(b, KUMO__T_DATA, KUMO__F_FIRST | KUMO__F_MORE, 7, 100, 5000);
+    cr_assert_eq(dec(b, 12, &why), 20, "a first piece needs 20 header bytes");
+    cr_assert_eq(dec(b, 20, &why), 0);
+    kumo__tcp_hdr_encode(b, KUMO__T_DATA, KUMO__F_FIRST | KUMO__F_MORE, 7, 100, 100);
+    cr_assert_eq(dec(b, 20, &why), -1, "total not above the first piece");
+    kumo__tcp_hdr_encode(b, KUMO__T_DATA, KUMO__F_FIRST | KUMO__F_MORE, 7, 100, (1ull << 24) + 1);
+    cr_assert_eq(dec(b, 20, &why), -1, "total over the message maximum");
+    kumo__tcp_hdr_encode(b, KUMO__T_DATA, KUMO__F_MORE, 7, 100, 0);
+    b[6] = KUMO__F_FIRST; /* FIRST without MORE */
+    cr_assert_eq(dec(b, 20, &why), -1);
+    kumo__tcp_hdr_encode(b, KUMO__T_PING, KUMO__F_MORE, 0, 0, 0);
+    cr_assert_eq(dec(b, 12, &why), -1, "flags on a control frame");
+    kumo__tcp_hdr_encode(b, KUMO__T_PING, 0, 3, 0, 0);
+    cr_assert_eq(dec(b, 12, &why), -1, "link frame naming a connection");
+    kumo__tcp_hdr_encode(b, KUMO__T_PING, 0, 0, 1, 0);
+    cr_assert_eq(dec(b, 12, &why), -1, "PING with a payload");
+    kumo__tcp_hdr_encode(b, KUMO__T_OPEN, 0, 3, 2, 0);
+    cr_assert_eq(dec(b, 12, &why), -1, "OPEN payload is one byte");
+    kumo__tcp_hdr_encode(b, KUMO__T_CLOSE, 0, 0, 0, 0);
+    cr_assert_eq(dec(b, 12, &why), -1, "CLOSE of connection 0");
+    kumo__tcp_hdr_encode(b, KUMO__T_HELLO, 0, 0, KUMO__TCP_CTL_MAX + 1, 0);
+    cr_assert_eq(dec(b, 12, &why), -1, "control frame over its maximum");
+    kumo__tcp_hdr_encode(b, KUMO__T_HELLO, 0, 0, 0xffffffffu, 0);
+    cr_assert_eq(dec(b, 12, &why), -1, "absurd length");
+
+    /* HELLO bodies. */
+    kumo_address from = fake_addr(1), to = fake_addr(2), f2, t2;
+    uint8_t hb[KUMO__TCP_HELLO_MAX + 8];
+    uint64_t caps;
+    size_t n = kumo__tcp_hello_encode(hb, &from, &to, 0);
+    cr_assert_eq(kumo__tcp_hello_decode(hb, n, &f2, &t2, &caps, &why), 0);
+    cr_assert(kumo_address_eq(&f2, &from) && kumo_address_eq(&t2, &to));
+    for (size_t k = 0; k < n; k++)
+        cr_assert_eq(kumo__tcp_hello_decode(hb, k, &f2, &t2, &caps, &why), -1, "HELLO cut at %zu", k);
+    hb[n] = 0;
+    cr_assert_eq(kumo__tcp_hello_decode(hb, n + 1, &f2, &t2, &caps, &why), -1, "trailing byte");
+    hb[0] ^= 1;
+    cr_assert_eq(kumo__tcp_hello_decode(hb, n, &f2, &t2, &caps, &why), -1, "magic");
+    hb[0] ^= 1;
+    hb[16] = KUMO_ADDRESS_MAX + 1;
+    cr_assert_eq(kumo__tcp_hello_decode(hb, n, &f2, &t2, &caps, &why), -1, "address length");
+
+    /* Random headers: never a read past `have`, and a decoded header is
+     * always within bounds. */
+    unsigned seed = 99;
+    for (int i = 0; i < 200000; i++) {
+        uint8_t r[20];
+        for (int k = 0; k < 20; k++)
+            r[k] = (uint8_t)rand_r(&seed);
+        if (i & 1)
+            r[4] = KUMO__TCP_VERSION, r[7] = 0;
+        size_t have = (size_t)(rand_r(&seed) % 21);
+        struct kumo__tcp_hdr h;
+        int res = kumo__tcp_hdr_decode(r, have, 65536, 1 << 24, &h, &why);
+        if (res > 0)
+            cr_assert_gt((size_t)res, have);
+        if (res == 0) {
+            cr_assert_leq(h.hlen, have);
+            cr_assert(h.type == KUMO__T_DATA ? h.len <= 65536 : h.len <= KUMO__TCP_CTL_MAX);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Raw peers                                                           */
+/* ------------------------------------------------------------------ */
+
+struct setup {
+    struct kumo__engine *eng;
+    kumo_transport *t;
+    tt_ep *srv, *cl;
+    kumo_conn c;
+};
+
+static struct setup setup(kumo_tcp_config cfg)
+{
+    struct setup s;
+    s.eng = tt_start(2);
+    kumo_log_set_sink(capture, NULL);
+    s.t = tcp_with(s.eng, cfg);
+    s.srv = tt_ep_new(s.t, 1, "server");
+    s.cl = tt_ep_new(s.t, 0, "client");
+    s.c = tt_connect(s.cl, &s.srv->addr);
+    tt_ev o = tt_expect(s.srv, KUMO_EV_CONNECTION_OPENED);
+    cr_assert(kumo_address_eq(&o.addr, &s.cl->addr));
+    return s;
+}
+
+static void finish(struct setup *s)
+{
+    kumo_transport_free(s->t);
+    tt_ep_check(s->srv);
+    tt_ep_check(s->cl);
+    tt_ep_free(s->srv);
+    tt_ep_free(s->cl);
+    kumo_log_set_sink(NULL, NULL);
+    tt_stop(s->eng);
+}
+
+Test(tcp, garbage_before_hello_closes_that_link, .timeout = TCP_TIMEOUT)
+{
+    struct setup s = setup((kumo_tcp_config){0});
+    int fd = raw_connect(&s.srv->addr);
+    uint8_t junk[300];
+    unsigned seed = 5;
+    for (size_t i = 0; i < sizeof junk; i++)
+        junk[i] = (uint8_t)rand_r(&seed);
+    raw_write(fd, junk, sizeof junk);
+    raw_expect_closed(fd);
+    close(fd);
+    still_serves(s.srv, s.cl, s.c);
+    tt_expect_empty(s.srv); /* the raw peer never had a connection: no event */
+    finish(&s);
+    cr_assert(logged("malformed input"), "the reason is logged:\n%s", logcap.text);
+}
+
+Test(tcp, garbage_after_hello_loses_its_connections_only, .timeout = TCP_TIMEOUT)
+{
+    struct setup s = setup((kumo_tcp_config){0});
+    kumo_address me = fake_addr(0x1234);
+    int fd = raw_connect(&s.srv->addr);
+    cr_assert_eq(raw_hello(fd, &me, &s.srv->addr), KUMO__ACK_OK);
+    raw_open(fd, 1);
+    tt_ev o = tt_expect(s.srv, KUMO_EV_CONNECTION_OPENED);
+    cr_assert(kumo_address_eq(&o.addr, &me));
+    uint8_t buf[64];
+    size_t n = frame(buf, KUMO__T_DATA, 0, 1, "ok", 2);
+    raw_write(fd, buf, n);
+    tt_ev r = tt_recv(s.srv);
+    cr_assert_eq(r.conn, o.conn);
+    tt_ev_free(&r);
+    /* A frame of version 9. */
+    n = frame(buf, KUMO__T_DATA, 0, 1, "bad", 3);
+    buf[4] = 9;
+    raw_write(fd, buf, n);
+    tt_ev l = tt_expect_error(s.srv, KUMO_ERR_CONNECTION_LOST);
+    cr_assert(kumo_address_eq(&l.addr, &me));
+    raw_expect_closed(fd);
+    close(fd);
+    still_serves(s.srv, s.cl, s.c);
+    finish(&s);
+    cr_assert(logged("unknown frame version"), "log:\n%s", logcap.text);
+}
+
+Test(tcp, unknown_connection_and_double_open_are_malformed, .timeout = TCP_TIMEOUT)
+{
+    struct setup s = setup((kumo_tcp_config){0});
+    for (int variant = 0; variant < 3; variant++) {
+        kumo_address me = fake_addr(0x2000u + (unsigned)variant);
+        int fd = raw_connect(&s.srv->addr);
+        cr_assert_eq(raw_hello(fd, &me, &s.srv->addr), KUMO__ACK_OK);
+        raw_open(fd, 4);
+        tt_expect(s.srv, KUMO_EV_CONNECTION_OPENED);
+        uint8_t buf[64];
+        size_t n;
+        if (variant == 0)
+            n = frame(buf, KUMO__T_DATA, 0, 5, "x", 1); /* never opened */
+        else if (variant == 1)
+            n = frame(buf, KUMO__T_OPEN, 0, 4, &(uint8_t){0}, 1); /* opened twice */
+        else
+            n = frame(buf, KUMO__T_DATA, KUMO__F_MORE, 4, "x", 1); /* continuation first */
+        raw_write(fd, buf, n);
+        tt_expect_error(s.srv, KUMO_ERR_CONNECTION_LOST);
+        raw_expect_closed(fd);
+        close(fd);
+    }
+    still_serves(s.srv, s.cl, s.c);
+    finish(&s);
+    cr_assert(logged("DATA for an unknown connection"), "log:\n%s", logcap.text);
+    cr_assert(logged("OPEN of a connection already open"), "log:\n%s", logcap.text);
+    cr_assert(logged("continuation without a first piece"), "log:\n%s", logcap.text);
+}
+
+Test(tcp, truncated_frame_then_close, .timeout = TCP_TIMEOUT)
+{
+    struct setup s = setup((kumo_tcp_config){0});
+    kumo_address me = fake_addr(0x3000);
+    int fd = raw_connect(&s.srv->addr);
+    cr_assert_eq(raw_hello(fd, &me, &s.srv->addr), KUMO__ACK_OK);
+    raw_open(fd, 1);
+    tt_expect(s.srv, KUMO_EV_CONNECTION_OPENED);
+    uint8_t buf[200], payload[90] = {0};
+    size_t n = frame(buf, KUMO__T_DATA, 0, 1, payload, sizeof payload);
+    raw_write(fd, buf, n - 40); /* header and part of the payload */
+    shutdown(fd, SHUT_WR);
+    tt_expect_error(s.srv, KUMO_ERR_CONNECTION_LOST); /* no Received before it */
+    raw_expect_closed(fd);
+    close(fd);
+    /* A header cut short, too. */
+    me = fake_addr(0x3001);
+    fd = raw_connect(&s.srv->addr);
+    cr_assert_eq(raw_hello(fd, &me, &s.srv->addr), KUMO__ACK_OK);
+    raw_open(fd, 1);
+    tt_expect(s.srv, KUMO_EV_CONNECTION_OPENED);
+    raw_write(fd, buf, 7);
+    shutdown(fd, SHUT_WR);
+    tt_expect_error(s.srv, KUMO_ERR_CONNECTION_LOST);
+    raw_expect_closed(fd);
+    close(fd);
+    still_serves(s.srv, s.cl, s.c);
+    finish(&s);
+    cr_assert(logged("truncated"), "log:\n%s", logcap.text);
+}
+
+Test(tcp, absurd_lengths_close_the_link, .timeout = TCP_TIMEOUT)
+{
+    struct setup s = setup((kumo_tcp_config){.max_message = 1u << 20});
+    for (int variant = 0; variant < 3; variant++) {
+        kumo_address me = fake_addr(0x4000u + (unsigned)variant);
+        int fd = raw_connect(&s.srv->addr);
+        cr_assert_eq(raw_hello(fd, &me, &s.srv->addr), KUMO__ACK_OK);
+        raw_open(fd, 1);
+        tt_expect(s.srv, KUMO_EV_CONNECTION_OPENED);
+        uint8_t buf[32];
+        unsigned h;
+        if (variant == 0)
+            h = kumo__tcp_hdr_encode(buf, KUMO__T_DATA, 0, 1, 0xfffffff0u, 0);
+        else if (variant == 1)
+            h = kumo__tcp_hdr_encode(buf, KUMO__T_DATA, KUMO__F_FIRST | KUMO__F_MORE, 1, 1000,
+                                     1ull << 60);
+        else
+            h = kumo__tcp_hdr_encode(buf, KUMO__T_PING, 0, 0, 1u << 30, 0);
+        raw_write(fd, buf, h);
+        tt_expect_error(s.srv, KUMO_ERR_CONNECTION_LOST);
+        raw_expect_closed(fd);
+        close(fd);
+    }
+    still_serves(s.srv, s.cl, s.c);
+    /* And sends over the maximum are refused up front. */
+    size_t big = (1u << 20) + 1;
+    char *p = calloc(1, big);
+    int err = kumo_conn_send(s.c, &(struct iovec){p, big}, 1, NULL, NULL);
+    cr_assert_eq(err, -KUMO_ETOOBIG, "send over max_message: %s", kumo_transport_strerror(err));
+    free(p);
+    finish(&s);
+    cr_assert(logged("over the maximum frame size"), "log:\n%s", logcap.text);
+    cr_assert(logged("over the maximum message size"), "log:\n%s", logcap.text);
+    cr_assert(logged("control frame over its maximum"), "log:\n%s", logcap.text);
+}
+
+Test(tcp, hello_to_another_incarnation_is_not_found, .timeout = TCP_TIMEOUT)
+{
+    struct setup s = setup((kumo_tcp_config){0});
+    kumo_address me = fake_addr(0x5000), wrong = s.srv->addr;
+    wrong.bytes[15] ^= 0xff;
+    int fd = raw_connect(&s.srv->addr);
+    cr_assert_eq(raw_hello(fd, &me, &wrong), KUMO__ACK_NOT_FOUND);
+    raw_expect_closed(fd);
+    close(fd);
+    tt_expect_empty(s.srv);
+    still_serves(s.srv, s.cl, s.c);
+    finish(&s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Timeouts and heartbeats                                             */
+/* ------------------------------------------------------------------ */
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int err;
+    bool done;
+} w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, false};
+
+static void cb(kumo_endpoint *ep, kumo_conn c, int err, void *arg)
+{
+    pthread_mutex_lock(&w.mu);
+    w.err = err;
+    w.done = true;
+    pthread_cond_broadcast(&w.cv);
+    pthread_mutex_unlock(&w.mu);
+}
+
+Test(tcp, silent_acceptor_times_out_connect, .timeout = TCP_TIMEOUT)
+{
+    struct kumo__engine *eng = tt_start(2);
+    kumo_transport *t = tcp_with(eng, (kumo_tcp_config){0});
+    tt_ep *cl = tt_ep_new(t, 0, "client");
+    /* A listener that accepts (in the kernel's backlog) and never speaks. */
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    cr_assert_eq(listen(lfd, 16), 0);
+    socklen_t sl = sizeof sa;
+    getsockname(lfd, (struct sockaddr *)&sa, &sl);
+    kumo_address to = fake_addr(77);
+    memcpy(to.bytes + 2, &sa.sin_addr.s_addr, 4);
+    to.bytes[6] = (uint8_t)(ntohs(sa.sin_port) >> 8);
+    to.bytes[7] = (uint8_t)ntohs(sa.sin_port);
+
+    kumo_hints hints = {.connect_timeout_ns = 200 * TT_MS};
+    uint64_t t0 = tt_now_ns();
+    cr_assert_eq(kumo_connect(cl->ep, &to, KUMO_RELIABLE_ORDERED, &hints, cb, NULL), 0);
+    pthread_mutex_lock(&w.mu);
+    while (!w.done)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    uint64_t took = tt_now_ns() - t0;
+    cr_assert_eq(w.err, -KUMO_ETIMEOUT, "connect: %s", kumo_transport_strerror(w.err));
+    cr_assert_geq(took, 190 * TT_MS, "timed out after %" PRIu64 " ms", took / TT_MS);
+    cr_assert_lt(took, 2000 * TT_MS, "timed out after %" PRIu64 " ms", took / TT_MS);
+    /* A closed port: refused -> not found, at once. */
+    close(lfd);
+    kumo_conn dummy;
+    int err = tt_connect_err(cl, &to, &dummy);
+    cr_assert_eq(err, -KUMO_ENOTFOUND, "refused: %s", kumo_transport_strerror(err));
+    kumo_transport_free(t);
+    tt_ep_free(cl);
+    tt_stop(eng);
+}
+
+Test(tcp, heartbeat_detects_a_silent_peer, .timeout = TCP_TIMEOUT)
+{
+    kumo_tcp_config cfg = {.heartbeat_interval_ns = 50 * TT_MS, .heartbeat_timeout_ns = 300 * TT_MS};
+    struct setup s = setup(cfg);
+    kumo_address me = fake_addr(0x6000);
+    int fd = raw_connect(&s.srv->addr);
+    cr_assert_eq(raw_hello(fd, &me, &s.srv->addr), KUMO__ACK_OK);
+    raw_open(fd, 1);
+    tt_expect(s.srv, KUMO_EV_CONNECTION_OPENED);
+    uint64_t t0 = tt_now_ns();
+    /* The endpoint pings the idle link: read three PINGs. */
+    for (int i = 0; i < 3; i++) {
+        uint8_t h[KUMO__TCP_HDR];
+        raw_read(fd, h, sizeof h);
+        cr_assert_eq(h[5], KUMO__T_PING, "frame type %u, expected PING", h[5]);
+    }
+    /* We never answer: ConnectionLost within the heartbeat timeout. */
+    tt_ev l = tt_expect_error(s.srv, KUMO_ERR_CONNECTION_LOST);
+    uint64_t took = tt_now_ns() - t0;
+    cr_assert(kumo_address_eq(&l.addr, &me));
+    cr_assert_geq(took, 250 * TT_MS, "lost after %" PRIu64 " ms", took / TT_MS);
+    cr_assert_lt(took, 2000 * TT_MS, "lost after %" PRIu64 " ms", took / TT_MS);
+    raw_expect_closed(fd);
+    close(fd);
+    /* The healthy client, pinged too, is still alive. */
+    still_serves(s.srv, s.cl, s.c);
+    finish(&s);
+    cr_assert(logged("heartbeat timeout"), "log:\n%s", logcap.text);
+}
+
+Test(tcp, killed_peer_process_is_lost, .timeout = TCP_TIMEOUT)
+{
+    kumo_tcp_config cfg = {.heartbeat_interval_ns = 100 * TT_MS, .heartbeat_timeout_ns = 1000 * TT_MS};
+    struct setup s = setup(cfg);
+    kumo_address me = fake_addr(0x7000);
+    /* Everything the child sends is built before fork (it only makes
+     * system calls). */
+    uint8_t hello[KUMO__TCP_HELLO_MAX], msgs[1024];
+    size_t hn = kumo__tcp_hello_encode(hello, &me, &s.srv->addr, 0);
+    size_t off = frame(msgs, KUMO__T_HELLO, 0, 0, hello, (uint32_t)hn);
+    size_t hello_len = off;
+    uint8_t rel = 0;
+    off += frame(msgs + off, KUMO__T_OPEN, 0, 1, &rel, 1);
+    off += frame(msgs + off, KUMO__T_DATA, 0, 1, "alive", 5);
+    struct sockaddr_in sa = sa_of(&s.srv->addr);
+    int pipefd[2];
+    cr_assert_eq(pipe(pipefd), 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa))
+            _exit(1);
+        if (send(fd, msgs, hello_len, 0) != (ssize_t)hello_len)
+            _exit(2);
+        uint8_t ack[KUMO__TCP_HDR + 16];
+        size_t got = 0;
+        while (got < sizeof ack) {
+            ssize_t r = recv(fd, ack + got, sizeof ack - got, 0);
+            if (r <= 0)
+                _exit(3);
+            got += (size_t)r;
+        }
+        if (ack[KUMO__TCP_HDR] != KUMO__ACK_OK)
+            _exit(4);
+        if (send(fd, msgs + hello_len, off - hello_len, 0) != (ssize_t)(off - hello_len))
+            _exit(5);
+        (void)!write(pipefd[1], "r", 1);
+        for (;;)
+            pause();
+    }
+    close(pipefd[1]);
+    char ready;
+    cr_assert_eq(read(pipefd[0], &ready, 1), 1, "child did not get through the handshake");
+    close(pipefd[0]);
+    tt_ev o = tt_expect(s.srv, KUMO_EV_CONNECTION_OPENED);
+    cr_assert(kumo_address_eq(&o.addr, &me));
+    tt_ev r = tt_recv(s.srv);
+    cr_assert_eq(r.len, 5u);
+    tt_ev_free(&r);
+    uint64_t t0 = tt_now_ns();
+    cr_assert_eq(kill(pid, SIGKILL), 0);
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    tt_ev l = tt_expect_error(s.srv, KUMO_ERR_CONNECTION_LOST);
+    uint64_t took = tt_now_ns() - t0;
+    cr_assert(kumo_address_eq(&l.addr, &me));
+    cr_assert_lt(took, cfg.heartbeat_timeout_ns + 500 * TT_MS, "lost after %" PRIu64 " ms",
+                 took / TT_MS);
+    still_serves(s.srv, s.cl, s.c);
+    finish(&s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Buffers and fairness                                                */
+/* ------------------------------------------------------------------ */
+
+struct order {
+    uint64_t next[8];
+    uint64_t conn_of[8];
+    unsigned nconn;
+};
+
+static bool order_hook(tt_ep *e, const kumo_event *ev)
+{
+    struct order *o = e->user;
+    if (ev->kind == KUMO_EV_CONNECTION_OPENED) {
+        if (o->nconn < 8)
+            o->conn_of[o->nconn++] = ev->conn;
+        return false;
+    }
+    if (ev->kind != KUMO_EV_RECEIVED)
+        return true;
+    unsigned k = 0;
+    while (k < o->nconn && o->conn_of[k] != ev->conn)
+        k++;
+    uint64_t v;
+    memcpy(&v, ev->iov[0].iov_base, 8); /* the first 8 bytes are in piece 0 here */
+    if (k == o->nconn || v != o->next[k] || ev->len != 3000)
+        tt_ep_failf(e, "conn %" PRIu64 ": got %" PRIu64 " (%zu bytes), expected %" PRIu64, ev->conn,
+                    v, ev->len, k < o->nconn ? o->next[k] : 0);
+    else
+        o->next[k]++;
+    return false;
+}
+
+Test(tcp, tiny_buffer_ring_runs_out_and_recovers, .timeout = TCP_TIMEOUT)
+{
+    struct kumo__engine *eng = tt_start(2);
+    kumo_log_set_sink(capture, NULL);
+    kumo_log_set_level(KUMO_LOG_DEBUG);
+    /* Two 4 KiB buffers for everything the server receives. */
+    kumo_transport *t = tcp_with(eng, (kumo_tcp_config){.rx_buffers = 2, .rx_buffer_size = 4096});
+    static struct order o;
+    memset(&o, 0, sizeof o);
+    tt_ep *srv = tt_ep_new_hook(t, 1, "server", order_hook, &o);
+    tt_ep *cl[4];
+    kumo_conn c[4];
+    for (int k = 0; k < 4; k++) {
+        static const char *names[] = {"c0", "c1", "c2", "c3"};
+        cl[k] = tt_ep_new(t, 0, names[k]);
+        c[k] = tt_connect(cl[k], &srv->addr);
+    }
+    enum { N = 500 };
+    uint8_t buf[3000];
+    memset(buf, 0xab, sizeof buf);
+    for (uint64_t i = 0; i < N; i++)
+        for (int k = 0; k < 4; k++) {
+            memcpy(buf, &i, 8);
+            tt_send(c[k], buf, sizeof buf);
+        }
+    tt_wait_counter(srv, &srv->received, 4 * N, "received");
+    kumo_transport_free(t);
+    tt_ep_check(srv);
+    tt_ep_free(srv);
+    for (int k = 0; k < 4; k++)
+        tt_ep_free(cl[k]);
+    kumo_log_set_sink(NULL, NULL);
+    kumo_log_set_level(KUMO_LOG_WARN);
+    tt_stop(eng);
+    cr_assert(logged("ENOBUFS"), "the ring never ran out: the test tests nothing");
+}
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static bool released;
+
+static void rel(void *arg)
+{
+    pthread_mutex_lock(&mu);
+    released = true;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+}
+
+Test(tcp, large_message_does_not_hold_up_small_ones, .timeout = TCP_TIMEOUT)
+{
+    struct kumo__engine *eng = tt_start(2);
+    kumo_transport *t = tcp_with(eng, (kumo_tcp_config){0});
+    tt_ep *rx = tt_ep_new(t, 1, "receiver");
+    tt_ep *tx = tt_ep_new(t, 0, "sender");
+    kumo_conn bigc = tt_connect(tx, &rx->addr);
+    kumo_conn small = tt_connect(tx, &rx->addr);
+    tt_ev o1 = tt_expect(rx, KUMO_EV_CONNECTION_OPENED);
+    tt_ev o2 = tt_expect(rx, KUMO_EV_CONNECTION_OPENED);
+    (void)o2;
+    size_t big = 64u << 20;
+    uint8_t *p = malloc(big);
+    memset(p, 7, big);
+    released = false;
+    cr_assert_eq(kumo_conn_send(bigc, &(struct iovec){p, big}, 1, rel, NULL), 0);
+    for (int i = 0; i < 10; i++)
+        tt_send(small, "s", 1);
+    /* The small messages arrive while the 64 MiB one is still on its way. */
+    for (int i = 0; i < 10; i++) {
+        tt_ev r = tt_recv(rx);
+        cr_assert_neq(r.conn, o1.conn, "message %d: the large message came first", i);
+        cr_assert_eq(r.len, 1u);
+        tt_ev_free(&r);
+    }
+    tt_ev r = tt_recv(rx);
+    cr_assert_eq(r.conn, o1.conn);
+    cr_assert_eq(r.len, big);
+    tt_ev_free(&r);
+    pthread_mutex_lock(&mu);
+    while (!released)
+        pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
+    free(p);
+    kumo_transport_free(t);
+    tt_ep_free(rx);
+    tt_ep_free(tx);
+    tt_stop(eng);
+}
+
+Test(tcp, two_transports_share_a_shard, .timeout = TCP_TIMEOUT)
+{
+    struct kumo__engine *eng = tt_start(1);
+    kumo_transport *t1 = tcp_with(eng, (kumo_tcp_config){0});
+    kumo_transport *t2 = tcp_with(eng, (kumo_tcp_config){0});
+    tt_ep *a = tt_ep_new(t1, 0, "a");
+    tt_ep *b = tt_ep_new(t2, 0, "b");
+    tt_ep *c = tt_ep_new(t1, 0, "c");
+    kumo_conn ab = tt_connect(a, &b->addr);
+    kumo_conn cb = tt_connect(c, &b->addr);
+    tt_send(ab, "1", 1);
+    tt_send(cb, "2", 1);
+    unsigned got = 0;
+    while (got < 2) {
+        tt_ev ev = tt_next(b);
+        got += ev.kind == KUMO_EV_RECEIVED;
+        tt_ev_free(&ev);
+    }
+    kumo_transport_free(t1);
+    kumo_transport_free(t2);
+    tt_ep_free(a);
+    tt_ep_free(b);
+    tt_ep_free(c);
+    tt_stop(eng);
+}
