@@ -292,13 +292,33 @@ static void submit_pending(struct kumo__shard *sh)
     }
 }
 
+static unsigned run_pollers(struct kumo__shard *sh)
+{
+    unsigned n = 0;
+    for (struct kumo__poller *p = sh->pollers, *next; p; p = next) {
+        next = p->next; /* poll may remove p */
+        n += p->poll(sh, p);
+    }
+    return n;
+}
+
+static bool prepark_pollers(struct kumo__shard *sh)
+{
+    bool busy = false;
+    for (struct kumo__poller *p = sh->pollers, *next; p; p = next) {
+        next = p->next;
+        busy |= p->prepark(sh, p);
+    }
+    return busy;
+}
+
 static void park(struct kumo__shard *sh, bool backlog)
 {
     atomic_store_explicit(&sh->sleeping, 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_seq_cst);
     if (sh->eng->feat.membarrier)
         syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
-    if (inbound_nonempty(sh)) {
+    if (inbound_nonempty(sh) || (sh->pollers && prepark_pollers(sh))) {
         atomic_store_explicit(&sh->sleeping, 0, memory_order_relaxed);
         return;
     }
@@ -331,6 +351,8 @@ static void loop(struct kumo__shard *sh)
     for (;;) {
         unsigned work = drain_inbound(sh);
         work += eng->hooks.run(eng->hooks.ctx, sh);
+        if (sh->pollers)
+            work += run_pollers(sh);
         bool backlog = flush_outbound(sh, &work);
         if (sh->timers.n)
             work += fire_timers(sh, kumo__now_ns());

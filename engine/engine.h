@@ -65,6 +65,22 @@ struct kumo__defer {
     bool queued;
 };
 
+/*
+ * A poller: work the shard checks every loop iteration without a kernel
+ * completion to tell it (shared-memory rings written by another process).
+ * poll returns how much it did (0 = nothing: the shard may go idle).
+ * prepark runs when the shard is about to park, after it has announced
+ * that it sleeps (the store-fence-load of the wake-up protocol): it must
+ * arrange to be woken (e.g. set a flag a producer checks, then re-check
+ * its input) and return true if there is work after all (the shard then
+ * does not park).
+ */
+struct kumo__poller {
+    struct kumo__poller *next, *prev;
+    unsigned (*poll)(struct kumo__shard *sh, struct kumo__poller *p);
+    bool (*prepark)(struct kumo__shard *sh, struct kumo__poller *p);
+};
+
 /* An io_uring completion routes to one of these through user_data. */
 struct kumo__completion {
     void (*fn)(struct kumo__shard *sh, struct kumo__completion *c, struct io_uring_cqe *cqe);
@@ -115,6 +131,7 @@ struct kumo__shard {
     struct kumo__timer_heap timers;
     void *user; /* the upper layer's per-shard state */
     struct kumo__defer *defer_head; /* kumo__shard_defer */
+    struct kumo__poller *pollers;   /* kumo__shard_poller_add */
     bool shut_done;
     struct io_uring ring;
     int ring_fd;
@@ -185,6 +202,27 @@ static inline void kumo__shard_defer(struct kumo__shard *sh, struct kumo__defer 
     d->queued = true;
     d->next = sh->defer_head;
     sh->defer_head = d;
+}
+
+/* From shard `sh`'s thread: poll p every iteration until removed. */
+static inline void kumo__shard_poller_add(struct kumo__shard *sh, struct kumo__poller *p)
+{
+    p->prev = NULL;
+    p->next = sh->pollers;
+    if (sh->pollers)
+        sh->pollers->prev = p;
+    sh->pollers = p;
+}
+
+static inline void kumo__shard_poller_remove(struct kumo__shard *sh, struct kumo__poller *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        sh->pollers = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    p->next = p->prev = NULL;
 }
 
 /* Tasks travel as items whose pointer has the low bit set. */
