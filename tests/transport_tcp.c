@@ -7,7 +7,7 @@
  */
 #include "_tt.h"
 
-#include "transport/tcp/wire.h"
+#include "transport/stream/wire.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

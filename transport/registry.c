@@ -13,10 +13,12 @@
 
 extern const struct kumo__transport_ops kumo__inmem_ops;
 extern const struct kumo__transport_ops kumo__tcp_ops;
+extern const struct kumo__transport_ops kumo__shm_ops;
 
 static const struct kumo__transport_ops *const registered[] = {
     &kumo__inmem_ops,
     &kumo__tcp_ops,
+    &kumo__shm_ops,
 };
 
 #define NREG (sizeof registered / sizeof *registered)

@@ -400,7 +400,9 @@ KUMO_API int kumo_transport_break_link(kumo_endpoint *ep, const kumo_address *pe
 /* "inmem": endpoints inside one OS process, on any shards.  No
  * configuration: pass NULL. */
 
-/* "tcp": io_uring TCP.  A zeroed struct (or NULL) means every default. */
+/* "tcp": io_uring TCP.  A zeroed struct (or NULL) means every default.
+ * Peers must agree on fragment_size (a frame larger than the receiver's
+ * fragment_size closes the link). */
 typedef struct kumo_tcp_config {
     /* IPv4 address endpoints bind to, dotted quad; NULL = "127.0.0.1". */
     const char *bind_host;
@@ -427,6 +429,25 @@ typedef struct kumo_tcp_config {
      * 0 = the kernel's default (autotuning). */
     int bandwidth_sockbuf;
 } kumo_tcp_config;
+
+/*
+ * "shm": endpoints in processes of one host.  A link is a pair of byte
+ * rings in shared memory (a sealed memfd passed over an abstract Unix
+ * socket, with an eventfd per side for wake-ups); the socket's EOF reports
+ * a peer process that died.  A zeroed struct (or NULL) means every default.
+ */
+typedef struct kumo_shm_config {
+    /* Bytes per ring (one ring per direction), a power of two in
+     * [4 KiB, 1 GiB]; 0 = 1 MiB.  Messages larger than a ring go through it
+     * in pieces. */
+    uint32_t ring_bytes;
+    /* Default connect timeout (ns); 0 = 10 s. */
+    uint64_t connect_timeout_ns;
+    /* Largest message accepted; 0 = 256 MiB. */
+    size_t max_message;
+    /* Frame size large messages are cut into; 0 = 64 KiB. */
+    uint32_t fragment_size;
+} kumo_shm_config;
 
 #ifdef __cplusplus
 }

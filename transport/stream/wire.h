@@ -1,5 +1,5 @@
 /*
- * The tcp transport's wire format (version 1).  Shared by the transport
+ * The wire format of the stream transports (tcp, shm) (version 1).  Shared by the transport
  * and by tests that play a raw peer.
  *
  * Every frame starts with a 12-byte header, little-endian:
@@ -26,8 +26,8 @@
  * non-zero reserved bytes and inconsistent fragment totals are malformed,
  * and a malformed frame closes the link with a logged reason.
  */
-#ifndef KUMO_TRANSPORT_TCP_WIRE_H
-#define KUMO_TRANSPORT_TCP_WIRE_H
+#ifndef KUMO_TRANSPORT_STREAM_WIRE_H
+#define KUMO_TRANSPORT_STREAM_WIRE_H
 
 #include "transport/transport.h"
 

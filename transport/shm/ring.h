@@ -1,0 +1,155 @@
+/*
+ * The shm transport's shared memory: two single-producer single-consumer
+ * byte rings (one per direction) in one memfd, made by the connecting side.
+ *
+ * Layout (offsets in bytes):
+ *     0       header of ring 0 (connector -> acceptor)
+ *     256     header of ring 1 (acceptor -> connector)
+ *     4096    data of ring 0 (size bytes, a power of two)
+ *     4096 + size   data of ring 1
+ * A header keeps the producer's index and flag on one cache line and the
+ * consumer's on another, so each side writes only its own line on the
+ * fast path.
+ *
+ * Each side keeps its own index locally and only publishes it; the other
+ * side's index is read from shared memory and checked (tail - head must
+ * lie in [0, size]) before it is used, because the peer may be broken or
+ * hostile.  Sizes are validated once at mapping time and cached locally.
+ *
+ * Wake-ups (both processes poll while awake):
+ *  - consumer about to park: consumer_sleeping = 1; full fence; if the ring
+ *    is not empty, clear it and stay up.  Producer after publishing: full
+ *    fence; if consumer_sleeping, exchange it to 0 and, if it was 1, write
+ *    the consumer's eventfd.
+ *  - producer that found too little space: producer_waiting = 1; full
+ *    fence; re-check the space.  Consumer after freeing space: full fence;
+ *    if producer_waiting, exchange to 0 and write the producer's eventfd.
+ * Each side's fence orders its own store before its load of the other's
+ * flag (the store-buffer case), so one of them always sees the other.
+ */
+#ifndef KUMO_TRANSPORT_SHM_RING_H
+#define KUMO_TRANSPORT_SHM_RING_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#define KUMO__SHM_MAGIC 0x6d68734bu /* "Kshm" */
+#define KUMO__SHM_DATA_OFF 4096u
+#define KUMO__SHM_HDR_STRIDE 256u
+#define KUMO__SHM_MIN_RING 4096u
+#define KUMO__SHM_MAX_RING (1u << 30)
+
+struct kumo__shm_ring_hdr {
+    _Alignas(64) _Atomic uint64_t tail;
+    _Atomic uint32_t producer_waiting;
+    _Alignas(64) _Atomic uint64_t head;
+    _Atomic uint32_t consumer_sleeping;
+    _Alignas(64) uint64_t size; /* written by the connector before passing */
+    uint32_t magic;
+    uint32_t version;
+};
+
+_Static_assert(sizeof(struct kumo__shm_ring_hdr) <= KUMO__SHM_HDR_STRIDE, "ring header too big");
+
+/* One side's view of one ring. */
+struct kumo__shm_ring {
+    struct kumo__shm_ring_hdr *h;
+    uint8_t *data;
+    uint64_t size;  /* validated copy */
+    uint64_t mine;  /* our index: tail (producer) or head (consumer) */
+};
+
+static inline size_t kumo__shm_map_len(uint64_t size) { return KUMO__SHM_DATA_OFF + 2 * size; }
+
+/* Views of ring `which` (0 or 1) in a mapping of `size`-byte rings. */
+static inline void kumo__shm_ring_view(struct kumo__shm_ring *r, void *map, uint64_t size, int which)
+{
+    r->h = (struct kumo__shm_ring_hdr *)((uint8_t *)map + (size_t)which * KUMO__SHM_HDR_STRIDE);
+    r->data = (uint8_t *)map + KUMO__SHM_DATA_OFF + (size_t)which * size;
+    r->size = size;
+    r->mine = 0;
+}
+
+/* Producer: bytes free, or -1 if the consumer's index is impossible. */
+static inline int64_t kumo__shm_space(struct kumo__shm_ring *r)
+{
+    uint64_t head = atomic_load_explicit(&r->h->head, memory_order_acquire);
+    uint64_t used = r->mine - head;
+    if (used > r->size)
+        return -1;
+    return (int64_t)(r->size - used);
+}
+
+/* Producer: copies up to `max` bytes of iov[0..n) (starting at piece *i,
+ * offset *off, both advanced) into the ring.  Returns the bytes copied (not
+ * yet published). */
+static inline size_t kumo__shm_put(struct kumo__shm_ring *r, const struct iovec *iov, unsigned n,
+                                   unsigned *i, size_t *off, size_t max)
+{
+    size_t done = 0;
+    uint64_t mask = r->size - 1;
+    while (*i < n && done < max) {
+        size_t left = iov[*i].iov_len - *off;
+        if (!left) {
+            (*i)++;
+            *off = 0;
+            continue;
+        }
+        size_t k = left < max - done ? left : max - done;
+        uint64_t pos = (r->mine + done) & mask;
+        size_t first = (size_t)(r->size - pos) < k ? (size_t)(r->size - pos) : k;
+        const uint8_t *src = (const uint8_t *)iov[*i].iov_base + *off;
+        memcpy(r->data + pos, src, first);
+        if (k > first)
+            memcpy(r->data, src + first, k - first);
+        done += k;
+        *off += k;
+    }
+    return done;
+}
+
+/* Producer: publishes `n` more bytes; returns true if the consumer must be
+ * woken (its flag was set and we took it). */
+static inline bool kumo__shm_publish(struct kumo__shm_ring *r, size_t n)
+{
+    r->mine += n;
+    atomic_store_explicit(&r->h->tail, r->mine, memory_order_release);
+    atomic_thread_fence(memory_order_seq_cst);
+    return atomic_load_explicit(&r->h->consumer_sleeping, memory_order_relaxed) &&
+           atomic_exchange(&r->h->consumer_sleeping, 0);
+}
+
+/* Consumer: readable bytes, or -1 if the producer's index is impossible. */
+static inline int64_t kumo__shm_avail(struct kumo__shm_ring *r)
+{
+    uint64_t tail = atomic_load_explicit(&r->h->tail, memory_order_acquire);
+    uint64_t n = tail - r->mine;
+    if (n > r->size)
+        return -1;
+    return (int64_t)n;
+}
+
+/* Consumer: the contiguous readable run at the head (at most `avail`). */
+static inline uint8_t *kumo__shm_peek(struct kumo__shm_ring *r, uint64_t avail, size_t *len)
+{
+    uint64_t pos = r->mine & (r->size - 1);
+    uint64_t run = r->size - pos;
+    *len = (size_t)(avail < run ? avail : run);
+    return r->data + pos;
+}
+
+/* Consumer: releases `n` bytes; returns true if the producer must be woken. */
+static inline bool kumo__shm_consume(struct kumo__shm_ring *r, size_t n)
+{
+    r->mine += n;
+    atomic_store_explicit(&r->h->head, r->mine, memory_order_release);
+    atomic_thread_fence(memory_order_seq_cst);
+    return atomic_load_explicit(&r->h->producer_waiting, memory_order_relaxed) &&
+           atomic_exchange(&r->h->producer_waiting, 0);
+}
+
+#endif

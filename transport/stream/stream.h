@@ -1,0 +1,28 @@
+/*
+ * The stream transports' shared implementation (stream.c), for the ops
+ * tables of transport/tcp/ and transport/shm/.  Each function has the
+ * contract of the op of the same name in transport/transport.h.
+ */
+#ifndef KUMO_TRANSPORT_STREAM_STREAM_H
+#define KUMO_TRANSPORT_STREAM_STREAM_H
+
+#include "transport/transport.h"
+
+/* Creates a stream transport.  `cfg` is complete (defaults resolved by the
+ * caller); shm != 0 selects rings of `ring_bytes` per direction over Unix
+ * sockets instead of TCP. */
+int kumo__stream_create(struct kumo__engine *eng, const kumo_tcp_config *cfg, bool shm,
+                        uint32_t ring_bytes, struct kumo_transport **out);
+int kumo__stream_endpoint_new(struct kumo_transport *t, struct kumo_endpoint *tmpl,
+                              struct kumo_endpoint **out);
+void kumo__stream_endpoint_close(struct kumo_endpoint *ep);
+void kumo__stream_connect(struct kumo_endpoint *ep, struct kumo__connect_req *req);
+int kumo__stream_send(struct kumo_endpoint *ep, struct kumo__conn *c, const struct iovec *iov, int n,
+                      size_t len, kumo_release_fn release, void *release_arg);
+void kumo__stream_conn_close(struct kumo_endpoint *ep, struct kumo__conn *c);
+void kumo__stream_break_link(struct kumo_endpoint *ep, const kumo_address *peer);
+void kumo__stream_destroy(struct kumo_transport *t);
+size_t kumo__stream_max_message(const struct kumo_transport *t);
+void kumo__stream_address_str(const kumo_address *a, char *buf, size_t len);
+
+#endif
