@@ -58,6 +58,10 @@ static inline kumo_node *bench_node(unsigned shards)
 {
     kumo_log_set_level(KUMO_LOG_WARN);
     kumo_node_config cfg = {.shards = shards};
+    /* KUMO_BENCH_NO_SPIN=1: park at once when idle (for valgrind, which
+     * serialises threads and starves a spinning shard's peers). */
+    if (getenv("KUMO_BENCH_NO_SPIN"))
+        cfg.spin_ns = KUMO_SPIN_NEVER;
     kumo_node *node;
     int err = kumo_node_start(&cfg, &node);
     if (err)

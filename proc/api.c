@@ -4,6 +4,9 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 /* ------------------------------------------------------------------ */
@@ -168,27 +171,43 @@ static int check_send(kumo_node *node, size_t len)
 
 static inline void stamp(struct kumo_msg *m, kumo_proc *self, kumo_pid to)
 {
-    m->from = self ? kumo__pid_of(self) : (kumo_pid){0};
+    if (self)
+        kumo__pid_store(&m->from, self);
     msg_set_dst(m, to);
 }
 
-/* `node` is needed when self is NULL (a plain thread): kumo_send(NULL, ..)
- * is not possible without it, so plain threads use an inbox. */
+/* A data message from self to `to`, every header field written once. */
+static inline struct kumo_msg *data_msg(kumo_proc *self, kumo_pid to, uint64_t type, size_t len)
+{
+    size_t sz = sizeof(struct kumo_msg) + len;
+    struct kumo_msg *m = sz <= KUMO__BLK ? (struct kumo_msg *)kumo__blk_alloc()
+                                         : (struct kumo_msg *)kumo__alloc(sz);
+    if (!m)
+        return NULL;
+    m->link.next = NULL;
+    kumo__pid_store(&m->from, self);
+    m->type = type;
+    m->aux = 0;
+    msg_set_dst(m, to);
+    m->kind = K_DATA;
+    m->flags = 0;
+    m->len = (uint32_t)len;
+    m->reserved = 0;
+    return m;
+}
+
 int kumo_send(kumo_proc *self, kumo_pid to, uint64_t type, const void *data, size_t len)
 {
     kumo_node *node = node_of(self);
     int err = check_send(node, len);
-    if (err)
+    if (__builtin_expect(err != 0, 0))
         return err;
-    if (!routable(node, to))
+    if (__builtin_expect(!routable(node, to), 0))
         return 0;
-    struct kumo_msg *m = kumo__msg_new(len);
+    struct kumo_msg *m = data_msg(self, to, type, len);
     if (!m)
         return -ENOMEM;
-    m->type = type;
-    if (len)
-        memcpy(m->data, data, len);
-    stamp(m, self, to);
+    kumo__copy(m->data, data, len);
     kumo__post(node, self, m);
     return 0;
 }
@@ -204,17 +223,15 @@ int kumo_sendv(kumo_proc *self, kumo_pid to, uint64_t type, const struct iovec *
         return err;
     if (!routable(node, to))
         return 0;
-    struct kumo_msg *m = kumo__msg_new(len);
+    struct kumo_msg *m = data_msg(self, to, type, len);
     if (!m)
         return -ENOMEM;
-    m->type = type;
     size_t off = 0;
     for (int i = 0; i < n; i++) {
         if (iov[i].iov_len)
             memcpy(m->data + off, iov[i].iov_base, iov[i].iov_len);
         off += iov[i].iov_len;
     }
-    stamp(m, self, to);
     kumo__post(node, self, m);
     return 0;
 }
@@ -507,7 +524,11 @@ int kumo_register(kumo_node *node, const char *name, kumo_pid pid)
         return err;
     kumo__mark_named(node, pid);
     /* The process may have died between the check and the mark: its death
-     * either saw the mark (and released the name) or we see it dead now. */
+     * either saw the mark (and released the name) or we see it dead now.
+     * Death orders its own store->load only with a compiler barrier when
+     * membarrier is available; this side then pays for both. */
+    if (node->eng->feat.membarrier)
+        syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
     if (!kumo__pid_alive(node, pid)) {
         kumo__names_remove(&node->names, name, &pid);
         return -KUMO_ENOPROC;

@@ -129,6 +129,8 @@ struct proc_ext {
     struct kumo_inbox *inbox;
 };
 
+/* Allocated from the engine's 128-byte block cache (see the static
+ * assertion in node.c): spawn and exit are on a hot path too. */
 struct kumo_proc {
     struct kumo_proc *rq_next;
     struct kumo_msg *mbox_head;
@@ -183,8 +185,16 @@ struct pshard {
     pthread_mutex_t free_mu; /* guards free_shared (for spawns from elsewhere) */
     uint32_t *free_shared;
     uint32_t nfree_shared, capfree_shared;
+    /* processes alive on this shard: written by the owner only (plain
+     * stores), read by kumo_node_process_count from anywhere */
     _Atomic int64_t live;
 };
+
+static inline void pshard_live_add(struct pshard *ps, int64_t d)
+{
+    atomic_store_explicit(&ps->live, atomic_load_explicit(&ps->live, memory_order_relaxed) + d,
+                          memory_order_relaxed);
+}
 
 struct kumo_node {
     struct kumo__engine *eng;
@@ -198,6 +208,8 @@ struct kumo_node {
     _Atomic uint64_t foreign_serial;
     _Atomic uint64_t foreign_ref;
     _Atomic unsigned foreign_rr;
+    _Atomic int64_t inboxes_live;
+    _Atomic int64_t embryos; /* spawned from another thread, not yet activated */
     struct kumo__names names;
     uint64_t type_exit, type_down;
 };
@@ -212,7 +224,24 @@ struct kumo_inbox {
 };
 
 /* ---- shared helpers (proc/node.c) ---- */
-struct kumo_msg *kumo__msg_new(size_t len);
+
+/* A message with `len` payload bytes; kind K_DATA, no sender. */
+static inline struct kumo_msg *kumo__msg_new(size_t len)
+{
+    size_t sz = sizeof(struct kumo_msg) + len;
+    struct kumo_msg *m = sz <= KUMO__BLK ? (struct kumo_msg *)kumo__blk_alloc()
+                                         : (struct kumo_msg *)kumo__alloc(sz);
+    if (!m)
+        return NULL;
+    m->link.next = NULL;
+    m->from = (kumo_pid){0};
+    m->aux = 0;
+    m->flags = 0;
+    m->kind = K_DATA;
+    m->len = (uint32_t)len;
+    m->reserved = 0;
+    return m;
+}
 static inline void kumo__msg_free(struct kumo_msg *m)
 {
     size_t sz = sizeof *m + m->len;
@@ -240,10 +269,43 @@ int kumo__watch_find(const struct watch_list *l, kumo_pid pid, uint64_t ref, uin
 /* Removes the monitor `ref`, telling whom it watched. */
 bool kumo__watch_take_monitor(struct watch_list *l, uint64_t ref, kumo_pid *pid);
 void kumo__watch_free(struct watch_list *l);
-kumo_pid kumo__pid_of(const struct kumo_proc *p);
+static inline kumo_pid kumo__pid_of(const struct kumo_proc *p)
+{
+    return (kumo_pid){.node = p->node->id, .serial = p->serial, .slot = p->slot, .shard = p->shard};
+}
+
+/* Copies a payload; the common tiny sizes without a call to memcpy. */
+static inline void kumo__copy(void *dst, const void *src, size_t n)
+{
+    if (n <= 16 && n >= 8) {
+        uint64_t a, b;
+        __builtin_memcpy(&a, src, 8);
+        __builtin_memcpy(&b, (const char *)src + n - 8, 8);
+        __builtin_memcpy(dst, &a, 8);
+        __builtin_memcpy((char *)dst + n - 8, &b, 8);
+    } else if (n) {
+        memcpy(dst, src, n);
+    }
+}
+
+/* Writes p's pid into *out field by field: building it in a temporary and
+ * copying it as words made a store-forwarding stall on the send path. */
+static inline void kumo__pid_store(kumo_pid *out, const struct kumo_proc *p)
+{
+    out->node = p->node->id;
+    out->serial = p->serial;
+    out->slot = p->slot;
+    out->shard = p->shard;
+    out->reserved = 0;
+}
 uint64_t kumo__new_ref(struct kumo_node *node, struct kumo_proc *self);
 void kumo__reason_set(kumo_reason *r, kumo_reason_kind k, const char *text);
-struct pshard *kumo__pshard_of(struct kumo_proc *self);
+static inline struct pshard *kumo__pshard_of(struct kumo_proc *self)
+{
+    if (!self || (self->flags & PF_FOREIGN))
+        return NULL;
+    return self->node->ps[self->shard];
+}
 bool kumo__pid_alive(struct kumo_node *node, kumo_pid pid);
 void kumo__mark_named(struct kumo_node *node, kumo_pid pid);
 void kumo__proc_make_ready(struct pshard *ps, struct kumo_proc *p);

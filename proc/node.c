@@ -14,22 +14,6 @@
 /* Messages                                                            */
 /* ------------------------------------------------------------------ */
 
-struct kumo_msg *kumo__msg_new(size_t len)
-{
-    size_t sz = sizeof(struct kumo_msg) + len;
-    struct kumo_msg *m = sz <= KUMO__BLK ? kumo__blk_alloc() : kumo__alloc(sz);
-    if (!m)
-        return NULL;
-    m->link.next = NULL;
-    m->from = (kumo_pid){0};
-    m->aux = 0;
-    m->flags = 0;
-    m->kind = K_DATA;
-    m->len = (uint32_t)len;
-    m->reserved = 0;
-    return m;
-}
-
 /* ------------------------------------------------------------------ */
 /* Slots                                                               */
 /* ------------------------------------------------------------------ */
@@ -149,18 +133,6 @@ void kumo__mark_named(struct kumo_node *node, kumo_pid pid)
 /* ------------------------------------------------------------------ */
 /* Small helpers                                                       */
 /* ------------------------------------------------------------------ */
-
-kumo_pid kumo__pid_of(const struct kumo_proc *p)
-{
-    return (kumo_pid){.node = p->node->id, .serial = p->serial, .slot = p->slot, .shard = p->shard};
-}
-
-struct pshard *kumo__pshard_of(struct kumo_proc *self)
-{
-    if (!self || (self->flags & PF_FOREIGN))
-        return NULL;
-    return self->node->ps[self->shard];
-}
 
 struct proc_ext *kumo__ext(struct kumo_proc *p)
 {
@@ -312,13 +284,15 @@ static struct kumo_proc *rq_pop(struct pshard *ps)
 /* Death                                                               */
 /* ------------------------------------------------------------------ */
 
+_Static_assert(sizeof(struct kumo_proc) <= KUMO__BLK, "kumo_proc must fit a cache block");
+
 static void free_proc(struct kumo_proc *p)
 {
     if (p->ext) {
         free_ext(p->ext);
         kumo__free(p->ext, sizeof *p->ext);
     }
-    kumo__free(p, sizeof *p);
+    kumo__blk_free(p);
 }
 
 static void free_list(struct kumo_msg *m)
@@ -350,9 +324,16 @@ static void die(struct pshard *ps, struct kumo_proc *p, const kumo_reason *why)
     inbox_lock(p);
     p->flags |= PF_DEAD;
     p->flags &= ~PF_WAITING;
-    atomic_store(&s->serial, 0); /* seq_cst: pairs with kumo_register */
+    /* Store serial, then load named; kumo_register stores named, then loads
+     * serial.  The store->load order on this side is free when kumo_register
+     * issues membarrier (it is rare; deaths are not). */
+    atomic_store_explicit(&s->serial, 0, memory_order_relaxed);
     atomic_store_explicit(&s->p, NULL, memory_order_relaxed);
-    if (atomic_load(&s->named)) {
+    if (node->eng->feat.membarrier)
+        atomic_signal_fence(memory_order_seq_cst);
+    else
+        atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&s->named, memory_order_relaxed)) {
         atomic_store(&s->named, 0);
         kumo__names_release(&node->names, me);
     }
@@ -383,12 +364,13 @@ static void die(struct pshard *ps, struct kumo_proc *p, const kumo_reason *why)
         free_ext(e);
         kumo__ports_free(p);
     }
-    atomic_fetch_sub_explicit(&ps->live, 1, memory_order_relaxed);
     if (p->flags & PF_FOREIGN) {
+        atomic_fetch_sub(&node->inboxes_live, 1);
         kumo__inbox_closed(p, reason.kind == KUMO_SHUTDOWN);
         inbox_unlock(p);
         return; /* the inbox owns its memory and its queue */
     }
+    pshard_live_add(ps, -1);
     free_list(p->mbox_head);
     p->mbox_head = NULL;
     p->mbox_tail = &p->mbox_head;
@@ -447,6 +429,8 @@ static void activate(struct pshard *ps, struct kumo_msg *m)
     p->mbox_head = NULL;
     p->mbox_tail = &p->mbox_head;
     p->flags &= ~PF_EMBRYO;
+    pshard_live_add(ps, 1);
+    atomic_fetch_sub_explicit(&ps->node->embryos, 1, memory_order_relaxed);
     if (ps->stopping) {
         kumo_reason r;
         kumo__reason_set(&r, KUMO_SHUTDOWN, NULL);
@@ -539,6 +523,15 @@ static void deliver_msg(struct pshard *ps, struct kumo_msg *m)
         return;
     }
     struct kumo_proc *p = lookup(ps, m->dst_slot, m->dst_serial);
+    if (__builtin_expect(!p, 0) || (p->flags & (PF_DEAD | PF_EMBRYO | PF_FOREIGN)) ||
+        m->kind != K_DATA)
+        goto slow;
+    /* the common case: data for a live process on this shard */
+    mbox_append(p, m);
+    if (p->flags & PF_WAITING)
+        kumo__proc_make_ready(ps, p);
+    return;
+slow:
     if (!p || (p->flags & PF_DEAD)) {
         dead_letter(ps, m);
         return;
@@ -791,7 +784,7 @@ static void hook_shutdown(void *ctx, struct kumo__shard *sh)
  * spawn item carries an embryo that never ran: it ends with shutdown. */
 static void hook_discard(void *ctx, struct kumo__item *it)
 {
-    struct kumo_node *node = ctx;
+    (void)ctx;
     struct kumo_msg *m = (struct kumo_msg *)it;
     if (m->kind == K_SPAWN) {
         struct kumo_proc *p;
@@ -799,7 +792,7 @@ static void hook_discard(void *ctx, struct kumo__item *it)
         free_list(p->mbox_head);
         kumo_reason r;
         kumo__reason_set(&r, KUMO_SHUTDOWN, NULL);
-        atomic_fetch_sub(&node->ps[p->shard]->live, 1);
+        atomic_fetch_sub(&p->node->embryos, 1);
         if (p->on_exit)
             p->on_exit(p->state, &r);
         free_proc(p);
@@ -839,13 +832,13 @@ int kumo_spawn(kumo_node *node, kumo_proc *self, const kumo_spawn_opts *opts, ku
     struct pshard *ps = node->ps[dst];
     bool local = src == ps;
 
-    struct kumo_proc *p = kumo__alloc(sizeof *p);
+    struct kumo_proc *p = kumo__blk_alloc();
     if (!p)
         return -ENOMEM;
     memset(p, 0, sizeof *p);
     int err = slot_alloc(ps, local, &p->slot);
     if (err) {
-        kumo__free(p, sizeof *p);
+        kumo__blk_free(p);
         return err;
     }
     p->mbox_tail = &p->mbox_head;
@@ -894,7 +887,10 @@ int kumo_spawn(kumo_node *node, kumo_proc *self, const kumo_spawn_opts *opts, ku
         if (opts->monitor)
             *opts->monitor = (kumo_ref){.node = node->id, .id = ref};
     }
-    atomic_fetch_add_explicit(&ps->live, 1, memory_order_relaxed);
+    if (local)
+        pshard_live_add(ps, 1); /* the owner's plain counter */
+    else
+        atomic_fetch_add_explicit(&node->embryos, 1, memory_order_relaxed);
     slot_publish(ps, p);
     if (local)
         kumo__proc_make_ready(ps, p);
@@ -928,7 +924,7 @@ int kumo__inbox_publish(struct kumo_node *node, struct kumo_proc *p)
         return err;
     p->shard = 0;
     p->serial = (0xFFFFull << 48) | (atomic_fetch_add(&node->foreign_serial, 1) + 1);
-    atomic_fetch_add(&ps->live, 1);
+    atomic_fetch_add(&node->inboxes_live, 1);
     slot_publish(ps, p);
     return 0;
 }
@@ -1048,7 +1044,7 @@ uint64_t kumo_node_id(const kumo_node *node) { return node->id; }
 
 uint64_t kumo_node_process_count(kumo_node *node)
 {
-    int64_t n = 0;
+    int64_t n = atomic_load(&node->inboxes_live) + atomic_load(&node->embryos);
     for (unsigned i = 0; i < node->n; i++)
         n += atomic_load_explicit(&node->ps[i]->live, memory_order_relaxed);
     return n > 0 ? (uint64_t)n : 0;
