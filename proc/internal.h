@@ -185,6 +185,7 @@ struct pshard {
     pthread_mutex_t free_mu; /* guards free_shared (for spawns from elsewhere) */
     uint32_t *free_shared;
     uint32_t nfree_shared, capfree_shared;
+    _Atomic uint32_t nfree_shared_hint; /* lets the owner skip the lock */
     /* processes alive on this shard: written by the owner only (plain
      * stores), read by kumo_node_process_count from anywhere */
     _Atomic int64_t live;

@@ -66,11 +66,27 @@ static int slot_alloc(struct pshard *ps, bool owner, uint32_t *out)
         *out = ps->free_local[--ps->nfree_local];
         return 0;
     }
+    if (owner && atomic_load_explicit(&ps->nfree_shared_hint, memory_order_relaxed)) {
+        /* Take back a batch of the slots handed to the shared list, or the
+         * table would only grow under spawn/exit churn. */
+        pthread_mutex_lock(&ps->free_mu);
+        while (ps->nfree_shared && ps->nfree_local < 1024 &&
+               !push_u32(&ps->free_local, &ps->nfree_local, &ps->capfree_local,
+                         ps->free_shared[ps->nfree_shared - 1]))
+            ps->nfree_shared--;
+        atomic_store_explicit(&ps->nfree_shared_hint, ps->nfree_shared, memory_order_relaxed);
+        pthread_mutex_unlock(&ps->free_mu);
+        if (ps->nfree_local) {
+            *out = ps->free_local[--ps->nfree_local];
+            return 0;
+        }
+    }
     if (!owner) {
         pthread_mutex_lock(&ps->free_mu);
         bool got = ps->nfree_shared > 0;
         if (got)
             *out = ps->free_shared[--ps->nfree_shared];
+        atomic_store_explicit(&ps->nfree_shared_hint, ps->nfree_shared, memory_order_relaxed);
         pthread_mutex_unlock(&ps->free_mu);
         if (got)
             return 0;
@@ -95,6 +111,7 @@ static void slot_release(struct pshard *ps, uint32_t idx)
                !push_u32(&ps->free_shared, &ps->nfree_shared, &ps->capfree_shared,
                          ps->free_local[ps->nfree_local - 1]))
             ps->nfree_local--;
+        atomic_store_explicit(&ps->nfree_shared_hint, ps->nfree_shared, memory_order_relaxed);
         pthread_mutex_unlock(&ps->free_mu);
     }
 }
@@ -908,6 +925,7 @@ nomem:
     else {
         pthread_mutex_lock(&ps->free_mu);
         push_u32(&ps->free_shared, &ps->nfree_shared, &ps->capfree_shared, p->slot);
+        atomic_store_explicit(&ps->nfree_shared_hint, ps->nfree_shared, memory_order_relaxed);
         pthread_mutex_unlock(&ps->free_mu);
     }
     free_proc(p);

@@ -692,3 +692,86 @@ KT_TEST(lifecycle, node_free_stops_first)
     cr_assert_eq(atomic_load(&st.not_shutdown), 0);
     kt_leak_check();
 }
+
+/* Spawn/exit churn in bursts larger than the owner's local free list (its
+ * surplus moves to the shared list) must reuse slots: the table once grew
+ * by every spawn until it hit its 16M cap and spawn failed with ENOMEM. */
+#include "proc/internal.h"
+
+#define BURST 20000u
+#define BURSTS 10u
+
+static uint64_t T_BURST, T_BYE;
+
+struct burster {
+    unsigned left_bursts, byes;
+    int err; /* first spawn error (asserted by the test thread) */
+    kumo_pid report;
+};
+
+/* A kid ends after saying goodbye: its slot is free before the burster
+ * handles the goodbye (same shard, handler before death). */
+static void burst_child_h(kumo_proc *self, void *st, kumo_msg *m)
+{
+    kumo_send(self, kumo_msg_sender(m), T_BYE, NULL, 0);
+}
+
+static void burst_child_init(kumo_proc *self, void *st) { kumo_expect(self, T_BURST, burst_child_h); }
+
+static void bye_h(kumo_proc *self, void *st, kumo_msg *m);
+
+static void burst_once(kumo_proc *self, struct burster *b)
+{
+    /* BURST processes alive at once, then all told to end */
+    static kumo_pid kids[BURST];
+    for (unsigned i = 0; i < BURST; i++) {
+        int err = kumo_spawn(kumo_self_node(self), self, NULL, burst_child_init, NULL, &kids[i]);
+        if (err) {
+            b->err = err;
+            kumo_send(self, b->report, T_BURST, NULL, 0);
+            return;
+        }
+    }
+    for (unsigned i = 0; i < BURST; i++)
+        kumo_send(self, kids[i], T_BURST, NULL, 0);
+    b->byes = 0;
+    kumo_expect(self, T_BYE, bye_h);
+}
+
+static void bye_h(kumo_proc *self, void *st, kumo_msg *m)
+{
+    struct burster *b = st;
+    if (++b->byes < BURST) {
+        kumo_expect(self, T_BYE, bye_h);
+        return;
+    }
+    if (--b->left_bursts == 0) {
+        kumo_send(self, b->report, T_BURST, NULL, 0);
+        return;
+    }
+    burst_once(self, b);
+}
+
+static void burster_init(kumo_proc *self, void *st) { burst_once(self, st); }
+
+KT_TEST(lifecycle, slots_are_reused_under_burst_churn)
+{
+    T_BURST = kumo_type("test.burst");
+    T_BYE = kumo_type("test.bye");
+    kumo_node *node = kt_start(kt_shards);
+    kumo_inbox *ib = kt_inbox(node);
+    struct burster b = {.left_bursts = BURSTS, .report = kumo_inbox_pid(ib)};
+    kumo_pid pid;
+    cr_assert_eq(kumo_spawn(node, kumo_inbox_proc(ib), &(kumo_spawn_opts){.shard = 0},
+                            burster_init, &b, &pid),
+                 0);
+    kumo_msg *m = kt_expect(ib, T_BURST);
+    kumo_msg_free(m);
+    cr_assert_eq(b.err, 0, "spawn failed: %s", kumo_strerror(b.err));
+    /* BURSTS x BURST spawns on shard 0; the table needs about BURST slots
+     * (plus what messages in flight keep alive), not BURSTS x BURST. */
+    uint32_t hwm = atomic_load(&node->ps[0]->hwm);
+    cr_assert_lt(hwm, 3 * BURST, "slot table grew to %u for %u live at most", hwm, BURST);
+    kumo_inbox_free(ib);
+    kt_stop(node);
+}
