@@ -772,3 +772,34 @@ Test(tcp, two_transports_share_a_shard, .timeout = TCP_TIMEOUT)
     tt_ep_free(c);
     tt_stop(eng);
 }
+
+Test(tcp, small_fragments_reassemble, .timeout = TCP_TIMEOUT)
+{
+    /* Frames much smaller than a receive buffer: a whole last piece of a
+     * fragmented message then lies in one buffer, where a single-frame
+     * message would take the zero-copy path (regression: it was taken for
+     * the last piece too). */
+    struct kumo__engine *eng = tt_start(2);
+    kumo_transport *t = tcp_with(eng, (kumo_tcp_config){.fragment_size = 1000});
+    tt_ep *rx = tt_ep_new(t, 1, "receiver");
+    tt_ep *tx = tt_ep_new(t, 0, "sender");
+    kumo_conn c = tt_connect(tx, &rx->addr);
+    tt_expect(rx, KUMO_EV_CONNECTION_OPENED);
+    static uint8_t buf[200000];
+    for (size_t i = 0; i < sizeof buf; i++)
+        buf[i] = (uint8_t)(i * 13 + 1);
+    static const size_t sizes[] = {1, 999, 1000, 1001, 1999, 2000, 2001, 65536, 150001, 200000};
+    for (unsigned k = 0; k < sizeof sizes / sizeof *sizes; k++)
+        tt_send(c, buf, sizes[k]);
+    for (unsigned k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+        tt_ev r = tt_recv(rx);
+        cr_assert_eq(r.len, sizes[k], "message %u: %zu bytes, sent %zu", k, r.len, sizes[k]);
+        cr_assert_eq(memcmp(r.data, buf, sizes[k]), 0, "message %u differs", k);
+        tt_ev_free(&r);
+    }
+    kumo_transport_free(t);
+    tt_ep_check(rx);
+    tt_ep_free(rx);
+    tt_ep_free(tx);
+    tt_stop(eng);
+}

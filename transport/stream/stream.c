@@ -1065,19 +1065,21 @@ static bool rx_feed(struct link *l, const uint8_t *p, size_t n)
                 if (l->state != L_UP && l->state != L_CLOSING && l->state != L_REJECTING &&
                     l->state != L_CONNECTING && l->state != L_RETRY_WAIT)
                     return malformed(l, "DATA before the handshake");
-                /* Zero copy: a single-frame message whole in this buffer. */
+                /* Zero copy: a single-frame message whole in this buffer.
+                 * (Flags 0 also mark the last piece of a fragmented
+                 * message: that one goes to its reassembly below.) */
                 if (!h->flags && n >= h->len && l->state == L_UP) {
                     struct in_conn *ic = in_find(l, h->conn);
                     if (!ic)
                         return malformed(l, "DATA for an unknown connection");
-                    if (ic->asm_)
-                        return malformed(l, "a message starts before the previous one ended");
-                    struct iovec v = {.iov_base = (void *)p, .iov_len = h->len};
-                    struct kumo_rx rx = {.iov = &v, .iovcnt = 1, .len = h->len};
-                    deliver(l, ic, &rx);
-                    p += h->len;
-                    n -= h->len;
-                    continue;
+                    if (!ic->asm_) {
+                        struct iovec v = {.iov_base = (void *)p, .iov_len = h->len};
+                        struct kumo_rx rx = {.iov = &v, .iovcnt = 1, .len = h->len};
+                        deliver(l, ic, &rx);
+                        p += h->len;
+                        n -= h->len;
+                        continue;
+                    }
                 }
                 if (!data_begin(l))
                     return false;

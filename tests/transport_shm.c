@@ -1,0 +1,490 @@
+/*
+ * shm-only tests: a peer in another process (forked before this process
+ * starts its engine, so it owns a clean runtime), killed with SIGKILL ->
+ * ConnectionLost; raw peers with bad handshakes (no descriptors, unsealed
+ * or wrongly sized memory) and a hostile ring index -> that link closes and
+ * the endpoint keeps serving others.
+ */
+#include "_tt.h"
+
+#include "transport/shm/ring.h"
+#include "transport/stream/wire.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define SHM_TIMEOUT 120
+
+static struct {
+    pthread_mutex_t mu;
+    char text[8192];
+    size_t off;
+} logcap = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void capture(kumo_log_level level, const char *line, void *arg)
+{
+    pthread_mutex_lock(&logcap.mu);
+    size_t n = strlen(line);
+    if (logcap.off + n + 2 < sizeof logcap.text) {
+        memcpy(logcap.text + logcap.off, line, n);
+        logcap.off += n;
+        logcap.text[logcap.off++] = '\n';
+        logcap.text[logcap.off] = 0;
+    }
+    pthread_mutex_unlock(&logcap.mu);
+}
+
+static bool logged(const char *needle)
+{
+    pthread_mutex_lock(&logcap.mu);
+    bool found = strstr(logcap.text, needle) != NULL;
+    pthread_mutex_unlock(&logcap.mu);
+    return found;
+}
+
+/* ------------------------------------------------------------------ */
+/* A peer process: an echo endpoint on its own engine                  */
+/* ------------------------------------------------------------------ */
+
+static void ph_deliver(void *ctx, struct kumo__shard *sh, struct kumo__item *it) {}
+static unsigned ph_run(void *ctx, struct kumo__shard *sh) { return 0; }
+static void ph_timer(void *ctx, struct kumo__shard *sh, struct kumo__timer *t) {}
+static void ph_shutdown(void *ctx, struct kumo__shard *sh) {}
+static void ph_discard(void *ctx, struct kumo__item *it) {}
+
+struct child_echo {
+    kumo_conn back;
+    bool ready;
+};
+
+static void child_connected(kumo_endpoint *ep, kumo_conn c, int err, void *arg)
+{
+    struct child_echo *e = arg;
+    if (err)
+        _exit(20);
+    e->back = c;
+    e->ready = true;
+}
+
+static void child_event(kumo_endpoint *ep, const kumo_event *ev, void *arg)
+{
+    struct child_echo *e = arg;
+    if (ev->kind == KUMO_EV_CONNECTION_OPENED && !e->ready)
+        kumo_connect(ep, ev->address, KUMO_RELIABLE_ORDERED, NULL, child_connected, e);
+    else if (ev->kind == KUMO_EV_RECEIVED && e->ready)
+        kumo_conn_send(e->back, ev->iov, ev->iovcnt, NULL, NULL);
+    else if (ev->kind == KUMO_EV_RECEIVED)
+        _exit(21); /* the parent waits for the reply connection first */
+}
+
+/* Runs in the child: never returns. */
+static void child_main(int wfd)
+{
+    kumo_log_set_level(KUMO_LOG_ERROR);
+    struct kumo__engine_config cfg = {.shards = 1, .no_pin = true, .spin_ns = 20000};
+    struct kumo__engine_hooks hooks = {.deliver = ph_deliver, .run = ph_run, .timer = ph_timer,
+                                       .shutdown = ph_shutdown, .discard = ph_discard};
+    struct kumo__engine *eng;
+    if (kumo__engine_create(&cfg, &hooks, &eng) || kumo__engine_start(eng))
+        _exit(10);
+    kumo_transport *t;
+    if (kumo__transport_new(eng, "shm", NULL, &t))
+        _exit(11);
+    static struct child_echo e;
+    kumo_endpoint *ep;
+    if (kumo_endpoint_new(t, 0, child_event, &e, &ep))
+        _exit(12);
+    const kumo_address *a = kumo_endpoint_address(ep);
+    if (write(wfd, a, sizeof *a) != (ssize_t)sizeof *a)
+        _exit(13);
+    for (;;)
+        pause();
+}
+
+/* Forks the echo peer (before the parent starts anything) and returns
+ * its address. */
+static pid_t fork_peer(kumo_address *addr)
+{
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        /* Die with the test process, even if it fails before its kill. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(p[0]);
+        child_main(p[1]);
+    }
+    close(p[1]);
+    ssize_t r = read(p[0], addr, sizeof *addr);
+    close(p[0]);
+    if (r != (ssize_t)sizeof *addr) {
+        int st = 0;
+        waitpid(pid, &st, 0);
+        cr_assert_fail("peer process failed to start (exit %d)", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    }
+    return pid;
+}
+
+Test(shm, cross_process_pingpong_then_sigkill, .timeout = SHM_TIMEOUT)
+{
+    kumo_address peer;
+    pid_t pid = fork_peer(&peer);
+    struct kumo__engine *eng = tt_start(2);
+    kumo_transport *t = tt_transport(eng, "shm");
+    tt_ep *me = tt_ep_new(t, 0, "parent");
+    kumo_conn c = tt_connect(me, &peer);
+    tt_ev o = tt_expect(me, KUMO_EV_CONNECTION_OPENED); /* the peer's reply connection */
+    cr_assert(kumo_address_eq(&o.addr, &peer));
+    uint8_t buf[256];
+    for (uint64_t i = 0; i < 2000; i++) {
+        size_t len = 8 + i % 200;
+        memset(buf, (int)i, len);
+        memcpy(buf, &i, 8);
+        tt_send(c, buf, len);
+        tt_ev r = tt_recv(me);
+        cr_assert_eq(r.len, len);
+        cr_assert_eq(memcmp(r.data, buf, len), 0, "echo %" PRIu64 " differs", i);
+        tt_ev_free(&r);
+    }
+    /* A 4 MiB message goes through the 1 MiB rings in pieces. */
+    size_t big = 4u << 20;
+    uint8_t *p = malloc(big);
+    for (size_t i = 0; i < big; i++)
+        p[i] = (uint8_t)(i * 7);
+    tt_send(c, p, big);
+    tt_ev r = tt_recv(me);
+    cr_assert_eq(r.len, big);
+    cr_assert_eq(memcmp(r.data, p, big), 0);
+    tt_ev_free(&r);
+    free(p);
+
+    uint64_t t0 = tt_now_ns();
+    cr_assert_eq(kill(pid, SIGKILL), 0);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    cr_assert(WIFSIGNALED(st), "peer exited by itself (status %d)", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    tt_ev l = tt_expect_error(me, KUMO_ERR_CONNECTION_LOST);
+    uint64_t took = tt_now_ns() - t0;
+    cr_assert(kumo_address_eq(&l.addr, &peer));
+    cr_assert_lt(took, 1000 * TT_MS, "lost after %" PRIu64 " ms", took / TT_MS);
+    int err = kumo_conn_send(c, &(struct iovec){"x", 1}, 1, NULL, NULL);
+    cr_assert_eq(err, -KUMO_ECONNLOST, "send to a dead process: %s", kumo_transport_strerror(err));
+    kumo_transport_free(t);
+    tt_ep_check(me);
+    tt_ep_free(me);
+    tt_stop(eng);
+}
+
+/* ------------------------------------------------------------------ */
+/* Raw peers                                                           */
+/* ------------------------------------------------------------------ */
+
+static int raw_unix(const kumo_address *to)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    int n = snprintf(sun.sun_path + 1, sizeof sun.sun_path - 1, "kumo-shm/%u/%016llx",
+                     kumo__get32(to->bytes + 2), (unsigned long long)kumo__get64(to->bytes + 6));
+    socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sun, len), 0, "connect: %s", strerror(errno));
+    struct timeval tv = {.tv_sec = TT_WAIT_NS / 1000000000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+static kumo_address fake_shm_addr(uint64_t inc)
+{
+    kumo_address a = {.len = 14};
+    a.bytes[0] = KUMO__ADDR_VERSION;
+    a.bytes[1] = 's';
+    kumo__put32(a.bytes + 2, 1); /* pid 1: never ours */
+    kumo__put64(a.bytes + 6, inc);
+    return a;
+}
+
+/* Sends HELLO with `nfds` descriptors. */
+static void raw_hello(int fd, const kumo_address *from, const kumo_address *to, const int *fds, int nfds)
+{
+    uint8_t hello[KUMO__TCP_HELLO_MAX], buf[512];
+    size_t n = kumo__tcp_hello_encode(hello, from, to, 0);
+    unsigned h = kumo__tcp_hdr_encode(buf, KUMO__T_HELLO, 0, 0, (uint32_t)n, 0);
+    memcpy(buf + h, hello, n);
+    struct iovec iov = {buf, h + n};
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int) * 2)];
+    } cm;
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (nfds) {
+        m.msg_control = cm.b;
+        m.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+    }
+    cr_assert_eq(sendmsg(fd, &m, MSG_NOSIGNAL), (ssize_t)(h + n), "sendmsg: %s", strerror(errno));
+}
+
+/* Reads the ACK; returns its status and the descriptor that came with it
+ * (-1 if none). */
+static int raw_ack(int fd, int *efd)
+{
+    uint8_t b[KUMO__TCP_HDR + 16];
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int) * 2)];
+    } cm;
+    struct iovec iov = {b, sizeof b};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b,
+                       .msg_controllen = sizeof cm.b};
+    ssize_t r;
+    do
+        r = recvmsg(fd, &m, MSG_CMSG_CLOEXEC | MSG_WAITALL);
+    while (r < 0 && errno == EINTR);
+    cr_assert_eq(r, (ssize_t)sizeof b, "ack: %zd (%s)", r, r < 0 ? strerror(errno) : "short");
+    *efd = -1;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    if (c && c->cmsg_type == SCM_RIGHTS)
+        memcpy(efd, CMSG_DATA(c), sizeof(int));
+    return b[KUMO__TCP_HDR];
+}
+
+static void expect_closed(int fd)
+{
+    uint8_t b[64];
+    for (;;) {
+        ssize_t r = recv(fd, b, sizeof b, 0);
+        if (r == 0 || (r < 0 && errno == ECONNRESET))
+            return;
+        if (r < 0 && errno == EINTR)
+            continue;
+        cr_assert_gt(r, 0, "waiting for the link to close: %s", strerror(errno));
+    }
+}
+
+/* Raw rings as a connector would make them. */
+static int make_memfd(uint64_t size, bool seal, void **map)
+{
+    size_t len = kumo__shm_map_len(size);
+    int mfd = memfd_create("raw", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    cr_assert_geq(mfd, 0);
+    cr_assert_eq(ftruncate(mfd, (off_t)len), 0);
+    if (seal)
+        cr_assert_eq(fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL), 0);
+    *map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+    cr_assert_neq(*map, MAP_FAILED);
+    for (int i = 0; i < 2; i++) {
+        struct kumo__shm_ring_hdr *h = (void *)((uint8_t *)*map + (size_t)i * KUMO__SHM_HDR_STRIDE);
+        h->size = size;
+        h->magic = KUMO__SHM_MAGIC;
+        h->version = KUMO__TCP_VERSION;
+    }
+    return mfd;
+}
+
+struct setup {
+    struct kumo__engine *eng;
+    kumo_transport *t;
+    tt_ep *srv, *cl;
+    kumo_conn c;
+};
+
+static struct setup setup(void)
+{
+    struct setup s;
+    s.eng = tt_start(2);
+    kumo_log_set_sink(capture, NULL);
+    s.t = tt_transport(s.eng, "shm");
+    s.srv = tt_ep_new(s.t, 1, "server");
+    s.cl = tt_ep_new(s.t, 0, "client");
+    s.c = tt_connect(s.cl, &s.srv->addr);
+    tt_expect(s.srv, KUMO_EV_CONNECTION_OPENED);
+    return s;
+}
+
+static void still_serves(struct setup *s)
+{
+    for (int i = 0; i < 10; i++) {
+        tt_send(s->c, "fine", 4);
+        tt_ev r = tt_recv(s->srv);
+        cr_assert_eq(r.len, 4u);
+        tt_ev_free(&r);
+    }
+}
+
+static void finish(struct setup *s)
+{
+    kumo_transport_free(s->t);
+    tt_ep_check(s->srv);
+    tt_ep_check(s->cl);
+    tt_ep_free(s->srv);
+    tt_ep_free(s->cl);
+    kumo_log_set_sink(NULL, NULL);
+    tt_stop(s->eng);
+}
+
+Test(shm, bad_handshakes_close_that_link, .timeout = SHM_TIMEOUT)
+{
+    struct setup s = setup();
+    kumo_address me = fake_shm_addr(1);
+    /* No descriptors at all. */
+    int fd = raw_unix(&s.srv->addr);
+    raw_hello(fd, &me, &s.srv->addr, NULL, 0);
+    expect_closed(fd);
+    close(fd);
+    /* Memory that could shrink under the mapping. */
+    void *map;
+    int mfd = make_memfd(4096, false, &map);
+    int efd = eventfd(0, EFD_CLOEXEC);
+    fd = raw_unix(&s.srv->addr);
+    raw_hello(fd, &me, &s.srv->addr, (int[]){mfd, efd}, 2);
+    expect_closed(fd);
+    close(fd);
+    close(mfd);
+    munmap(map, kumo__shm_map_len(4096));
+    /* A ring header that does not match the memory's size. */
+    mfd = make_memfd(4096, true, &map);
+    ((struct kumo__shm_ring_hdr *)map)->size = 8192;
+    fd = raw_unix(&s.srv->addr);
+    raw_hello(fd, &me, &s.srv->addr, (int[]){mfd, efd}, 2);
+    expect_closed(fd);
+    close(fd);
+    close(mfd);
+    close(efd);
+    munmap(map, kumo__shm_map_len(4096));
+    tt_expect_empty(s.srv);
+    still_serves(&s);
+    finish(&s);
+    cr_assert(logged("without its shared memory"), "log:\n%s", logcap.text);
+    cr_assert(logged("not sealed"), "log:\n%s", logcap.text);
+    cr_assert(logged("bad ring header"), "log:\n%s", logcap.text);
+}
+
+Test(shm, hostile_ring_index_closes_that_link, .timeout = SHM_TIMEOUT)
+{
+    struct setup s = setup();
+    kumo_address me = fake_shm_addr(2);
+    void *map;
+    uint64_t size = 4096;
+    int mfd = make_memfd(size, true, &map);
+    int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int fd = raw_unix(&s.srv->addr);
+    raw_hello(fd, &me, &s.srv->addr, (int[]){mfd, efd}, 2);
+    int peer_efd;
+    cr_assert_eq(raw_ack(fd, &peer_efd), KUMO__ACK_OK);
+    cr_assert_geq(peer_efd, 0, "the ACK carries the acceptor's eventfd");
+    /* OPEN connection 1 through ring 0, publish, wake the server. */
+    struct kumo__shm_ring r;
+    kumo__shm_ring_view(&r, map, size, 0);
+    uint8_t frame[16], rel = 0;
+    unsigned h = kumo__tcp_hdr_encode(frame, KUMO__T_OPEN, 0, 1, 1, 0);
+    frame[h++] = rel;
+    unsigned i = 0;
+    size_t off = 0;
+    size_t n = kumo__shm_put(&r, &(struct iovec){frame, h}, 1, &i, &off, size);
+    cr_assert_eq(n, h);
+    kumo__shm_publish(&r, n);
+    uint64_t one = 1;
+    cr_assert_eq(write(peer_efd, &one, 8), 8);
+    tt_ev o = tt_expect(s.srv, KUMO_EV_CONNECTION_OPENED);
+    cr_assert(kumo_address_eq(&o.addr, &me));
+    /* Now claim far more bytes than the ring holds. */
+    atomic_store(&r.h->tail, (uint64_t)1 << 40);
+    cr_assert_eq(write(peer_efd, &one, 8), 8);
+    tt_ev l = tt_expect_error(s.srv, KUMO_ERR_CONNECTION_LOST);
+    cr_assert(kumo_address_eq(&l.addr, &me));
+    expect_closed(fd);
+    close(fd);
+    close(mfd);
+    close(efd);
+    close(peer_efd);
+    munmap(map, kumo__shm_map_len(size));
+    still_serves(&s);
+    finish(&s);
+    cr_assert(logged("write index is impossible"), "log:\n%s", logcap.text);
+}
+
+/* Checks sequence numbers on the receiving shard (no recording). */
+struct seqc {
+    uint64_t next;
+};
+
+static bool seq_hook(tt_ep *e, const kumo_event *ev)
+{
+    struct seqc *s = e->user;
+    if (ev->kind != KUMO_EV_RECEIVED)
+        return ev->kind != KUMO_EV_CONNECTION_OPENED;
+    uint8_t b[8] = {0};
+    size_t off = 0;
+    for (int i = 0; i < ev->iovcnt && off < 8; i++) {
+        size_t k = ev->iov[i].iov_len < 8 - off ? ev->iov[i].iov_len : 8 - off;
+        memcpy(b + off, ev->iov[i].iov_base, k);
+        off += k;
+    }
+    uint64_t v;
+    memcpy(&v, b, 8);
+    if (v != s->next || ev->len != 8 + v % 300)
+        tt_ep_failf(e, "message %" PRIu64 " (%zu bytes) where %" PRIu64 " was due", v, ev->len, s->next);
+    s->next++;
+    return false;
+}
+
+struct burst {
+    kumo_conn c;
+    uint64_t from, n;
+    int err;
+};
+
+static void burst_run(void *arg)
+{
+    struct burst *b = arg;
+    uint8_t buf[512];
+    for (uint64_t i = 0; i < b->n && !b->err; i++) {
+        uint64_t v = b->from + i;
+        memcpy(buf, &v, 8);
+        memset(buf + 8, (int)v, v % 300);
+        b->err = kumo_conn_send(b->c, &(struct iovec){buf, 8 + v % 300}, 1, NULL, NULL);
+    }
+}
+
+Test(shm, small_ring_wraps_in_order, .timeout = SHM_TIMEOUT)
+{
+    struct kumo__engine *eng = tt_start(2);
+    kumo_shm_config cfg = {.ring_bytes = 4096};
+    kumo_transport *t = tt_transport_cfg(eng, "shm", &cfg);
+    static struct seqc sc;
+    sc.next = 0;
+    tt_ep *rx = tt_ep_new_hook(t, 1, "receiver", seq_hook, &sc);
+    tt_ep *tx = tt_ep_new(t, 0, "sender");
+    kumo_conn c = tt_connect(tx, &rx->addr);
+    enum { TOTAL = 200000, BATCH = 10000 };
+    for (uint64_t sent = 0; sent < TOTAL; sent += BATCH) {
+        if (sent >= BATCH)
+            tt_wait_counter(rx, &rx->received, sent - BATCH, "received");
+        struct burst b = {.c = c, .from = sent, .n = BATCH};
+        tt_on_shard(eng, 0, burst_run, &b);
+        cr_assert_eq(b.err, 0, "send: %s", kumo_transport_strerror(b.err));
+    }
+    tt_wait_counter(rx, &rx->received, TOTAL, "received");
+    kumo_transport_free(t);
+    tt_ep_check(rx);
+    tt_ep_free(rx);
+    tt_ep_free(tx);
+    tt_stop(eng);
+}
