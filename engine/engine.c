@@ -471,7 +471,13 @@ int kumo__engine_create(const struct kumo__engine_config *cfg, const struct kumo
     unsigned n = cfg->shards ? cfg->shards : ncpu;
     if (n == 0 || n > 1024)
         return -EINVAL;
-    unsigned entries = cfg->ring_entries ? cfg->ring_entries : 1024;
+    /* One ring per ordered pair: n^2 rings.  Small nodes get deep rings
+     * (bursts such as all-to-all rounds then rarely overflow); large ones
+     * keep the grid's memory bounded (64 shards x 1024: ~32 MiB). */
+    unsigned entries = cfg->ring_entries ? cfg->ring_entries
+                       : n <= 4          ? 8192
+                       : n <= 16         ? 4096
+                                         : 1024;
 
     struct io_uring test;
     int err = io_uring_queue_init(2, &test, 0);

@@ -34,6 +34,7 @@ struct kumo__ring {
     _Alignas(KUMO__CACHELINE) _Atomic uint32_t tail;
     uint32_t head_seen;  /* producer's cached copy of head */
     uint32_t tail_local; /* filled but not yet published */
+    uint32_t tail_flushed; /* tail at the last flush (eager publishes skip wake-ups) */
     struct kumo__item *ovf_head, **ovf_tail;
     /* read-only after init */
     _Alignas(KUMO__CACHELINE) uint32_t mask;
@@ -63,9 +64,20 @@ static inline struct kumo__item *kumo__item_untag(struct kumo__item *it)
     return (struct kumo__item *)((uintptr_t)it & ~(uintptr_t)1u);
 }
 
+#define KUMO__RING_EAGER 64
+
 static inline void kumo__ring_put(struct kumo__ring *r, struct kumo__item *it)
 {
-    if (r->ovf_head || !kumo__ring_try_put(r, it)) {
+    if (!r->ovf_head && kumo__ring_try_put(r, it)) {
+        /* Publish every KUMO__RING_EAGER items even before the flush phase:
+         * a shard running a long batch of processes would otherwise hold a
+         * whole ring back while the consumer idles.  (Wake-ups stay in the
+         * flush phase: a spinning consumer sees the tail move.) */
+        if (((r->tail_local) & (KUMO__RING_EAGER - 1)) == 0)
+            atomic_store_explicit(&r->tail, r->tail_local, memory_order_release);
+        return;
+    }
+    {
         struct kumo__item *u = kumo__item_untag(it);
         u->next = NULL;
         *r->ovf_tail = it;
@@ -73,8 +85,9 @@ static inline void kumo__ring_put(struct kumo__ring *r, struct kumo__item *it)
     }
 }
 
-/* Producer: move overflow in, publish.  Returns true if anything new became
- * visible to the consumer. */
+/* Producer: move overflow in, publish.  Returns true if anything was put
+ * since the last call (eagerly published or not), so the caller checks
+ * whether the consumer sleeps. */
 static inline bool kumo__ring_publish(struct kumo__ring *r)
 {
     while (r->ovf_head) {
@@ -86,11 +99,11 @@ static inline bool kumo__ring_publish(struct kumo__ring *r)
         if (!next)
             r->ovf_tail = &r->ovf_head;
     }
-    uint32_t t = atomic_load_explicit(&r->tail, memory_order_relaxed);
-    if (t == r->tail_local)
+    if (r->tail_flushed == r->tail_local)
         return false;
     atomic_store_explicit(&r->tail, r->tail_local, memory_order_release);
-    return true;
+    r->tail_flushed = r->tail_local;
+    return true; /* new items since the last flush: the caller may wake */
 }
 
 static inline bool kumo__ring_has_overflow(const struct kumo__ring *r) { return r->ovf_head != NULL; }

@@ -125,8 +125,10 @@ typedef struct kumo_node_config {
     /* How long an idle shard polls its rings before parking, in ns.
      * 0 = default (50 us).  Use KUMO_SPIN_NEVER to park at once. */
     uint64_t spin_ns;
-    /* Capacity (entries, power of two) of each cross-shard ring.
-     * 0 = default (1024). */
+    /* Capacity (entries, power of two) of each cross-shard ring (one per
+     * ordered pair of shards).  0 = default: 8192 up to 4 shards, 4096 up
+     * to 16, 1024 beyond.  A full ring never blocks or drops: the sender
+     * queues privately until there is room. */
     unsigned ring_entries;
     /* Largest message payload accepted by send (bytes).  0 = 64 MiB. */
     size_t max_message;
