@@ -249,16 +249,16 @@ kumo_msg *kumo_msg_alloc(kumo_proc *self, uint64_t type, size_t len, void **payl
     return m;
 }
 
-int kumo_send_msg(kumo_proc *self, kumo_pid to, kumo_msg *m)
+static inline int send_owned(kumo_proc *self, kumo_pid to, struct kumo_msg *m)
 {
     kumo_node *node = node_of(self);
     int err = check_send(node, m->len);
-    if (err)
+    if (__builtin_expect(err != 0, 0))
         return err;
     m->kind = K_DATA;
     m->aux = 0;
     m->flags = 0;
-    if (!routable(node, to)) {
+    if (__builtin_expect(!routable(node, to), 0)) {
         kumo__msg_free(m);
         return 0;
     }
@@ -267,15 +267,18 @@ int kumo_send_msg(kumo_proc *self, kumo_pid to, kumo_msg *m)
     return 0;
 }
 
+int kumo_send_msg(kumo_proc *self, kumo_pid to, kumo_msg *m) { return send_owned(self, to, m); }
+
 int kumo_forward(kumo_proc *self, kumo_pid to, kumo_msg *m)
 {
     struct pshard *ps = kumo__pshard_of(self);
-    int err = check_send(node_of(self), m->len);
-    if (err)
-        return err;
-    if (ps && ps->cur_msg == m)
+    bool current = ps && ps->cur_msg == m;
+    int err = send_owned(self, to, m);
+    /* On success the message is gone: the engine must not free it after
+     * the handler.  On failure it stays the handler's, as before. */
+    if (current && err == 0)
         self->flags |= PF_MSG_TAKEN;
-    return kumo_send_msg(self, to, m);
+    return err;
 }
 
 /* ------------------------------------------------------------------ */
@@ -300,7 +303,7 @@ void kumo_receive(kumo_proc *self, const kumo_recv *set, int64_t timeout_ns)
     self->flags |= PF_DECLARED;
     self->flags &= ~(PF_POLL | PF_TIMEDOUT);
     self->set = set;
-    if (set != self->prev_set || !set_is_pure(set))
+    if (__builtin_expect(set != self->prev_set, 0) || !set_is_pure(set))
         self->cursor = &self->mbox_head;
     if (self->ext)
         kumo__timer_cancel(&ps->sh->timers, &self->ext->timer);

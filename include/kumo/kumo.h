@@ -279,7 +279,9 @@ KUMO_API void kumo_set_state(kumo_proc *self, void *state);
 /* ------------------------------------------------------------------ */
 
 /*
- * Sends a copy of data[0..len) as a message of `type` to `to`.  Sending is
+ * Sends a copy of data[0..len) as a message of `type` to `to`.  `self` is
+ * the sending process (or an inbox's proc, from its thread); never NULL:
+ * a plain thread sends through an inbox.  Sending is
  * asynchronous and never blocks.  Messages from one process to another
  * arrive in the order sent (same shard or not).  Sending to a dead or
  * unknown pid is not an error: the message is dropped (as in Erlang).
