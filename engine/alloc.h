@@ -12,8 +12,14 @@
 
 #if KUMO_USE_JEMALLOC
 #include <jemalloc/jemalloc.h>
-static inline void *kumo__alloc(size_t n) { return mallocx(n, 0); }
-static inline void *kumo__zalloc(size_t n) { return mallocx(n, MALLOCX_ZERO); }
+static inline void *kumo__alloc(size_t n)
+{
+    return mallocx(n, 0);
+}
+static inline void *kumo__zalloc(size_t n)
+{
+    return mallocx(n, MALLOCX_ZERO);
+}
 /* `n` must be the size passed at allocation (sized free is faster). */
 static inline void kumo__free(void *p, size_t n)
 {
@@ -29,14 +35,23 @@ static inline size_t kumo__allocated_bytes(void)
     return allocated;
 }
 #else
-static inline void *kumo__alloc(size_t n) { return malloc(n); }
-static inline void *kumo__zalloc(size_t n) { return calloc(1, n); }
+static inline void *kumo__alloc(size_t n)
+{
+    return malloc(n);
+}
+static inline void *kumo__zalloc(size_t n)
+{
+    return calloc(1, n);
+}
 static inline void kumo__free(void *p, size_t n)
 {
     (void)n;
     free(p);
 }
-static inline size_t kumo__allocated_bytes(void) { return 0; }
+static inline size_t kumo__allocated_bytes(void)
+{
+    return 0;
+}
 #endif
 
 /*

@@ -14,9 +14,15 @@
 
 static _Thread_local struct kumo__shard *tls_shard;
 
-struct kumo__shard *kumo__shard_current(void) { return tls_shard; }
+struct kumo__shard *kumo__shard_current(void)
+{
+    return tls_shard;
+}
 
-static inline void cpu_relax(void) { __builtin_ia32_pause(); }
+static inline void cpu_relax(void)
+{
+    __builtin_ia32_pause();
+}
 
 /* ------------------------------------------------------------------ */
 /* Probing                                                             */
@@ -41,8 +47,8 @@ static void probe_features(struct kumo__features *f)
     /* liburing 2.3 has no io_uring_setup_buf_ring: register one by hand. */
     void *mem = NULL;
     if (posix_memalign(&mem, 4096, 4096) == 0) {
-        struct io_uring_buf_reg reg = {.ring_addr = (uint64_t)(uintptr_t)mem, .ring_entries = 8,
-                                       .bgid = 0};
+        struct io_uring_buf_reg reg = {
+            .ring_addr = (uint64_t)(uintptr_t)mem, .ring_entries = 8, .bgid = 0};
         if (io_uring_register_buf_ring(&r, &reg, 0) == 0) {
             f->buf_ring = true;
             io_uring_unregister_buf_ring(&r, 0);
@@ -69,9 +75,11 @@ static void efd_write(struct kumo__shard *dst)
 
 /* The MSG_RING to a sleeping shard failed (e.g. its CQ was full): fall back
  * to its eventfd so the wake-up is not lost. */
-static void wake_fail_fn(struct kumo__shard *sh, struct kumo__completion *c, struct io_uring_cqe *cqe)
+static void wake_fail_fn(struct kumo__shard *sh, struct kumo__completion *c,
+                         struct io_uring_cqe *cqe)
 {
-    struct kumo__shard *dst = (struct kumo__shard *)((char *)c - offsetof(struct kumo__shard, wake_fail));
+    struct kumo__shard *dst =
+        (struct kumo__shard *)((char *)c - offsetof(struct kumo__shard, wake_fail));
     if (cqe->res < 0)
         efd_write(dst);
 }
@@ -425,10 +433,12 @@ static void *shard_main(void *arg)
     }
     /* The ring is created here because SINGLE_ISSUER binds it to the
      * creating thread. */
-    unsigned flags = eng->feat.single_issuer ? IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN : 0;
+    unsigned flags =
+        eng->feat.single_issuer ? IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN : 0;
     /* TASKRUN_FLAG lets the loop see deferred completions waiting for it
      * (submit_pending); without it they would wait until the shard parks. */
-    int err = flags ? io_uring_queue_init(256, &sh->ring, flags | IORING_SETUP_TASKRUN_FLAG) : -EINVAL;
+    int err =
+        flags ? io_uring_queue_init(256, &sh->ring, flags | IORING_SETUP_TASKRUN_FLAG) : -EINVAL;
     if (err)
         err = io_uring_queue_init(256, &sh->ring, flags);
     if (err == 0) {
@@ -460,8 +470,8 @@ static void *shard_main(void *arg)
 /* Lifecycle                                                           */
 /* ------------------------------------------------------------------ */
 
-int kumo__engine_create(const struct kumo__engine_config *cfg, const struct kumo__engine_hooks *hooks,
-                        struct kumo__engine **out)
+int kumo__engine_create(const struct kumo__engine_config *cfg,
+                        const struct kumo__engine_hooks *hooks, struct kumo__engine **out)
 {
     cpu_set_t set;
     CPU_ZERO(&set);
@@ -552,8 +562,7 @@ int kumo__engine_create(const struct kumo__engine_config *cfg, const struct kumo
     kumo__log(KUMO_LOG_INFO,
               "engine: %u shard%s%s, io_uring %s, wake-up %s, sleep barrier %s, send_zc %s, "
               "buffer rings %s",
-              n,
-              n == 1 ? "" : "s", eng->no_pin ? " (unpinned)" : " (pinned)",
+              n, n == 1 ? "" : "s", eng->no_pin ? " (unpinned)" : " (pinned)",
               eng->feat.single_issuer ? "single-issuer+defer-taskrun" : "plain (no SINGLE_ISSUER)",
               eng->feat.msg_ring ? "MSG_RING" : "eventfd",
               eng->feat.membarrier ? "membarrier" : "fences", eng->feat.send_zc ? "yes" : "no",

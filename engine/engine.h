@@ -129,7 +129,7 @@ struct kumo__shard {
     bool *is_dirty;
     unsigned pending_sqes;
     struct kumo__timer_heap timers;
-    void *user; /* the upper layer's per-shard state */
+    void *user;                     /* the upper layer's per-shard state */
     struct kumo__defer *defer_head; /* kumo__shard_defer */
     struct kumo__poller *pollers;   /* kumo__shard_poller_add */
     bool shut_done;
@@ -172,8 +172,8 @@ struct kumo__engine {
 };
 
 /* Creates the engine (no threads yet).  Returns 0 or -errno. */
-int kumo__engine_create(const struct kumo__engine_config *cfg, const struct kumo__engine_hooks *hooks,
-                        struct kumo__engine **out);
+int kumo__engine_create(const struct kumo__engine_config *cfg,
+                        const struct kumo__engine_hooks *hooks, struct kumo__engine **out);
 /* Starts the shard threads; returns when every shard has set up its ring. */
 int kumo__engine_start(struct kumo__engine *eng);
 /* Asks every shard to shut down, waits for the threads, discards what is

@@ -37,7 +37,10 @@ bool kumo__log_enabled(kumo_log_level level)
     return (int)level >= l;
 }
 
-void kumo_log_set_level(kumo_log_level level) { atomic_store(&log_level, (int)level); }
+void kumo_log_set_level(kumo_log_level level)
+{
+    atomic_store(&log_level, (int)level);
+}
 
 void kumo_log_set_sink(void (*sink)(kumo_log_level, const char *, void *), void *arg)
 {

@@ -32,8 +32,8 @@ struct kumo__ring {
     uint32_t tail_seen; /* consumer's cached copy of tail */
     /* producer side */
     _Alignas(KUMO__CACHELINE) _Atomic uint32_t tail;
-    uint32_t head_seen;  /* producer's cached copy of head */
-    uint32_t tail_local; /* filled but not yet published */
+    uint32_t head_seen;    /* producer's cached copy of head */
+    uint32_t tail_local;   /* filled but not yet published */
     uint32_t tail_flushed; /* tail at the last flush (eager publishes skip wake-ups) */
     struct kumo__item *ovf_head, **ovf_tail;
     /* read-only after init */
@@ -106,7 +106,10 @@ static inline bool kumo__ring_publish(struct kumo__ring *r)
     return true; /* new items since the last flush: the caller may wake */
 }
 
-static inline bool kumo__ring_has_overflow(const struct kumo__ring *r) { return r->ovf_head != NULL; }
+static inline bool kumo__ring_has_overflow(const struct kumo__ring *r)
+{
+    return r->ovf_head != NULL;
+}
 
 /* Consumer: is anything published and not yet drained? */
 static inline bool kumo__ring_nonempty(struct kumo__ring *r)

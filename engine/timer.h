@@ -34,7 +34,10 @@ static inline void kumo__timer_init(struct kumo__timer *t)
     t->idx = KUMO__TIMER_IDLE;
     t->fn = NULL;
 }
-static inline bool kumo__timer_armed(const struct kumo__timer *t) { return t->idx != KUMO__TIMER_IDLE; }
+static inline bool kumo__timer_armed(const struct kumo__timer *t)
+{
+    return t->idx != KUMO__TIMER_IDLE;
+}
 
 int kumo__timer_arm(struct kumo__timer_heap *h, struct kumo__timer *t, uint64_t deadline);
 void kumo__timer_cancel(struct kumo__timer_heap *h, struct kumo__timer *t);

@@ -38,14 +38,18 @@ static const kumo_recv pong_set = {.matches = pong_m, .n = 1};
 static void pong_h(kumo_proc *self, void *st, kumo_msg *m)
 {
     if (kumo_msg_type(m) == T_STOP) {
-        kumo_say(self, "ponger on shard %u: stop received, exiting normally", kumo_self_shard(self));
+        kumo_say(self, "ponger on shard %u: stop received, exiting normally",
+                 kumo_self_shard(self));
         return;
     }
     kumo_send(self, kumo_msg_sender(m), T_PONG, kumo_msg_data(m), kumo_msg_len(m));
     kumo_receive(self, &pong_set, KUMO_INFINITY);
 }
 
-static void pong_init(kumo_proc *self, void *st) { kumo_receive(self, &pong_set, KUMO_INFINITY); }
+static void pong_init(kumo_proc *self, void *st)
+{
+    kumo_receive(self, &pong_set, KUMO_INFINITY);
+}
 
 static void ping_h(kumo_proc *self, void *st, kumo_msg *m);
 static kumo_match ping_m[] = {{.kind = KUMO_MATCH_TYPE, .fn = ping_h}};
@@ -65,7 +69,8 @@ static void ping_h(kumo_proc *self, void *st, kumo_msg *m)
     }
     if (--p->left == 0) {
         double dt = now_s() - p->t0;
-        kumo_say(self, "pinger: %ld round trips across shards, %.0f ns each", n - 3, dt * 1e9 / (double)(n - 3));
+        kumo_say(self, "pinger: %ld round trips across shards, %.0f ns each", n - 3,
+                 dt * 1e9 / (double)(n - 3));
         kumo_send(self, p->ponger, T_STOP, NULL, 0);
         kumo_send(self, p->report, T_DONE, NULL, 0);
         return;
@@ -105,7 +110,10 @@ static void token_h(kumo_proc *self, void *st, kumo_msg *m)
     kumo_receive(self, &ring_set, KUMO_INFINITY);
 }
 
-static void member_init(kumo_proc *self, void *st) { kumo_receive(self, &ring_set, KUMO_INFINITY); }
+static void member_init(kumo_proc *self, void *st)
+{
+    kumo_receive(self, &ring_set, KUMO_INFINITY);
+}
 
 /* ---- failure ---- */
 
@@ -117,7 +125,10 @@ static void work_h(kumo_proc *self, void *st, kumo_msg *m)
     kumo_die(self, KUMO_EXCEPTION, "division by zero (input %d)", x);
 }
 
-static void worker_init(kumo_proc *self, void *st) { kumo_expect(self, T_WORK, work_h); }
+static void worker_init(kumo_proc *self, void *st)
+{
+    kumo_expect(self, T_WORK, work_h);
+}
 
 static uint64_t T_WORKER;
 
@@ -143,7 +154,8 @@ static void sup_init(kumo_proc *self, void *st)
         kumo_die(self, KUMO_EXCEPTION, "could not start the worker");
         return;
     }
-    kumo_say(self, "supervisor: started worker on shard %u, registered as \"worker\"", worker.shard);
+    kumo_say(self, "supervisor: started worker on shard %u, registered as \"worker\"",
+             worker.shard);
     kumo_send(self, *(kumo_pid *)st, T_WORKER, &worker, sizeof worker);
     kumo_expect(self, kumo_type_exit(), sup_exit_h);
 }

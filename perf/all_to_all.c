@@ -50,7 +50,10 @@ static void on_msg(kumo_proc *self, void *st, kumo_msg *m)
     kumo_receive(self, &a2a_set, KUMO_INFINITY);
 }
 
-static void peer_init(kumo_proc *self, void *st) { kumo_receive(self, &a2a_set, KUMO_INFINITY); }
+static void peer_init(kumo_proc *self, void *st)
+{
+    kumo_receive(self, &a2a_set, KUMO_INFINITY);
+}
 
 struct driver {
     int rounds, reported;

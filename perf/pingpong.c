@@ -24,7 +24,10 @@ static void pong_h(kumo_proc *self, void *st, kumo_msg *m)
     kumo_receive(self, &pong_set, KUMO_INFINITY);
 }
 
-static void pong_init(kumo_proc *self, void *st) { kumo_receive(self, &pong_set, KUMO_INFINITY); }
+static void pong_init(kumo_proc *self, void *st)
+{
+    kumo_receive(self, &pong_set, KUMO_INFINITY);
+}
 
 static void ping_h(kumo_proc *self, void *st, kumo_msg *m);
 static kumo_match ping_m[] = {{.kind = KUMO_MATCH_TYPE, .fn = ping_h}};

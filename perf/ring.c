@@ -26,7 +26,10 @@ static void token_h(kumo_proc *self, void *st, kumo_msg *m)
     kumo_receive(self, &ring_set, KUMO_INFINITY);
 }
 
-static void member_init(kumo_proc *self, void *st) { kumo_receive(self, &ring_set, KUMO_INFINITY); }
+static void member_init(kumo_proc *self, void *st)
+{
+    kumo_receive(self, &ring_set, KUMO_INFINITY);
+}
 
 static void bench(kumo_node *node, kumo_inbox *ib, long n, long hops, const char *name)
 {

@@ -23,7 +23,10 @@ static void take_h(kumo_proc *self, void *st, kumo_msg *m)
     kumo_receive(self, &take_set, KUMO_INFINITY);
 }
 
-static void taker_init(kumo_proc *self, void *st) { kumo_receive(self, &take_set, KUMO_INFINITY); }
+static void taker_init(kumo_proc *self, void *st)
+{
+    kumo_receive(self, &take_set, KUMO_INFINITY);
+}
 
 struct driver {
     kumo_pid taker, report;

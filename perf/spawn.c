@@ -50,12 +50,15 @@ static void spawn_batch(kumo_proc *self, void *st, kumo_msg *m)
     }
 }
 
-static void spawner_init(kumo_proc *self, void *st) { spawn_batch(self, st, NULL); }
+static void spawner_init(kumo_proc *self, void *st)
+{
+    spawn_batch(self, st, NULL);
+}
 
 static void run(kumo_node *node, kumo_inbox *ib, long n, bool idle)
 {
-    struct spawner s = {.to_spawn = n, .pending = n, .report = kumo_inbox_pid(ib),
-                        .idle_children = idle};
+    struct spawner s = {
+        .to_spawn = n, .pending = n, .report = kumo_inbox_pid(ib), .idle_children = idle};
     kumo_spawn_opts o = {.shard = 0};
     int err = kumo_spawn(node, kumo_inbox_proc(ib), &o, spawner_init, &s, NULL);
     if (err)

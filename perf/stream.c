@@ -36,7 +36,10 @@ static void rx_h(kumo_proc *self, void *st, kumo_msg *m)
     kumo_receive(self, &rx_set, KUMO_INFINITY);
 }
 
-static void rx_init(kumo_proc *self, void *st) { kumo_receive(self, &rx_set, KUMO_INFINITY); }
+static void rx_init(kumo_proc *self, void *st)
+{
+    kumo_receive(self, &rx_set, KUMO_INFINITY);
+}
 
 static void tx_h(kumo_proc *self, void *st, kumo_msg *m);
 static kumo_match tx_m[] = {{.kind = KUMO_MATCH_TYPE, .fn = tx_h}};
@@ -62,7 +65,10 @@ static void tx_h(kumo_proc *self, void *st, kumo_msg *m)
     pump(self, s);
 }
 
-static void tx_init(kumo_proc *self, void *st) { pump(self, st); }
+static void tx_init(kumo_proc *self, void *st)
+{
+    pump(self, st);
+}
 
 static double run(kumo_node *node, kumo_inbox *ib, long n)
 {

@@ -44,7 +44,10 @@ bool kumo_pid_eq(kumo_pid a, kumo_pid b)
     return a.node == b.node && a.serial == b.serial && a.slot == b.slot && a.shard == b.shard;
 }
 
-bool kumo_ref_eq(kumo_ref a, kumo_ref b) { return a.node == b.node && a.id == b.id; }
+bool kumo_ref_eq(kumo_ref a, kumo_ref b)
+{
+    return a.node == b.node && a.id == b.id;
+}
 
 char *kumo_pid_str(kumo_pid p, char *buf, size_t len)
 {
@@ -53,9 +56,18 @@ char *kumo_pid_str(kumo_pid p, char *buf, size_t len)
     return buf;
 }
 
-uint64_t kumo_type(const char *name) { return XXH3_64bits(name, strlen(name)); }
-uint64_t kumo_type_exit(void) { return kumo_type(KUMO_TYPE_EXIT_NAME); }
-uint64_t kumo_type_down(void) { return kumo_type(KUMO_TYPE_DOWN_NAME); }
+uint64_t kumo_type(const char *name)
+{
+    return XXH3_64bits(name, strlen(name));
+}
+uint64_t kumo_type_exit(void)
+{
+    return kumo_type(KUMO_TYPE_EXIT_NAME);
+}
+uint64_t kumo_type_down(void)
+{
+    return kumo_type(KUMO_TYPE_DOWN_NAME);
+}
 
 const char *kumo_reason_kind_str(kumo_reason_kind k)
 {
@@ -94,8 +106,10 @@ int kumo_pid_decode(const uint8_t *in, size_t len, kumo_pid *out)
 {
     if (!in || len < KUMO_PID_WIRE_SIZE || in[0] != PID_WIRE_V1)
         return -KUMO_EBADWIRE;
-    *out = (kumo_pid){.node = get_le(in + 1, 8), .serial = get_le(in + 9, 8),
-                      .slot = (uint32_t)get_le(in + 17, 4), .shard = (uint16_t)get_le(in + 21, 2)};
+    *out = (kumo_pid){.node = get_le(in + 1, 8),
+                      .serial = get_le(in + 9, 8),
+                      .slot = (uint32_t)get_le(in + 17, 4),
+                      .shard = (uint16_t)get_le(in + 21, 2)};
     return 0;
 }
 
@@ -123,20 +137,47 @@ int kumo_send_port_decode(const uint8_t *in, size_t len, kumo_send_port *out)
 /* Self                                                                */
 /* ------------------------------------------------------------------ */
 
-kumo_pid kumo_self(const kumo_proc *self) { return kumo__pid_of(self); }
-kumo_node *kumo_self_node(const kumo_proc *self) { return self->node; }
-unsigned kumo_self_shard(const kumo_proc *self) { return self->shard; }
-void *kumo_state(const kumo_proc *self) { return self->state; }
-void kumo_set_state(kumo_proc *self, void *state) { self->state = state; }
+kumo_pid kumo_self(const kumo_proc *self)
+{
+    return kumo__pid_of(self);
+}
+kumo_node *kumo_self_node(const kumo_proc *self)
+{
+    return self->node;
+}
+unsigned kumo_self_shard(const kumo_proc *self)
+{
+    return self->shard;
+}
+void *kumo_state(const kumo_proc *self)
+{
+    return self->state;
+}
+void kumo_set_state(kumo_proc *self, void *state)
+{
+    self->state = state;
+}
 
 /* ------------------------------------------------------------------ */
 /* Messages and sending                                                */
 /* ------------------------------------------------------------------ */
 
-uint64_t kumo_msg_type(const kumo_msg *m) { return m->type; }
-const void *kumo_msg_data(const kumo_msg *m) { return m->data; }
-size_t kumo_msg_len(const kumo_msg *m) { return m->len; }
-kumo_pid kumo_msg_sender(const kumo_msg *m) { return m->from; }
+uint64_t kumo_msg_type(const kumo_msg *m)
+{
+    return m->type;
+}
+const void *kumo_msg_data(const kumo_msg *m)
+{
+    return m->data;
+}
+size_t kumo_msg_len(const kumo_msg *m)
+{
+    return m->len;
+}
+kumo_pid kumo_msg_sender(const kumo_msg *m)
+{
+    return m->from;
+}
 void kumo_msg_free(kumo_msg *m)
 {
     if (m)
@@ -151,7 +192,10 @@ kumo_msg *kumo_msg_keep(kumo_proc *self, kumo_msg *m)
     return m;
 }
 
-static kumo_node *node_of(kumo_proc *self) { return self->node; }
+static kumo_node *node_of(kumo_proc *self)
+{
+    return self->node;
+}
 
 /* A pid this node can route to.  Pids of other nodes have nowhere to go
  * until distribution exists: they behave like dead pids. */
@@ -180,8 +224,8 @@ static inline void stamp(struct kumo_msg *m, kumo_proc *self, kumo_pid to)
 static inline struct kumo_msg *data_msg(kumo_proc *self, kumo_pid to, uint64_t type, size_t len)
 {
     size_t sz = sizeof(struct kumo_msg) + len;
-    struct kumo_msg *m = sz <= KUMO__BLK ? (struct kumo_msg *)kumo__blk_alloc()
-                                         : (struct kumo_msg *)kumo__alloc(sz);
+    struct kumo_msg *m =
+        sz <= KUMO__BLK ? (struct kumo_msg *)kumo__blk_alloc() : (struct kumo_msg *)kumo__alloc(sz);
     if (!m)
         return NULL;
     m->link.next = NULL;
@@ -267,7 +311,10 @@ static inline int send_owned(kumo_proc *self, kumo_pid to, struct kumo_msg *m)
     return 0;
 }
 
-int kumo_send_msg(kumo_proc *self, kumo_pid to, kumo_msg *m) { return send_owned(self, to, m); }
+int kumo_send_msg(kumo_proc *self, kumo_pid to, kumo_msg *m)
+{
+    return send_owned(self, to, m);
+}
 
 int kumo_forward(kumo_proc *self, kumo_pid to, kumo_msg *m)
 {
@@ -311,7 +358,8 @@ void kumo_receive(kumo_proc *self, const kumo_recv *set, int64_t timeout_ns)
         self->flags |= PF_POLL;
     } else if (timeout_ns > 0) {
         struct proc_ext *e = kumo__ext(self);
-        if (!e || kumo__timer_arm(&ps->sh->timers, &e->timer, kumo__now_ns() + (uint64_t)timeout_ns))
+        if (!e ||
+            kumo__timer_arm(&ps->sh->timers, &e->timer, kumo__now_ns() + (uint64_t)timeout_ns))
             self->flags |= PF_POLL; /* no memory for a timer: time out at once */
     }
     /* A wait declared from init or a handler is examined by the run loop

@@ -4,7 +4,10 @@
 
 #include <errno.h>
 
-static size_t port_size(void) { return sizeof(struct kumo_recv_port); }
+static size_t port_size(void)
+{
+    return sizeof(struct kumo_recv_port);
+}
 
 int kumo_new_chan(kumo_proc *self, uint64_t type, kumo_send_port *sp, kumo_recv_port **rp)
 {

@@ -37,8 +37,14 @@ int kumo_inbox_new(kumo_node *node, kumo_inbox **out)
     return 0;
 }
 
-kumo_proc *kumo_inbox_proc(kumo_inbox *ib) { return &ib->proc; }
-kumo_pid kumo_inbox_pid(kumo_inbox *ib) { return kumo__pid_of(&ib->proc); }
+kumo_proc *kumo_inbox_proc(kumo_inbox *ib)
+{
+    return &ib->proc;
+}
+kumo_pid kumo_inbox_pid(kumo_inbox *ib)
+{
+    return kumo__pid_of(&ib->proc);
+}
 
 /* On shard 0, with ib->mu held (die() takes it for inboxes). */
 void kumo__inbox_closed(struct kumo_proc *p, bool shutdown)
@@ -60,8 +66,7 @@ void kumo__inbox_deliver(struct kumo_proc *p, struct kumo_msg *m)
     pthread_mutex_unlock(&ib->mu);
 }
 
-int kumo_inbox_recv(kumo_inbox *ib, kumo_pred match, void *arg, int64_t timeout_ns,
-                    kumo_msg **out)
+int kumo_inbox_recv(kumo_inbox *ib, kumo_pred match, void *arg, int64_t timeout_ns, kumo_msg **out)
 {
     struct kumo_proc *p = &ib->proc;
     struct timespec deadline;
@@ -77,7 +82,8 @@ int kumo_inbox_recv(kumo_inbox *ib, kumo_pred match, void *arg, int64_t timeout_
     int err = 0;
     pthread_mutex_lock(&ib->mu);
     for (;;) {
-        for (struct kumo_msg **pp = &p->mbox_head; *pp; pp = (struct kumo_msg **)&(*pp)->link.next) {
+        for (struct kumo_msg **pp = &p->mbox_head; *pp;
+             pp = (struct kumo_msg **)&(*pp)->link.next) {
             struct kumo_msg *m = *pp;
             if (match && !match((const kumo_msg *)m, arg))
                 continue;
@@ -107,7 +113,10 @@ int kumo_inbox_recv(kumo_inbox *ib, kumo_pred match, void *arg, int64_t timeout_
     return err;
 }
 
-static bool type_is(const kumo_msg *m, void *arg) { return m->type == *(uint64_t *)arg; }
+static bool type_is(const kumo_msg *m, void *arg)
+{
+    return m->type == *(uint64_t *)arg;
+}
 
 int kumo_inbox_expect(kumo_inbox *ib, uint64_t type, int64_t timeout_ns, kumo_msg **out)
 {

@@ -105,9 +105,9 @@ struct watch_list {
 struct kumo_recv_port {
     struct kumo_recv_port *next; /* in the owner's list */
     struct kumo_proc *owner;
-    uint64_t id;   /* channel id; 0 for merged ports */
+    uint64_t id; /* channel id; 0 for merged ports */
     uint64_t type;
-    uint8_t kind;  /* PORT_CHAN, PORT_BIASED, PORT_RR */
+    uint8_t kind; /* PORT_CHAN, PORT_BIASED, PORT_RR */
     uint32_t nchild, rr_next;
     struct kumo_msg *qhead, **qtail;
     struct kumo_recv_port **child;
@@ -230,8 +230,8 @@ struct kumo_inbox {
 static inline struct kumo_msg *kumo__msg_new(size_t len)
 {
     size_t sz = sizeof(struct kumo_msg) + len;
-    struct kumo_msg *m = sz <= KUMO__BLK ? (struct kumo_msg *)kumo__blk_alloc()
-                                         : (struct kumo_msg *)kumo__alloc(sz);
+    struct kumo_msg *m =
+        sz <= KUMO__BLK ? (struct kumo_msg *)kumo__blk_alloc() : (struct kumo_msg *)kumo__alloc(sz);
     if (!m)
         return NULL;
     m->link.next = NULL;

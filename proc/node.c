@@ -22,7 +22,8 @@ static inline struct slot *slot_at(struct pshard *ps, uint32_t idx)
 {
     if (idx >= SLOT_CHUNK * SLOT_MAX_CHUNKS)
         return NULL;
-    struct slot *c = atomic_load_explicit(&ps->chunks[idx >> SLOT_CHUNK_BITS], memory_order_acquire);
+    struct slot *c =
+        atomic_load_explicit(&ps->chunks[idx >> SLOT_CHUNK_BITS], memory_order_acquire);
     return c ? &c[idx & (SLOT_CHUNK - 1)] : NULL;
 }
 
@@ -422,8 +423,8 @@ static void deliver_data(struct pshard *ps, struct kumo_proc *p, struct kumo_msg
 /* An item for a process that is not (or no longer) there. */
 static void dead_letter(struct pshard *ps, struct kumo_msg *m)
 {
-    kumo_pid dst = {.node = ps->node->id, .serial = m->dst_serial, .slot = m->dst_slot,
-                    .shard = m->dst_shard};
+    kumo_pid dst = {
+        .node = ps->node->id, .serial = m->dst_serial, .slot = m->dst_slot, .shard = m->dst_shard};
     kumo_reason r;
     kumo__reason_set(&r, KUMO_UNKNOWN_ID, NULL);
     if (m->kind == K_LINK)
@@ -989,10 +990,15 @@ int kumo_node_start(const kumo_node_config *cfg, kumo_node **out)
     node->type_exit = kumo_type(KUMO_TYPE_EXIT_NAME);
     node->type_down = kumo_type(KUMO_TYPE_DOWN_NAME);
 
-    struct kumo__engine_config ec = {.shards = cfg->shards, .no_pin = cfg->no_pin,
-                                     .spin_ns = cfg->spin_ns, .ring_entries = cfg->ring_entries};
-    struct kumo__engine_hooks hooks = {.ctx = node, .deliver = hook_deliver, .run = hook_run,
-                                       .timer = hook_timer, .shutdown = hook_shutdown,
+    struct kumo__engine_config ec = {.shards = cfg->shards,
+                                     .no_pin = cfg->no_pin,
+                                     .spin_ns = cfg->spin_ns,
+                                     .ring_entries = cfg->ring_entries};
+    struct kumo__engine_hooks hooks = {.ctx = node,
+                                       .deliver = hook_deliver,
+                                       .run = hook_run,
+                                       .timer = hook_timer,
+                                       .shutdown = hook_shutdown,
                                        .discard = hook_discard};
     err = kumo__engine_create(&ec, &hooks, &node->eng);
     if (err)
@@ -1057,8 +1063,14 @@ void kumo_node_free(kumo_node *node)
     kumo__free(node, sizeof *node);
 }
 
-unsigned kumo_node_shards(const kumo_node *node) { return node->n; }
-uint64_t kumo_node_id(const kumo_node *node) { return node->id; }
+unsigned kumo_node_shards(const kumo_node *node)
+{
+    return node->n;
+}
+uint64_t kumo_node_id(const kumo_node *node)
+{
+    return node->id;
+}
 
 uint64_t kumo_node_process_count(kumo_node *node)
 {

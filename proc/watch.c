@@ -16,8 +16,9 @@
 
 static uint64_t key_of(uint32_t kind, kumo_pid pid, uint64_t ref)
 {
-    uint64_t k = kind == W_MONITOR ? ref : pid.serial ^ (pid.node * 0x9E3779B97F4A7C15ull) ^
-                                               ((uint64_t)pid.slot << 20) ^ pid.shard;
+    uint64_t k = kind == W_MONITOR ? ref
+                                   : pid.serial ^ (pid.node * 0x9E3779B97F4A7C15ull) ^
+                                         ((uint64_t)pid.slot << 20) ^ pid.shard;
     k ^= kind;
     k *= 0xff51afd7ed558ccdull;
     return k ^ (k >> 33);

@@ -13,7 +13,10 @@ struct kumo__name_entry {
     char name[];
 };
 
-static size_t entry_size(size_t len) { return sizeof(struct kumo__name_entry) + len + 1; }
+static size_t entry_size(size_t len)
+{
+    return sizeof(struct kumo__name_entry) + len + 1;
+}
 
 int kumo__names_init(struct kumo__names *t)
 {

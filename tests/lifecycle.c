@@ -716,7 +716,10 @@ static void burst_child_h(kumo_proc *self, void *st, kumo_msg *m)
     kumo_send(self, kumo_msg_sender(m), T_BYE, NULL, 0);
 }
 
-static void burst_child_init(kumo_proc *self, void *st) { kumo_expect(self, T_BURST, burst_child_h); }
+static void burst_child_init(kumo_proc *self, void *st)
+{
+    kumo_expect(self, T_BURST, burst_child_h);
+}
 
 static void bye_h(kumo_proc *self, void *st, kumo_msg *m);
 
@@ -752,7 +755,10 @@ static void bye_h(kumo_proc *self, void *st, kumo_msg *m)
     burst_once(self, b);
 }
 
-static void burster_init(kumo_proc *self, void *st) { burst_once(self, st); }
+static void burster_init(kumo_proc *self, void *st)
+{
+    burst_once(self, st);
+}
 
 KT_TEST(lifecycle, slots_are_reused_under_burst_churn)
 {
@@ -762,8 +768,8 @@ KT_TEST(lifecycle, slots_are_reused_under_burst_churn)
     kumo_inbox *ib = kt_inbox(node);
     struct burster b = {.left_bursts = BURSTS, .report = kumo_inbox_pid(ib)};
     kumo_pid pid;
-    cr_assert_eq(kumo_spawn(node, kumo_inbox_proc(ib), &(kumo_spawn_opts){.shard = 0},
-                            burster_init, &b, &pid),
+    cr_assert_eq(kumo_spawn(node, kumo_inbox_proc(ib), &(kumo_spawn_opts){.shard = 0}, burster_init,
+                            &b, &pid),
                  0);
     kumo_msg *m = kt_expect(ib, T_BURST);
     kumo_msg_free(m);

@@ -49,14 +49,14 @@ typedef struct kumo_proc kumo_proc;
 /* Kumo-specific error codes, returned negated like errno values. */
 enum {
     KUMO_EBASE = 10000,
-    KUMO_ENOPROC,     /* no such process (dead, or never existed) */
-    KUMO_ENAMETAKEN,  /* registry: the name is already registered */
-    KUMO_ENONAME,     /* registry: the name is not registered */
-    KUMO_ETIMEOUT,    /* a wait ran out of time */
-    KUMO_ESHUTDOWN,   /* the node is stopping or stopped */
-    KUMO_ETOOBIG,     /* message over the node's size limit */
-    KUMO_EBADWIRE,    /* malformed or unknown-version encoding */
-    KUMO_ENOTOWNER,   /* receive port used by a process that does not own it */
+    KUMO_ENOPROC,    /* no such process (dead, or never existed) */
+    KUMO_ENAMETAKEN, /* registry: the name is already registered */
+    KUMO_ENONAME,    /* registry: the name is not registered */
+    KUMO_ETIMEOUT,   /* a wait ran out of time */
+    KUMO_ESHUTDOWN,  /* the node is stopping or stopped */
+    KUMO_ETOOBIG,    /* message over the node's size limit */
+    KUMO_EBADWIRE,   /* malformed or unknown-version encoding */
+    KUMO_ENOTOWNER,  /* receive port used by a process that does not own it */
     KUMO_ELAST
 };
 
@@ -83,7 +83,10 @@ typedef struct kumo_pid {
 } kumo_pid;
 
 KUMO_API bool kumo_pid_eq(kumo_pid a, kumo_pid b);
-static inline bool kumo_pid_is_null(kumo_pid p) { return p.node == 0 && p.serial == 0; }
+static inline bool kumo_pid_is_null(kumo_pid p)
+{
+    return p.node == 0 && p.serial == 0;
+}
 
 /* Formats "<node-hex>.<shard>.<slot>.<serial>" into buf (NUL-terminated,
  * truncated to len).  Returns buf. */
@@ -171,8 +174,8 @@ KUMO_API uint64_t kumo_node_process_count(kumo_node *node);
 KUMO_API uint64_t kumo_type(const char *name);
 
 /* Fingerprints of the messages the engine itself delivers. */
-#define KUMO_TYPE_EXIT_NAME "kumo.exit"       /* trapped exit signal */
-#define KUMO_TYPE_DOWN_NAME "kumo.down"       /* monitor notification */
+#define KUMO_TYPE_EXIT_NAME "kumo.exit" /* trapped exit signal */
+#define KUMO_TYPE_DOWN_NAME "kumo.down" /* monitor notification */
 KUMO_API uint64_t kumo_type_exit(void);
 KUMO_API uint64_t kumo_type_down(void);
 
@@ -196,13 +199,13 @@ KUMO_API void kumo_msg_free(kumo_msg *m);
 /* ------------------------------------------------------------------ */
 
 typedef enum kumo_reason_kind {
-    KUMO_NORMAL = 0,    /* returned without waiting, or kumo_die(normal) */
-    KUMO_SHUTDOWN,      /* the node stopped */
-    KUMO_EXCEPTION,     /* kumo_die / kumo_exit with an error text */
-    KUMO_KILLED,        /* kumo_kill */
-    KUMO_UNKNOWN_ID,    /* monitor/link target was dead or never existed */
-    KUMO_DISCONNECT,    /* connection to the target's node was lost */
-    KUMO_NODE_DOWN,     /* the target's node is down */
+    KUMO_NORMAL = 0, /* returned without waiting, or kumo_die(normal) */
+    KUMO_SHUTDOWN,   /* the node stopped */
+    KUMO_EXCEPTION,  /* kumo_die / kumo_exit with an error text */
+    KUMO_KILLED,     /* kumo_kill */
+    KUMO_UNKNOWN_ID, /* monitor/link target was dead or never existed */
+    KUMO_DISCONNECT, /* connection to the target's node was lost */
+    KUMO_NODE_DOWN,  /* the target's node is down */
 } kumo_reason_kind;
 
 #define KUMO_REASON_TEXT 96
@@ -246,8 +249,8 @@ enum {
 };
 
 typedef struct kumo_spawn_opts {
-    int shard;          /* index, KUMO_SHARD_SAME (also when opts is NULL) or _RR */
-    bool trap_exit;     /* start with exits trapped */
+    int shard;      /* index, KUMO_SHARD_SAME (also when opts is NULL) or _RR */
+    bool trap_exit; /* start with exits trapped */
     kumo_exit_fn on_exit;
     /* Link the spawner to the new process atomically (the spawner gets an
      * exit signal when the child ends). */
@@ -287,8 +290,7 @@ KUMO_API void kumo_set_state(kumo_proc *self, void *state);
  * unknown pid is not an error: the message is dropped (as in Erlang).
  * Returns 0, -KUMO_ETOOBIG, -ENOMEM or -KUMO_ESHUTDOWN.
  */
-KUMO_API int kumo_send(kumo_proc *self, kumo_pid to, uint64_t type, const void *data,
-                       size_t len);
+KUMO_API int kumo_send(kumo_proc *self, kumo_pid to, uint64_t type, const void *data, size_t len);
 /* Gathers iov[0..n) into one message. */
 KUMO_API int kumo_sendv(kumo_proc *self, kumo_pid to, uint64_t type, const struct iovec *iov,
                         int n);
@@ -306,8 +308,7 @@ KUMO_API int kumo_send_msg(kumo_proc *self, kumo_pid to, kumo_msg *m);
 KUMO_API int kumo_forward(kumo_proc *self, kumo_pid to, kumo_msg *m);
 
 /* "Cloud Haskell's say": one log line "<UTC time> pid://<pid> SAY <text>". */
-KUMO_API void kumo_say(kumo_proc *self, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+KUMO_API void kumo_say(kumo_proc *self, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ------------------------------------------------------------------ */
 /* Typed channels                                                      */
@@ -330,8 +331,7 @@ typedef struct kumo_recv_port kumo_recv_port;
 
 /* Creates a channel carrying messages of `type`.  Returns 0, -ENOMEM, or
  * -EINVAL for an inbox (an inbox cannot wait on ports). */
-KUMO_API int kumo_new_chan(kumo_proc *self, uint64_t type, kumo_send_port *sp,
-                           kumo_recv_port **rp);
+KUMO_API int kumo_new_chan(kumo_proc *self, uint64_t type, kumo_send_port *sp, kumo_recv_port **rp);
 /* Sends on a channel (copying data).  Channel messages never enter the
  * owner's mailbox; a closed channel drops them.  Returns as kumo_send. */
 KUMO_API int kumo_send_chan(kumo_proc *self, kumo_send_port sp, const void *data, size_t len);
@@ -510,7 +510,12 @@ KUMO_API void kumo_inbox_free(kumo_inbox *ib);
 /* Logging                                                             */
 /* ------------------------------------------------------------------ */
 
-typedef enum kumo_log_level { KUMO_LOG_DEBUG, KUMO_LOG_INFO, KUMO_LOG_WARN, KUMO_LOG_ERROR } kumo_log_level;
+typedef enum kumo_log_level {
+    KUMO_LOG_DEBUG,
+    KUMO_LOG_INFO,
+    KUMO_LOG_WARN,
+    KUMO_LOG_ERROR
+} kumo_log_level;
 
 /* Lines below `level` are dropped.  Default: INFO, or $KUMO_LOG
  * (debug|info|warn|error) when set. */
