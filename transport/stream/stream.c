@@ -2108,6 +2108,8 @@ static void link_timer_fn(struct kumo__shard *sh, struct kumo__timer *t)
             link_arm_timer(l, l->deadline);
         break;
     case L_UP:
+        if (tt->shm)
+            break; /* no heartbeats (this was the connect's deadline) */
         if (now - l->last_rx > tt->cfg.heartbeat_timeout_ns) {
             link_kill(l, -KUMO_ECONNLOST, true, "heartbeat timeout: nothing received");
             break;

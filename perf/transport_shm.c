@@ -1,0 +1,325 @@
+/*
+ * shm transport between two processes, against a raw shared-memory
+ * ping-pong measured in the same run.
+ *
+ *   shm_rtt_64B_raw      two processes bouncing a counter through shared
+ *                        memory, both spinning (the limit)
+ *   shm_rtt_64B_kumo     Kumo round trip, 64 B, one spinning shard per
+ *                        process
+ *   shm_oneway_<size>_kumo   one-way 64 B (copied) and 1 MiB (lent)
+ *
+ * The peer process is forked before the parent starts its engine; it runs
+ * one shard with an endpoint that echoes messages starting with 'E' and
+ * counts the others in shared memory the parent reads.
+ */
+#include "_bench.h"
+
+#include "engine/engine.h"
+#include "transport/transport.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+struct shared {
+    _Alignas(64) _Atomic long ping;
+    _Alignas(64) _Atomic long pong;
+    _Alignas(64) _Atomic long counted; /* messages the peer counted */
+    _Alignas(64) kumo_address addr;
+    _Atomic int ready;
+};
+
+static struct shared *sh_mem;
+
+static void h_deliver(void *ctx, struct kumo__shard *sh, struct kumo__item *it) {}
+static unsigned h_run(void *ctx, struct kumo__shard *sh) { return 0; }
+static void h_timer(void *ctx, struct kumo__shard *sh, struct kumo__timer *t) {}
+static void h_shutdown(void *ctx, struct kumo__shard *sh) {}
+static void h_discard(void *ctx, struct kumo__item *it) {}
+
+static struct kumo__engine *engine(void)
+{
+    struct kumo__engine_config cfg = {.shards = 1, .spin_ns = 2000000000ull};
+    struct kumo__engine_hooks hooks = {.deliver = h_deliver, .run = h_run, .timer = h_timer,
+                                       .shutdown = h_shutdown, .discard = h_discard};
+    struct kumo__engine *eng;
+    int err = kumo__engine_create(&cfg, &hooks, &eng);
+    if (!err)
+        err = kumo__engine_start(eng);
+    if (err)
+        bench_die("engine", err);
+    return eng;
+}
+
+/* ---- the peer process ---- */
+
+static kumo_conn peer_back;
+static bool peer_ready;
+static long peer_count;
+
+static void peer_connected(kumo_endpoint *ep, kumo_conn c, int err, void *arg)
+{
+    if (err)
+        _exit(2);
+    peer_back = c;
+    peer_ready = true;
+}
+
+static void peer_event(kumo_endpoint *ep, const kumo_event *ev, void *arg)
+{
+    if (ev->kind == KUMO_EV_CONNECTION_OPENED && !peer_ready)
+        kumo_connect(ep, ev->address, KUMO_RELIABLE_ORDERED, NULL, peer_connected, NULL);
+    if (ev->kind != KUMO_EV_RECEIVED)
+        return;
+    if (*(const char *)ev->iov[0].iov_base == 'E') {
+        kumo_conn_send(peer_back, ev->iov, ev->iovcnt, NULL, NULL);
+        return;
+    }
+    if ((++peer_count & 63) == 0)
+        atomic_store_explicit(&sh_mem->counted, peer_count, memory_order_release);
+}
+
+/* Puts the calling process on one CPU (its shard is pinned to the first
+ * CPU of its mask: without this both processes' shards share CPU 0). */
+static void use_cpu(int cpu)
+{
+    cpu_set_t all, one;
+    CPU_ZERO(&one);
+    if (sched_getaffinity(0, sizeof all, &all) || CPU_COUNT(&all) < 2)
+        return;
+    for (int c = 0, k = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &all) && k++ == cpu) {
+            CPU_SET(c, &one);
+            sched_setaffinity(0, sizeof one, &one);
+            return;
+        }
+}
+
+static void peer_main(void)
+{
+    use_cpu(1);
+    kumo_log_set_level(KUMO_LOG_ERROR);
+    struct kumo__engine *eng = engine();
+    kumo_transport *t;
+    kumo_shm_config cfg = {.ring_bytes = 4u << 20, .max_message = 64u << 20};
+    if (kumo__transport_new(eng, "shm", &cfg, &t))
+        _exit(3);
+    kumo_endpoint *ep;
+    if (kumo_endpoint_new(t, 0, peer_event, NULL, &ep))
+        _exit(4);
+    sh_mem->addr = *kumo_endpoint_address(ep);
+    atomic_store(&sh_mem->ready, 1);
+    for (;;)
+        pause();
+}
+
+/* ---- raw shared-memory ping-pong ---- */
+
+static void raw_rtt(long n)
+{
+    atomic_store(&sh_mem->ping, 0);
+    atomic_store(&sh_mem->pong, 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        for (long i = 1; i <= n * (BENCH_REPS + 1); i++) {
+            while (atomic_load_explicit(&sh_mem->ping, memory_order_acquire) != i)
+                __builtin_ia32_pause();
+            atomic_store_explicit(&sh_mem->pong, i, memory_order_release);
+        }
+        _exit(0);
+    }
+    double v[BENCH_REPS];
+    long k = 0;
+    for (int rep = -1; rep < BENCH_REPS; rep++) {
+        double t0 = bench_now();
+        for (long i = 0; i < n; i++) {
+            k++;
+            atomic_store_explicit(&sh_mem->ping, k, memory_order_release);
+            while (atomic_load_explicit(&sh_mem->pong, memory_order_acquire) != k)
+                __builtin_ia32_pause();
+        }
+        if (rep >= 0)
+            v[rep] = (bench_now() - t0) / (double)n * 1e9;
+    }
+    waitpid(pid, NULL, 0);
+    bench_report("shm_rtt_64B_raw", v, BENCH_REPS, "ns");
+}
+
+/* ---- Kumo ---- */
+
+struct flag {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool set;
+};
+
+static void flag_set(struct flag *f)
+{
+    pthread_mutex_lock(&f->mu);
+    f->set = true;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+}
+
+static void flag_wait(struct flag *f)
+{
+    pthread_mutex_lock(&f->mu);
+    while (!f->set)
+        pthread_cond_wait(&f->cv, &f->mu);
+    f->set = false;
+    pthread_mutex_unlock(&f->mu);
+}
+
+static struct {
+    struct kumo__engine *eng;
+    kumo_conn c;
+    struct flag ready, done;
+    long left;
+    uint8_t msg[64];
+    /* one-way */
+    size_t size;
+    uint8_t *buf;
+    long total, sent, window;
+    struct kumo__task pump, kick;
+} K = {.ready = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false},
+       .done = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false}};
+
+static void me_connected(kumo_endpoint *ep, kumo_conn c, int err, void *arg)
+{
+    if (err)
+        bench_die("connect", err);
+    K.c = c;
+}
+
+static void me_event(kumo_endpoint *ep, const kumo_event *ev, void *arg)
+{
+    if (ev->kind == KUMO_EV_CONNECTION_OPENED) {
+        flag_set(&K.ready); /* the peer's reply connection */
+        return;
+    }
+    if (ev->kind != KUMO_EV_RECEIVED)
+        return;
+    if (--K.left <= 0) {
+        flag_set(&K.done);
+        return;
+    }
+    kumo_conn_send(K.c, &(struct iovec){K.msg, sizeof K.msg}, 1, NULL, NULL);
+}
+
+static void kick_fn(struct kumo__shard *sh, struct kumo__task *t)
+{
+    if (sh)
+        kumo_conn_send(K.c, &(struct iovec){K.msg, sizeof K.msg}, 1, NULL, NULL);
+}
+
+static void noop_release(void *arg) {}
+
+static void pump_fn(struct kumo__shard *sh, struct kumo__task *t)
+{
+    if (!sh)
+        return;
+    long counted = atomic_load_explicit(&sh_mem->counted, memory_order_acquire);
+    for (int k = 0; k < 1024 && K.sent < K.total && K.sent - counted < K.window; k++) {
+        int err = kumo_conn_send(K.c, &(struct iovec){K.buf, K.size}, 1,
+                                 K.size > 1024 ? noop_release : NULL, NULL);
+        if (err)
+            bench_die("send", err);
+        K.sent++;
+    }
+    if (K.sent < K.total)
+        kumo__task_post(K.eng, 0, &K.pump);
+}
+
+static void oneway(const char *label, size_t size, long n)
+{
+    K.size = size;
+    K.buf = calloc(1, size);
+    K.buf[0] = 'C';
+    K.window = (long)((2u << 20) / size);
+    if (K.window < 128)
+        K.window = 128;
+    K.pump.fn = pump_fn;
+    double v[BENCH_REPS], mb[BENCH_REPS];
+    for (int rep = -1; rep < BENCH_REPS; rep++) {
+        long k = rep < 0 ? n / 10 : n;
+        long base = K.sent;
+        K.total = base + k;
+        double t0 = bench_now();
+        kumo__task_post(K.eng, 0, &K.pump);
+        /* The peer publishes its count every 64 messages. */
+        long want = (K.total / 64) * 64;
+        while (atomic_load_explicit(&sh_mem->counted, memory_order_acquire) < want)
+            usleep(50);
+        double dt = bench_now() - t0;
+        if (rep >= 0) {
+            v[rep] = (double)k / dt / 1e6;
+            mb[rep] = (double)k * (double)size / dt / 1e6;
+        }
+    }
+    char name[64];
+    snprintf(name, sizeof name, "shm_oneway_%s_kumo", label);
+    bench_report(name, v, BENCH_REPS, "Mmsg/s");
+    snprintf(name, sizeof name, "shm_oneway_%s_kumo_MBps", label);
+    bench_report(name, mb, BENCH_REPS, "MB/s");
+    free(K.buf);
+}
+
+int main(void)
+{
+    sh_mem = mmap(NULL, sizeof *sh_mem, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (sh_mem == MAP_FAILED)
+        bench_die("mmap", -errno);
+    raw_rtt(200000);
+
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        peer_main();
+    }
+    while (!atomic_load(&sh_mem->ready))
+        usleep(1000);
+    kumo_log_set_level(KUMO_LOG_WARN);
+    use_cpu(0);
+    K.eng = engine();
+    kumo_transport *t;
+    kumo_shm_config cfg = {.ring_bytes = 4u << 20, .max_message = 64u << 20};
+    int err = kumo__transport_new(K.eng, "shm", &cfg, &t);
+    if (err)
+        bench_die("transport", err);
+    kumo_endpoint *me;
+    if ((err = kumo_endpoint_new(t, 0, me_event, NULL, &me)))
+        bench_die("endpoint", err);
+    if ((err = kumo_connect(me, &sh_mem->addr, KUMO_RELIABLE_ORDERED, NULL, me_connected, NULL)))
+        bench_die("connect", err);
+    flag_wait(&K.ready);
+
+    K.msg[0] = 'E';
+    K.kick.fn = kick_fn;
+    long n = 200000;
+    double v[BENCH_REPS];
+    for (int rep = -1; rep < BENCH_REPS; rep++) {
+        K.left = rep < 0 ? n / 10 : n;
+        double t0 = bench_now();
+        kumo__task_post(K.eng, 0, &K.kick);
+        flag_wait(&K.done);
+        if (rep >= 0)
+            v[rep] = (bench_now() - t0) / (double)n * 1e9;
+    }
+    bench_report("shm_rtt_64B_kumo", v, BENCH_REPS, "ns");
+
+    oneway("64B", 64, 4000000);
+    oneway("1MiB", 1u << 20, 4000);
+
+    kumo_transport_free(t);
+    kumo__engine_stop(K.eng);
+    kumo__engine_destroy(K.eng);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return 0;
+}
