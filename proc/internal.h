@@ -84,6 +84,8 @@ enum {
     PF_TIMEDOUT = 1u << 10,
     PF_DECLARED = 1u << 11, /* declared a receive during this callback */
     PF_MSG_TAKEN = 1u << 12,
+    PF_NODE_COUNTED = 1u << 13, /* spawned from another thread: counted in
+                                   node->remote_live for its whole life */
 };
 
 enum { W_LINK = 1, W_MONITOR = 2 };
@@ -210,7 +212,11 @@ struct kumo_node {
     _Atomic uint64_t foreign_ref;
     _Atomic unsigned foreign_rr;
     _Atomic int64_t inboxes_live;
-    _Atomic int64_t embryos; /* spawned from another thread, not yet activated */
+    /* processes spawned from another thread (counted there, atomically,
+     * from spawn to death: moving them to the owner's plain counter at
+     * activation let a concurrent kumo_node_process_count miss or double
+     * count them) */
+    _Atomic int64_t remote_live;
     struct kumo__names names;
     uint64_t type_exit, type_down;
 };

@@ -388,7 +388,10 @@ static void die(struct pshard *ps, struct kumo_proc *p, const kumo_reason *why)
         inbox_unlock(p);
         return; /* the inbox owns its memory and its queue */
     }
-    pshard_live_add(ps, -1);
+    if (p->flags & PF_NODE_COUNTED)
+        atomic_fetch_sub_explicit(&node->remote_live, 1, memory_order_relaxed);
+    else
+        pshard_live_add(ps, -1);
     free_list(p->mbox_head);
     p->mbox_head = NULL;
     p->mbox_tail = &p->mbox_head;
@@ -447,8 +450,6 @@ static void activate(struct pshard *ps, struct kumo_msg *m)
     p->mbox_head = NULL;
     p->mbox_tail = &p->mbox_head;
     p->flags &= ~PF_EMBRYO;
-    pshard_live_add(ps, 1);
-    atomic_fetch_sub_explicit(&ps->node->embryos, 1, memory_order_relaxed);
     if (ps->stopping) {
         kumo_reason r;
         kumo__reason_set(&r, KUMO_SHUTDOWN, NULL);
@@ -810,7 +811,7 @@ static void hook_discard(void *ctx, struct kumo__item *it)
         free_list(p->mbox_head);
         kumo_reason r;
         kumo__reason_set(&r, KUMO_SHUTDOWN, NULL);
-        atomic_fetch_sub(&p->node->embryos, 1);
+        atomic_fetch_sub(&p->node->remote_live, 1);
         if (p->on_exit)
             p->on_exit(p->state, &r);
         free_proc(p);
@@ -868,7 +869,8 @@ int kumo_spawn(kumo_node *node, kumo_proc *self, const kumo_spawn_opts *opts, ku
     p->shard = (uint16_t)dst;
     p->serial = src ? ((uint64_t)(src->id + 1) << 48) | ++src->serial_next
                     : (0xFFFFull << 48) | (atomic_fetch_add(&node->foreign_serial, 1) + 1);
-    p->flags = PF_INIT | (opts->trap_exit ? PF_TRAP : 0) | (local ? 0 : PF_EMBRYO);
+    p->flags =
+        PF_INIT | (opts->trap_exit ? PF_TRAP : 0) | (local ? 0 : PF_EMBRYO | PF_NODE_COUNTED);
     kumo_pid child = kumo__pid_of(p);
 
     struct kumo_msg *sm = NULL;
@@ -908,7 +910,7 @@ int kumo_spawn(kumo_node *node, kumo_proc *self, const kumo_spawn_opts *opts, ku
     if (local)
         pshard_live_add(ps, 1); /* the owner's plain counter */
     else
-        atomic_fetch_add_explicit(&node->embryos, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&node->remote_live, 1, memory_order_relaxed);
     slot_publish(ps, p);
     if (local)
         kumo__proc_make_ready(ps, p);
@@ -1074,7 +1076,7 @@ uint64_t kumo_node_id(const kumo_node *node)
 
 uint64_t kumo_node_process_count(kumo_node *node)
 {
-    int64_t n = atomic_load(&node->inboxes_live) + atomic_load(&node->embryos);
+    int64_t n = atomic_load(&node->inboxes_live) + atomic_load(&node->remote_live);
     for (unsigned i = 0; i < node->n; i++)
         n += atomic_load_explicit(&node->ps[i]->live, memory_order_relaxed);
     return n > 0 ? (uint64_t)n : 0;
