@@ -488,3 +488,63 @@ Test(shm, small_ring_wraps_in_order, .timeout = SHM_TIMEOUT)
     tt_ep_free(tx);
     tt_stop(eng);
 }
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int err;
+    bool done;
+} cw = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, false};
+
+static void cw_cb(kumo_endpoint *ep, kumo_conn c, int err, void *arg)
+{
+    pthread_mutex_lock(&cw.mu);
+    cw.err = err;
+    cw.done = true;
+    pthread_cond_broadcast(&cw.cv);
+    pthread_mutex_unlock(&cw.mu);
+}
+
+Test(shm, idle_link_outlives_the_connect_timeout, .timeout = SHM_TIMEOUT)
+{
+    /* Regression: the connect's deadline timer fired on the up link and
+     * ran a heartbeat check the rings never feed, killing it. */
+    struct kumo__engine *eng = tt_start(2);
+    kumo_shm_config cfg = {.connect_timeout_ns = 100 * TT_MS};
+    kumo_transport *t = tt_transport_cfg(eng, "shm", &cfg);
+    tt_ep *a = tt_ep_new(t, 0, "a");
+    tt_ep *b = tt_ep_new(t, 1, "b");
+    kumo_conn ab = tt_connect(a, &b->addr);
+    tt_expect(b, KUMO_EV_CONNECTION_OPENED);
+    /* The clock: a listener that never answers, and a connect to it with
+     * a timeout past the 5 s that killed the link (the tcp heartbeat
+     * timeout the shm transport keeps for closing). */
+    kumo_address mute = fake_shm_addr(0x77);
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    int n = snprintf(sun.sun_path + 1, sizeof sun.sun_path - 1, "kumo-shm/%u/%016llx", 1u, 0x77ull);
+    socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+    cr_assert_eq(bind(lfd, (struct sockaddr *)&sun, len), 0, "bind: %s", strerror(errno));
+    cr_assert_eq(listen(lfd, 4), 0);
+    kumo_hints h = {.connect_timeout_ns = 5600 * TT_MS};
+    cw.done = false;
+    cr_assert_eq(kumo_connect(a->ep, &mute, KUMO_RELIABLE_ORDERED, &h, cw_cb, NULL), 0);
+    pthread_mutex_lock(&cw.mu);
+    while (!cw.done)
+        pthread_cond_wait(&cw.cv, &cw.mu);
+    pthread_mutex_unlock(&cw.mu);
+    cr_assert_eq(cw.err, -KUMO_ETIMEOUT, "mute connect: %s", kumo_transport_strerror(cw.err));
+    close(lfd);
+    /* Long after its 100 ms connect timeout, the idle link still works. */
+    tt_send(ab, "late", 4);
+    tt_ev r = tt_recv(b);
+    cr_assert_eq(r.len, 4u);
+    tt_ev_free(&r);
+    tt_expect_empty(a);
+    kumo_transport_free(t);
+    tt_ep_check(a);
+    tt_ep_check(b);
+    tt_ep_free(a);
+    tt_ep_free(b);
+    tt_stop(eng);
+}
