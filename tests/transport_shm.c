@@ -376,25 +376,25 @@ Test(shm, bad_handshakes_close_that_link, .timeout = SHM_TIMEOUT)
     cr_assert(logged("bad ring header"), "log:\n%s", logcap.text);
 }
 
-Test(shm, hostile_ring_index_closes_that_link, .timeout = SHM_TIMEOUT)
+/* Raw connector with rings: one OPEN done.  Then `variant` misbehaves. */
+static void hostile_variant(struct setup *s, int variant)
 {
-    struct setup s = setup();
-    kumo_address me = fake_shm_addr(2);
+    kumo_address me = fake_shm_addr(0x100u + (unsigned)variant);
     void *map;
     uint64_t size = 4096;
     int mfd = make_memfd(size, true, &map);
     int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    int fd = raw_unix(&s.srv->addr);
-    raw_hello(fd, &me, &s.srv->addr, (int[]){mfd, efd}, 2);
+    int fd = raw_unix(&s->srv->addr);
+    raw_hello(fd, &me, &s->srv->addr, (int[]){mfd, efd}, 2);
     int peer_efd;
     cr_assert_eq(raw_ack(fd, &peer_efd), KUMO__ACK_OK);
     cr_assert_geq(peer_efd, 0, "the ACK carries the acceptor's eventfd");
     /* OPEN connection 1 through ring 0, publish, wake the server. */
     struct kumo__shm_ring r;
     kumo__shm_ring_view(&r, map, size, 0);
-    uint8_t frame[16], rel = 0;
+    uint8_t frame[64];
     unsigned h = kumo__tcp_hdr_encode(frame, KUMO__T_OPEN, 0, 1, 1, 0);
-    frame[h++] = rel;
+    frame[h++] = 0;
     unsigned i = 0;
     size_t off = 0;
     size_t n = kumo__shm_put(&r, &(struct iovec){frame, h}, 1, &i, &off, size);
@@ -402,12 +402,27 @@ Test(shm, hostile_ring_index_closes_that_link, .timeout = SHM_TIMEOUT)
     kumo__shm_publish(&r, n);
     uint64_t one = 1;
     cr_assert_eq(write(peer_efd, &one, 8), 8);
-    tt_ev o = tt_expect(s.srv, KUMO_EV_CONNECTION_OPENED);
+    tt_ev o = tt_expect(s->srv, KUMO_EV_CONNECTION_OPENED);
     cr_assert(kumo_address_eq(&o.addr, &me));
-    /* Now claim far more bytes than the ring holds. */
-    atomic_store(&r.h->tail, (uint64_t)1 << 40);
+    if (variant == 0) {
+        /* Claim far more bytes than the ring holds. */
+        atomic_store(&r.h->tail, (uint64_t)1 << 40);
+    } else {
+        if (variant == 1) { /* garbage: a frame of version 9 */
+            h = kumo__tcp_hdr_encode(frame, KUMO__T_DATA, 0, 1, 3, 0);
+            frame[4] = 9;
+            memcpy(frame + h, "bad", 3);
+            h += 3;
+        } else { /* an absurd length */
+            h = kumo__tcp_hdr_encode(frame, KUMO__T_DATA, 0, 1, 0xfffffff0u, 0);
+        }
+        i = 0;
+        off = 0;
+        n = kumo__shm_put(&r, &(struct iovec){frame, h}, 1, &i, &off, size);
+        kumo__shm_publish(&r, n);
+    }
     cr_assert_eq(write(peer_efd, &one, 8), 8);
-    tt_ev l = tt_expect_error(s.srv, KUMO_ERR_CONNECTION_LOST);
+    tt_ev l = tt_expect_error(s->srv, KUMO_ERR_CONNECTION_LOST);
     cr_assert(kumo_address_eq(&l.addr, &me));
     expect_closed(fd);
     close(fd);
@@ -415,9 +430,18 @@ Test(shm, hostile_ring_index_closes_that_link, .timeout = SHM_TIMEOUT)
     close(efd);
     close(peer_efd);
     munmap(map, kumo__shm_map_len(size));
+}
+
+Test(shm, hostile_ring_contents_close_that_link, .timeout = SHM_TIMEOUT)
+{
+    struct setup s = setup();
+    for (int v = 0; v < 3; v++)
+        hostile_variant(&s, v);
     still_serves(&s);
     finish(&s);
     cr_assert(logged("write index is impossible"), "log:\n%s", logcap.text);
+    cr_assert(logged("unknown frame version"), "log:\n%s", logcap.text);
+    cr_assert(logged("over the maximum frame size"), "log:\n%s", logcap.text);
 }
 
 /* Checks sequence numbers on the receiving shard (no recording). */
