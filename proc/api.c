@@ -2,6 +2,8 @@
  * termination, links, monitors, the registry front end, say. */
 #include "proc/internal.h"
 
+#include <kumo/transport.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <linux/membarrier.h>
@@ -35,6 +37,8 @@ const char *kumo_strerror(int err)
     case KUMO_ENOTOWNER:
         return "receive port belongs to another process";
     default:
+        if (-err > KUMO_ETRANSPORT_BASE && -err < KUMO_ETRANSPORT_LAST)
+            return kumo_transport_strerror(err);
         return err < 0 && -err < KUMO_EBASE ? strerror(-err) : "unknown error";
     }
 }

@@ -4,6 +4,7 @@
  * otherwise.
  */
 #include "proc/internal.h"
+#include "transport/transport.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -1063,6 +1064,17 @@ void kumo_node_free(kumo_node *node)
     kumo__free(node->ps, sizeof(*node->ps) * node->n);
     kumo__names_fini(&node->names);
     kumo__free(node, sizeof *node);
+}
+
+/* The node owns the engine; transports are built on it (proc may use the
+ * transport interface, transports know nothing of nodes). */
+int kumo_transport_new(kumo_node *node, const char *name, const void *config, kumo_transport **out)
+{
+    if (!node || !name || !out)
+        return -EINVAL;
+    if (atomic_load(&node->stopping))
+        return -KUMO_ESHUTDOWN;
+    return kumo__transport_new(node->eng, name, config, out);
 }
 
 unsigned kumo_node_shards(const kumo_node *node)

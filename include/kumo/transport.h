@@ -125,8 +125,8 @@ KUMO_API char *kumo_address_str(const kumo_address *a, char *buf, size_t len);
  * Codes transports return (negated), besides plain -errno values such as
  * -EINVAL, -ENOMEM and -ENOTSUP, and kumo.h's -KUMO_ETIMEOUT (connect: no
  * answer within the connect timeout) and -KUMO_ETOOBIG (message over the
- * transport's maximum).  They sit in their own range above kumo.h's, so
- * kumo_strerror() does not name them: kumo_transport_strerror() does.
+ * transport's maximum).  They sit in their own range above kumo.h's;
+ * kumo_strerror() and kumo_transport_strerror() both name them.
  */
 enum {
     KUMO_ETRANSPORT_BASE = 10100,
@@ -356,6 +356,15 @@ KUMO_API int kumo_endpoint_close(kumo_endpoint *ep);
 /* ------------------------------------------------------------------ */
 /* Transports                                                          */
 /* ------------------------------------------------------------------ */
+
+/* Creates a transport of implementation `name` ("inmem", "tcp", "shm",
+ * see kumo_transport_list) on `node`'s shards.  `config` is that
+ * implementation's configuration struct (kumo_tcp_config, kumo_shm_config)
+ * or NULL for its defaults.  Returns 0, -ENOENT for an unknown name,
+ * -EINVAL, -ENOMEM or -KUMO_ESHUTDOWN.  Free it with kumo_transport_free
+ * before stopping the node.  From any thread outside the node's shards. */
+KUMO_API int kumo_transport_new(kumo_node *node, const char *name, const void *config,
+                                kumo_transport **out);
 
 /* The registered implementations, in registration order: writes up to
  * `max` names (static strings) and returns how many there are. */
