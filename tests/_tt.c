@@ -47,7 +47,10 @@ static struct timespec deadline_in(int64_t ns)
 /* ------------------------------------------------------------------ */
 
 static void h_deliver(void *ctx, struct kumo__shard *sh, struct kumo__item *it) {}
-static unsigned h_run(void *ctx, struct kumo__shard *sh) { return 0; }
+static unsigned h_run(void *ctx, struct kumo__shard *sh)
+{
+    return 0;
+}
 static void h_timer(void *ctx, struct kumo__shard *sh, struct kumo__timer *t) {}
 static void h_shutdown(void *ctx, struct kumo__shard *sh) {}
 static void h_discard(void *ctx, struct kumo__item *it) {}
@@ -55,8 +58,11 @@ static void h_discard(void *ctx, struct kumo__item *it) {}
 static struct kumo__engine *engine_new(unsigned shards)
 {
     struct kumo__engine_config cfg = {.shards = shards, .no_pin = true, .spin_ns = 20000};
-    struct kumo__engine_hooks hooks = {.deliver = h_deliver, .run = h_run, .timer = h_timer,
-                                       .shutdown = h_shutdown, .discard = h_discard};
+    struct kumo__engine_hooks hooks = {.deliver = h_deliver,
+                                       .run = h_run,
+                                       .timer = h_timer,
+                                       .shutdown = h_shutdown,
+                                       .discard = h_discard};
     struct kumo__engine *eng = NULL;
     int err = kumo__engine_create(&cfg, &hooks, &eng);
     cr_assert_eq(err, 0, "engine create: %s", kumo_strerror(err));
@@ -249,8 +255,13 @@ static void tt_cb(kumo_endpoint *ep, const kumo_event *ev, void *arg)
 {
     tt_ep *e = arg;
     bool record = e->hook ? e->hook(e, ev) : true;
-    tt_ev r = {.kind = ev->kind, .error = ev->error, .reason = ev->reason, .conn = ev->conn,
-               .reliability = ev->reliability, .len = ev->len, .iovcnt = ev->iovcnt};
+    tt_ev r = {.kind = ev->kind,
+               .error = ev->error,
+               .reason = ev->reason,
+               .conn = ev->conn,
+               .reliability = ev->reliability,
+               .len = ev->len,
+               .iovcnt = ev->iovcnt};
     if (ev->address)
         r.addr = *ev->address;
     if (record && e->copy_data && ev->kind == KUMO_EV_RECEIVED) {
@@ -377,13 +388,16 @@ static tt_ev take(tt_ep *e, kumo_event_kind kind, bool skip, const char *what)
             char b[2048];
             dump(e, b, sizeof b);
             pthread_mutex_unlock(&e->mu);
-            cr_assert_fail("%s: no %s within %lld ms; queue:%s", e->name, what,
-                           TT_WAIT_NS / TT_MS, b);
+            cr_assert_fail("%s: no %s within %lld ms; queue:%s", e->name, what, TT_WAIT_NS / TT_MS,
+                           b);
         }
     }
 }
 
-tt_ev tt_next(tt_ep *e) { return take(e, 0, false, "event"); }
+tt_ev tt_next(tt_ep *e)
+{
+    return take(e, 0, false, "event");
+}
 
 tt_ev tt_expect(tt_ep *e, kumo_event_kind kind)
 {
@@ -402,14 +416,20 @@ tt_ev tt_expect(tt_ep *e, kumo_event_kind kind)
 tt_ev tt_expect_error(tt_ep *e, kumo_event_error error)
 {
     tt_ev ev = tt_expect(e, KUMO_EV_ERROR);
-    cr_assert_eq(ev.error, error, "%s: expected Error(%s), got Error(%s)", e->name, error_name(error),
-                 error_name(ev.error));
+    cr_assert_eq(ev.error, error, "%s: expected Error(%s), got Error(%s)", e->name,
+                 error_name(error), error_name(ev.error));
     return ev;
 }
 
-tt_ev tt_find(tt_ep *e, kumo_event_kind kind) { return take(e, kind, true, kind_name(kind)); }
+tt_ev tt_find(tt_ep *e, kumo_event_kind kind)
+{
+    return take(e, kind, true, kind_name(kind));
+}
 
-tt_ev tt_recv(tt_ep *e) { return tt_expect(e, KUMO_EV_RECEIVED); }
+tt_ev tt_recv(tt_ep *e)
+{
+    return tt_expect(e, KUMO_EV_RECEIVED);
+}
 
 void tt_wait_counter(tt_ep *e, const uint64_t *counter, uint64_t n, const char *what)
 {
@@ -526,7 +546,10 @@ static void ec_free(struct echo_conn *ec)
     free(ec);
 }
 
-static void rx_release(void *arg) { kumo_rx_free(arg); }
+static void rx_release(void *arg)
+{
+    kumo_rx_free(arg);
+}
 
 static void echo_send(tt_ep *e, struct echo_conn *ec, kumo_rx *rx)
 {
@@ -699,7 +722,9 @@ static void on_shard_run(struct kumo__shard *sh, struct kumo__task *t)
 
 void tt_on_shard(struct kumo__engine *eng, unsigned shard, void (*fn)(void *arg), void *arg)
 {
-    struct on_shard o = {.task.fn = on_shard_run, .fn = fn, .arg = arg,
+    struct on_shard o = {.task.fn = on_shard_run,
+                         .fn = fn,
+                         .arg = arg,
                          .w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER}};
     cr_assert_eq(kumo__task_post(eng, shard, &o.task), 0);
     pthread_mutex_lock(&o.w.mu);
@@ -707,4 +732,49 @@ void tt_on_shard(struct kumo__engine *eng, unsigned shard, void (*fn)(void *arg)
         pthread_cond_wait(&o.w.cv, &o.w.mu);
     pthread_mutex_unlock(&o.w.mu);
     cr_assert_eq(o.w.err, 0, "task did not run on shard %u", shard);
+}
+
+/* ------------------------------------------------------------------ */
+/* Log capture                                                         */
+/* ------------------------------------------------------------------ */
+
+static struct {
+    pthread_mutex_t mu;
+    char text[8192];
+    size_t off;
+} logcap = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static void capture(kumo_log_level level, const char *line, void *arg)
+{
+    pthread_mutex_lock(&logcap.mu);
+    size_t n = strlen(line);
+    if (logcap.off + n + 2 < sizeof logcap.text) {
+        memcpy(logcap.text + logcap.off, line, n);
+        logcap.off += n;
+        logcap.text[logcap.off++] = '\n';
+        logcap.text[logcap.off] = 0;
+    }
+    pthread_mutex_unlock(&logcap.mu);
+}
+
+void tt_log_capture(void)
+{
+    pthread_mutex_lock(&logcap.mu);
+    logcap.off = 0;
+    logcap.text[0] = 0;
+    pthread_mutex_unlock(&logcap.mu);
+    kumo_log_set_sink(capture, NULL);
+}
+
+bool tt_logged(const char *needle)
+{
+    pthread_mutex_lock(&logcap.mu);
+    bool found = strstr(logcap.text, needle) != NULL;
+    pthread_mutex_unlock(&logcap.mu);
+    return found;
+}
+
+const char *tt_log_text(void)
+{
+    return logcap.text;
 }

@@ -71,7 +71,7 @@ struct tt_ep {
     tt_ev *q;
     size_t head, n, cap;
     bool copy_data;
-    bool closed; /* EndPointClosed seen */
+    bool closed;           /* EndPointClosed seen */
     unsigned after_closed; /* events delivered after EndPointClosed (must stay 0) */
     tt_hook hook;
     void *user;
@@ -83,7 +83,8 @@ struct tt_ep {
 
 /* Creates an endpoint on `shard` with a recorder that copies messages. */
 tt_ep *tt_ep_new(kumo_transport *t, unsigned shard, const char *name);
-tt_ep *tt_ep_new_hook(kumo_transport *t, unsigned shard, const char *name, tt_hook hook, void *user);
+tt_ep *tt_ep_new_hook(kumo_transport *t, unsigned shard, const char *name, tt_hook hook,
+                      void *user);
 /* Frees the recorder (after the transport was freed). */
 void tt_ep_free(tt_ep *e);
 /* Records a problem seen on a shard (first one wins). */
@@ -134,6 +135,13 @@ uint64_t tt_echo_open(tt_ep *e);
 /* ---- leak check ---- */
 
 void tt_leak_check(void);
+
+/* Log capture: route Kumo's log lines into a buffer (from any thread);
+ * tt_logged tells whether a line containing `needle` was logged since the
+ * last tt_log_capture.  Restore with kumo_log_set_sink(NULL, NULL). */
+void tt_log_capture(void);
+bool tt_logged(const char *needle);
+const char *tt_log_text(void);
 
 /* Allocation-free engine task helper: runs fn(arg) on `shard` and waits. */
 void tt_on_shard(struct kumo__engine *eng, unsigned shard, void (*fn)(void *arg), void *arg);

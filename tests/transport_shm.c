@@ -27,39 +27,15 @@
 
 #define SHM_TIMEOUT 120
 
-static struct {
-    pthread_mutex_t mu;
-    char text[8192];
-    size_t off;
-} logcap = {.mu = PTHREAD_MUTEX_INITIALIZER};
-
-static void capture(kumo_log_level level, const char *line, void *arg)
-{
-    pthread_mutex_lock(&logcap.mu);
-    size_t n = strlen(line);
-    if (logcap.off + n + 2 < sizeof logcap.text) {
-        memcpy(logcap.text + logcap.off, line, n);
-        logcap.off += n;
-        logcap.text[logcap.off++] = '\n';
-        logcap.text[logcap.off] = 0;
-    }
-    pthread_mutex_unlock(&logcap.mu);
-}
-
-static bool logged(const char *needle)
-{
-    pthread_mutex_lock(&logcap.mu);
-    bool found = strstr(logcap.text, needle) != NULL;
-    pthread_mutex_unlock(&logcap.mu);
-    return found;
-}
-
 /* ------------------------------------------------------------------ */
 /* A peer process: an echo endpoint on its own engine                  */
 /* ------------------------------------------------------------------ */
 
 static void ph_deliver(void *ctx, struct kumo__shard *sh, struct kumo__item *it) {}
-static unsigned ph_run(void *ctx, struct kumo__shard *sh) { return 0; }
+static unsigned ph_run(void *ctx, struct kumo__shard *sh)
+{
+    return 0;
+}
 static void ph_timer(void *ctx, struct kumo__shard *sh, struct kumo__timer *t) {}
 static void ph_shutdown(void *ctx, struct kumo__shard *sh) {}
 static void ph_discard(void *ctx, struct kumo__item *it) {}
@@ -94,8 +70,11 @@ static void child_main(int wfd)
 {
     kumo_log_set_level(KUMO_LOG_ERROR);
     struct kumo__engine_config cfg = {.shards = 1, .no_pin = true, .spin_ns = 20000};
-    struct kumo__engine_hooks hooks = {.deliver = ph_deliver, .run = ph_run, .timer = ph_timer,
-                                       .shutdown = ph_shutdown, .discard = ph_discard};
+    struct kumo__engine_hooks hooks = {.deliver = ph_deliver,
+                                       .run = ph_run,
+                                       .timer = ph_timer,
+                                       .shutdown = ph_shutdown,
+                                       .discard = ph_discard};
     struct kumo__engine *eng;
     if (kumo__engine_create(&cfg, &hooks, &eng) || kumo__engine_start(eng))
         _exit(10);
@@ -133,7 +112,8 @@ static pid_t fork_peer(kumo_address *addr)
     if (r != (ssize_t)sizeof *addr) {
         int st = 0;
         waitpid(pid, &st, 0);
-        cr_assert_fail("peer process failed to start (exit %d)", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+        cr_assert_fail("peer process failed to start (exit %d)",
+                       WIFEXITED(st) ? WEXITSTATUS(st) : -1);
     }
     return pid;
 }
@@ -175,7 +155,8 @@ Test(shm, cross_process_pingpong_then_sigkill, .timeout = SHM_TIMEOUT)
     cr_assert_eq(kill(pid, SIGKILL), 0);
     int st;
     cr_assert_eq(waitpid(pid, &st, 0), pid);
-    cr_assert(WIFSIGNALED(st), "peer exited by itself (status %d)", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    cr_assert(WIFSIGNALED(st), "peer exited by itself (status %d)",
+              WIFEXITED(st) ? WEXITSTATUS(st) : -1);
     tt_ev l = tt_expect_error(me, KUMO_ERR_CONNECTION_LOST);
     uint64_t took = tt_now_ns() - t0;
     cr_assert(kumo_address_eq(&l.addr, &peer));
@@ -217,7 +198,8 @@ static kumo_address fake_shm_addr(uint64_t inc)
 }
 
 /* Sends HELLO with `nfds` descriptors. */
-static void raw_hello(int fd, const kumo_address *from, const kumo_address *to, const int *fds, int nfds)
+static void raw_hello(int fd, const kumo_address *from, const kumo_address *to, const int *fds,
+                      int nfds)
 {
     uint8_t hello[KUMO__TCP_HELLO_MAX], buf[512];
     size_t n = kumo__tcp_hello_encode(hello, from, to, 0);
@@ -251,8 +233,8 @@ static int raw_ack(int fd, int *efd)
         char b[CMSG_SPACE(sizeof(int) * 2)];
     } cm;
     struct iovec iov = {b, sizeof b};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b,
-                       .msg_controllen = sizeof cm.b};
+    struct msghdr m = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.b, .msg_controllen = sizeof cm.b};
     ssize_t r;
     do
         r = recvmsg(fd, &m, MSG_CMSG_CLOEXEC | MSG_WAITALL);
@@ -309,7 +291,7 @@ static struct setup setup(void)
 {
     struct setup s;
     s.eng = tt_start(2);
-    kumo_log_set_sink(capture, NULL);
+    tt_log_capture();
     s.t = tt_transport(s.eng, "shm");
     s.srv = tt_ep_new(s.t, 1, "server");
     s.cl = tt_ep_new(s.t, 0, "client");
@@ -371,9 +353,9 @@ Test(shm, bad_handshakes_close_that_link, .timeout = SHM_TIMEOUT)
     tt_expect_empty(s.srv);
     still_serves(&s);
     finish(&s);
-    cr_assert(logged("without its shared memory"), "log:\n%s", logcap.text);
-    cr_assert(logged("not sealed"), "log:\n%s", logcap.text);
-    cr_assert(logged("bad ring header"), "log:\n%s", logcap.text);
+    cr_assert(tt_logged("without its shared memory"), "log:\n%s", tt_log_text());
+    cr_assert(tt_logged("not sealed"), "log:\n%s", tt_log_text());
+    cr_assert(tt_logged("bad ring header"), "log:\n%s", tt_log_text());
 }
 
 /* Raw connector with rings: one OPEN done.  Then `variant` misbehaves. */
@@ -439,9 +421,9 @@ Test(shm, hostile_ring_contents_close_that_link, .timeout = SHM_TIMEOUT)
         hostile_variant(&s, v);
     still_serves(&s);
     finish(&s);
-    cr_assert(logged("write index is impossible"), "log:\n%s", logcap.text);
-    cr_assert(logged("unknown frame version"), "log:\n%s", logcap.text);
-    cr_assert(logged("over the maximum frame size"), "log:\n%s", logcap.text);
+    cr_assert(tt_logged("write index is impossible"), "log:\n%s", tt_log_text());
+    cr_assert(tt_logged("unknown frame version"), "log:\n%s", tt_log_text());
+    cr_assert(tt_logged("over the maximum frame size"), "log:\n%s", tt_log_text());
 }
 
 /* Checks sequence numbers on the receiving shard (no recording). */
@@ -464,7 +446,8 @@ static bool seq_hook(tt_ep *e, const kumo_event *ev)
     uint64_t v;
     memcpy(&v, b, 8);
     if (v != s->next || ev->len != 8 + v % 300)
-        tt_ep_failf(e, "message %" PRIu64 " (%zu bytes) where %" PRIu64 " was due", v, ev->len, s->next);
+        tt_ep_failf(e, "message %" PRIu64 " (%zu bytes) where %" PRIu64 " was due", v, ev->len,
+                    s->next);
     s->next++;
     return false;
 }

@@ -26,37 +26,6 @@
 #define TCP_TIMEOUT 120
 
 /* ------------------------------------------------------------------ */
-/* Log capture                                                         */
-/* ------------------------------------------------------------------ */
-
-static struct {
-    pthread_mutex_t mu;
-    char text[8192];
-    size_t off;
-} logcap = {.mu = PTHREAD_MUTEX_INITIALIZER};
-
-static void capture(kumo_log_level level, const char *line, void *arg)
-{
-    pthread_mutex_lock(&logcap.mu);
-    size_t n = strlen(line);
-    if (logcap.off + n + 2 < sizeof logcap.text) {
-        memcpy(logcap.text + logcap.off, line, n);
-        logcap.off += n;
-        logcap.text[logcap.off++] = '\n';
-        logcap.text[logcap.off] = 0;
-    }
-    pthread_mutex_unlock(&logcap.mu);
-}
-
-static bool logged(const char *needle)
-{
-    pthread_mutex_lock(&logcap.mu);
-    bool found = strstr(logcap.text, needle) != NULL;
-    pthread_mutex_unlock(&logcap.mu);
-    return found;
-}
-
-/* ------------------------------------------------------------------ */
 /* Raw peers                                                           */
 /* ------------------------------------------------------------------ */
 
@@ -87,7 +56,8 @@ static int raw_connect(const kumo_address *to)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     cr_assert_geq(fd, 0);
     struct sockaddr_in sa = sa_of(to);
-    cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0, "raw connect: %s", strerror(errno));
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0, "raw connect: %s",
+                 strerror(errno));
     struct timeval tv = {.tv_sec = TT_WAIT_NS / 1000000000};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     int one = 1;
@@ -141,7 +111,8 @@ static int raw_hello(int fd, const kumo_address *from, const kumo_address *to)
     raw_read(fd, ack, sizeof ack);
     struct kumo__tcp_hdr h;
     const char *why = NULL;
-    cr_assert_eq(kumo__tcp_hdr_decode(ack, sizeof ack, 65536, 1 << 20, &h, &why), 0, "ack: %s", why);
+    cr_assert_eq(kumo__tcp_hdr_decode(ack, sizeof ack, 65536, 1 << 20, &h, &why), 0, "ack: %s",
+                 why);
     cr_assert_eq(h.type, KUMO__T_HELLO_ACK);
     cr_assert_eq(h.len, 16u);
     return ack[KUMO__TCP_HDR];
@@ -252,7 +223,8 @@ Test(tcp, decoder_checks_every_field, .timeout = TCP_TIMEOUT)
     cr_assert_eq(kumo__tcp_hello_decode(hb, n, &f2, &t2, &caps, &why), 0);
     cr_assert(kumo_address_eq(&f2, &from) && kumo_address_eq(&t2, &to));
     for (size_t k = 0; k < n; k++)
-        cr_assert_eq(kumo__tcp_hello_decode(hb, k, &f2, &t2, &caps, &why), -1, "HELLO cut at %zu", k);
+        cr_assert_eq(kumo__tcp_hello_decode(hb, k, &f2, &t2, &caps, &why), -1, "HELLO cut at %zu",
+                     k);
     hb[n] = 0;
     cr_assert_eq(kumo__tcp_hello_decode(hb, n + 1, &f2, &t2, &caps, &why), -1, "trailing byte");
     hb[0] ^= 1;
@@ -297,7 +269,7 @@ static struct setup setup(kumo_tcp_config cfg)
 {
     struct setup s;
     s.eng = tt_start(2);
-    kumo_log_set_sink(capture, NULL);
+    tt_log_capture();
     s.t = tcp_with(s.eng, cfg);
     s.srv = tt_ep_new(s.t, 1, "server");
     s.cl = tt_ep_new(s.t, 0, "client");
@@ -332,7 +304,7 @@ Test(tcp, garbage_before_hello_closes_that_link, .timeout = TCP_TIMEOUT)
     still_serves(s.srv, s.cl, s.c);
     tt_expect_empty(s.srv); /* the raw peer never had a connection: no event */
     finish(&s);
-    cr_assert(logged("malformed input"), "the reason is logged:\n%s", logcap.text);
+    cr_assert(tt_logged("malformed input"), "the reason is logged:\n%s", tt_log_text());
 }
 
 Test(tcp, garbage_after_hello_loses_its_connections_only, .timeout = TCP_TIMEOUT)
@@ -360,7 +332,7 @@ Test(tcp, garbage_after_hello_loses_its_connections_only, .timeout = TCP_TIMEOUT
     close(fd);
     still_serves(s.srv, s.cl, s.c);
     finish(&s);
-    cr_assert(logged("unknown frame version"), "log:\n%s", logcap.text);
+    cr_assert(tt_logged("unknown frame version"), "log:\n%s", tt_log_text());
 }
 
 Test(tcp, unknown_connection_and_double_open_are_malformed, .timeout = TCP_TIMEOUT)
@@ -387,9 +359,9 @@ Test(tcp, unknown_connection_and_double_open_are_malformed, .timeout = TCP_TIMEO
     }
     still_serves(s.srv, s.cl, s.c);
     finish(&s);
-    cr_assert(logged("DATA for an unknown connection"), "log:\n%s", logcap.text);
-    cr_assert(logged("OPEN of a connection already open"), "log:\n%s", logcap.text);
-    cr_assert(logged("continuation without a first piece"), "log:\n%s", logcap.text);
+    cr_assert(tt_logged("DATA for an unknown connection"), "log:\n%s", tt_log_text());
+    cr_assert(tt_logged("OPEN of a connection already open"), "log:\n%s", tt_log_text());
+    cr_assert(tt_logged("continuation without a first piece"), "log:\n%s", tt_log_text());
 }
 
 Test(tcp, truncated_frame_then_close, .timeout = TCP_TIMEOUT)
@@ -420,7 +392,7 @@ Test(tcp, truncated_frame_then_close, .timeout = TCP_TIMEOUT)
     close(fd);
     still_serves(s.srv, s.cl, s.c);
     finish(&s);
-    cr_assert(logged("truncated"), "log:\n%s", logcap.text);
+    cr_assert(tt_logged("truncated"), "log:\n%s", tt_log_text());
 }
 
 Test(tcp, absurd_lengths_close_the_link, .timeout = TCP_TIMEOUT)
@@ -454,9 +426,9 @@ Test(tcp, absurd_lengths_close_the_link, .timeout = TCP_TIMEOUT)
     cr_assert_eq(err, -KUMO_ETOOBIG, "send over max_message: %s", kumo_transport_strerror(err));
     free(p);
     finish(&s);
-    cr_assert(logged("over the maximum frame size"), "log:\n%s", logcap.text);
-    cr_assert(logged("over the maximum message size"), "log:\n%s", logcap.text);
-    cr_assert(logged("control frame over its maximum"), "log:\n%s", logcap.text);
+    cr_assert(tt_logged("over the maximum frame size"), "log:\n%s", tt_log_text());
+    cr_assert(tt_logged("over the maximum message size"), "log:\n%s", tt_log_text());
+    cr_assert(tt_logged("control frame over its maximum"), "log:\n%s", tt_log_text());
 }
 
 Test(tcp, hello_to_another_incarnation_is_not_found, .timeout = TCP_TIMEOUT)
@@ -533,7 +505,8 @@ Test(tcp, silent_acceptor_times_out_connect, .timeout = TCP_TIMEOUT)
 
 Test(tcp, heartbeat_detects_a_silent_peer, .timeout = TCP_TIMEOUT)
 {
-    kumo_tcp_config cfg = {.heartbeat_interval_ns = 50 * TT_MS, .heartbeat_timeout_ns = 300 * TT_MS};
+    kumo_tcp_config cfg = {.heartbeat_interval_ns = 50 * TT_MS,
+                           .heartbeat_timeout_ns = 300 * TT_MS};
     struct setup s = setup(cfg);
     kumo_address me = fake_addr(0x6000);
     int fd = raw_connect(&s.srv->addr);
@@ -558,12 +531,13 @@ Test(tcp, heartbeat_detects_a_silent_peer, .timeout = TCP_TIMEOUT)
     /* The healthy client, pinged too, is still alive. */
     still_serves(s.srv, s.cl, s.c);
     finish(&s);
-    cr_assert(logged("heartbeat timeout"), "log:\n%s", logcap.text);
+    cr_assert(tt_logged("heartbeat timeout"), "log:\n%s", tt_log_text());
 }
 
 Test(tcp, killed_peer_process_is_lost, .timeout = TCP_TIMEOUT)
 {
-    kumo_tcp_config cfg = {.heartbeat_interval_ns = 100 * TT_MS, .heartbeat_timeout_ns = 1000 * TT_MS};
+    kumo_tcp_config cfg = {.heartbeat_interval_ns = 100 * TT_MS,
+                           .heartbeat_timeout_ns = 1000 * TT_MS};
     struct setup s = setup(cfg);
     kumo_address me = fake_addr(0x7000);
     /* Everything the child sends is built before fork (it only makes
@@ -661,7 +635,7 @@ static bool order_hook(tt_ep *e, const kumo_event *ev)
 Test(tcp, tiny_buffer_ring_runs_out_and_recovers, .timeout = TCP_TIMEOUT)
 {
     struct kumo__engine *eng = tt_start(2);
-    kumo_log_set_sink(capture, NULL);
+    tt_log_capture();
     kumo_log_set_level(KUMO_LOG_DEBUG);
     /* Two 4 KiB buffers for everything the server receives. */
     kumo_transport *t = tcp_with(eng, (kumo_tcp_config){.rx_buffers = 2, .rx_buffer_size = 4096});
@@ -692,7 +666,7 @@ Test(tcp, tiny_buffer_ring_runs_out_and_recovers, .timeout = TCP_TIMEOUT)
     kumo_log_set_sink(NULL, NULL);
     kumo_log_set_level(KUMO_LOG_WARN);
     tt_stop(eng);
-    cr_assert(logged("ENOBUFS"), "the ring never ran out: the test tests nothing");
+    cr_assert(tt_logged("ENOBUFS"), "the ring never ran out: the test tests nothing");
 }
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
