@@ -526,10 +526,14 @@ Test(shm, idle_link_outlives_the_connect_timeout, .timeout = SHM_TIMEOUT)
     /* The clock: a listener that never answers, and a connect to it with
      * a timeout past the 5 s that killed the link (the tcp heartbeat
      * timeout the shm transport keeps for closing). */
-    kumo_address mute = fake_shm_addr(0x77);
+    /* Abstract socket names are global to the network namespace: make it
+     * unique to this test process so concurrent runs cannot collide. */
+    uint64_t inc = ((uint64_t)getpid() << 16) | 0x77;
+    kumo_address mute = fake_shm_addr(inc);
     int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    int n = snprintf(sun.sun_path + 1, sizeof sun.sun_path - 1, "kumo-shm/%u/%016llx", 1u, 0x77ull);
+    int n = snprintf(sun.sun_path + 1, sizeof sun.sun_path - 1, "kumo-shm/%u/%016llx", 1u,
+                     (unsigned long long)inc);
     socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
     cr_assert_eq(bind(lfd, (struct sockaddr *)&sun, len), 0, "bind: %s", strerror(errno));
     cr_assert_eq(listen(lfd, 4), 0);
