@@ -34,12 +34,14 @@ void kumo__blk_cache_enable(void)
 
 void kumo__blk_cache_drain(void)
 {
-    struct kumo__blk_cache *c = &kumo__tls_blk;
-    c->on = false;
-    while (c->head) {
-        void *p = c->head;
-        c->head = *(void **)p;
-        kumo__free(p, KUMO__BLK);
+    struct kumo__blk_cache *bc = &kumo__tls_blk;
+    bc->on = false;
+    for (int c = 0; c < KUMO__BLK_CLASSES; c++) {
+        while (bc->head[c]) {
+            void *p = bc->head[c];
+            bc->head[c] = *(void **)p;
+            kumo__free(p, kumo__blk_class_size(c));
+        }
+        bc->n[c] = 0;
     }
-    c->n = 0;
 }

@@ -228,8 +228,9 @@ static inline void stamp(struct kumo_msg *m, kumo_proc *self, kumo_pid to)
 static inline struct kumo_msg *data_msg(kumo_proc *self, kumo_pid to, uint64_t type, size_t len)
 {
     size_t sz = sizeof(struct kumo_msg) + len;
+    int c = kumo__blk_class(sz);
     struct kumo_msg *m =
-        sz <= KUMO__BLK ? (struct kumo_msg *)kumo__blk_alloc() : (struct kumo_msg *)kumo__alloc(sz);
+        c >= 0 ? (struct kumo_msg *)kumo__blk_alloc_class(c) : (struct kumo_msg *)kumo__alloc(sz);
     if (!m)
         return NULL;
     m->link.next = NULL;

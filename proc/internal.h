@@ -50,19 +50,25 @@ enum {
 enum { MF_LINK = 1 };
 
 struct kumo_msg {
+    /* First cache line: everything the receiving side reads to match,
+     * route and free a message (a mailbox of 250k queued messages is read
+     * from memory, one line per message if these all sit here). */
     struct kumo__item link; /* next, in every queue */
     kumo_pid from;
     uint64_t type;
-    uint64_t aux;
+    uint32_t len; /* payload bytes (also the allocation size) */
+    uint32_t reserved;
     uint64_t dst_serial;
     uint32_t dst_slot;
     uint16_t dst_shard;
     uint8_t kind;
     uint8_t flags;
-    uint32_t len; /* payload bytes (also the allocation size) */
-    uint32_t reserved;
+    /* Second line: rarely used, then the payload. */
+    uint64_t aux; /* channel id, monitor ref */
     _Alignas(8) unsigned char data[];
 };
+
+_Static_assert(offsetof(struct kumo_msg, aux) == 64, "routing fields fill the first cache line");
 
 static inline struct kumo_msg *msg_next(const struct kumo_msg *m)
 {
@@ -236,8 +242,9 @@ struct kumo_inbox {
 static inline struct kumo_msg *kumo__msg_new(size_t len)
 {
     size_t sz = sizeof(struct kumo_msg) + len;
+    int c = kumo__blk_class(sz);
     struct kumo_msg *m =
-        sz <= KUMO__BLK ? (struct kumo_msg *)kumo__blk_alloc() : (struct kumo_msg *)kumo__alloc(sz);
+        c >= 0 ? (struct kumo_msg *)kumo__blk_alloc_class(c) : (struct kumo_msg *)kumo__alloc(sz);
     if (!m)
         return NULL;
     m->link.next = NULL;
@@ -252,8 +259,9 @@ static inline struct kumo_msg *kumo__msg_new(size_t len)
 static inline void kumo__msg_free(struct kumo_msg *m)
 {
     size_t sz = sizeof *m + m->len;
-    if (sz <= KUMO__BLK)
-        kumo__blk_free(m);
+    int c = kumo__blk_class(sz);
+    if (c >= 0)
+        kumo__blk_free_class(m, c);
     else
         kumo__free(m, sz);
 }

@@ -294,6 +294,8 @@ static struct kumo_proc *rq_pop(struct pshard *ps)
         ps->rq_head = p->rq_next;
         if (!ps->rq_head)
             ps->rq_tail = &ps->rq_head;
+        else
+            __builtin_prefetch(ps->rq_head); /* runs next */
         p->flags &= ~PF_QUEUED;
     }
     return p;
@@ -659,6 +661,10 @@ static struct kumo_msg *find(struct kumo_proc *p, const kumo_recv *set, const ku
                 continue;
             }
             *pp = msg_next(m);
+            /* The next message is usually taken next: start loading it
+             * while this one is handled (deep mailboxes live in DRAM). */
+            if (*pp)
+                __builtin_prefetch(*pp);
             if (p->mbox_tail == (struct kumo_msg **)&m->link.next)
                 p->mbox_tail = pp;
             if (hit->kind == KUMO_MATCH_ANY && !hit->fn) {
