@@ -531,6 +531,7 @@ int kumo__engine_create(const struct kumo__engine_config *cfg,
             goto fail;
         }
         eng->shards[i] = sh;
+        sh->efd = -1; /* before any failure path: destroy closes it */
         sh->id = i;
         sh->eng = eng;
         sh->cpu = eng->no_pin ? -1 : eng->cpus[i % eng->ncpus];

@@ -318,7 +318,14 @@ static inline int send_owned(kumo_proc *self, kumo_pid to, struct kumo_msg *m)
 
 int kumo_send_msg(kumo_proc *self, kumo_pid to, kumo_msg *m)
 {
-    return send_owned(self, to, m);
+    /* Sending the message being handled without kumo_msg_keep first would
+     * otherwise free it twice: treat it as a forward. */
+    struct pshard *ps = kumo__pshard_of(self);
+    bool current = ps && ps->cur_msg == m;
+    int err = send_owned(self, to, m);
+    if (current && err == 0)
+        self->flags |= PF_MSG_TAKEN;
+    return err;
 }
 
 int kumo_forward(kumo_proc *self, kumo_pid to, kumo_msg *m)
@@ -392,6 +399,8 @@ void kumo_expect(kumo_proc *self, uint64_t type, kumo_handler fn)
 
 void kumo_die(kumo_proc *self, kumo_reason_kind kind, const char *fmt, ...)
 {
+    if (self->flags & PF_FOREIGN)
+        return; /* an inbox ends with kumo_inbox_free */
     struct proc_ext *e = kumo__ext(self);
     if (!e)
         return;
@@ -431,6 +440,8 @@ int kumo_kill(kumo_proc *self, kumo_pid pid, const char *text)
 
 void kumo_trap_exit(kumo_proc *self, bool on)
 {
+    if (self->flags & PF_FOREIGN)
+        return; /* an inbox always traps; its flags belong to shard 0 */
     if (on)
         self->flags |= PF_TRAP;
     else

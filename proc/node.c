@@ -129,6 +129,8 @@ static inline struct kumo_proc *lookup(struct pshard *ps, uint32_t slot, uint64_
 static void slot_publish(struct pshard *ps, struct kumo_proc *p)
 {
     struct slot *s = slot_at(ps, p->slot);
+    if (!s) /* slot_alloc made the chunk exist: cannot happen */
+        abort();
     atomic_store_explicit(&s->named, 0, memory_order_relaxed);
     atomic_store_explicit(&s->p, p, memory_order_relaxed);
     atomic_store_explicit(&s->serial, p->serial, memory_order_release);
@@ -919,10 +921,33 @@ int kumo_spawn(kumo_node *node, kumo_proc *self, const kumo_spawn_opts *opts, ku
     else
         atomic_fetch_add_explicit(&node->remote_live, 1, memory_order_relaxed);
     slot_publish(ps, p);
-    if (local)
+    if (local) {
         kumo__proc_make_ready(ps, p);
-    else
+    } else if (src) {
         post_from(node, src, sm);
+    } else if (kumo__foreign_put(node->eng, dst, &sm->link)) {
+        /* The node stopped after our check: its shard threads are gone,
+         * so undo the spawn here (no callback: the state stays ours). */
+        struct slot *s = slot_at(ps, p->slot); /* published above: exists */
+        if (s) {
+            atomic_store(&s->serial, 0);
+            atomic_store(&s->p, NULL);
+        }
+        atomic_fetch_sub(&node->remote_live, 1);
+        if (self) {
+            inbox_lock(self);
+            if (self->ext) {
+                kumo__watch_remove(&self->ext->watching, child, 0, W_LINK);
+                if (opts->monitor)
+                    kumo__watch_remove(&self->ext->watching, child, opts->monitor->id, W_MONITOR);
+            }
+            inbox_unlock(self);
+        }
+        kumo__msg_free(sm);
+        free_list(p->mbox_head);
+        free_proc(p);
+        return -KUMO_ESHUTDOWN;
+    }
     if (out)
         *out = child;
     return 0;
@@ -1056,6 +1081,22 @@ void kumo_node_stop(kumo_node *node)
         return;
     atomic_store(&node->stopping, 1);
     kumo__engine_stop(node->eng);
+    /* An inbox published while shard 0 was already shutting down was never
+     * seen by it: close it here (the shards are gone, we are alone). */
+    struct pshard *ps = node->ps[0];
+    uint32_t hwm = atomic_load(&ps->hwm);
+    for (uint32_t i = 0; i < hwm; i++) {
+        struct slot *s = slot_at(ps, i);
+        struct kumo_proc *p = s && atomic_load(&s->serial) ? atomic_load(&s->p) : NULL;
+        if (p && (p->flags & PF_FOREIGN) && !(p->flags & PF_DEAD)) {
+            inbox_lock(p);
+            p->flags |= PF_DEAD;
+            atomic_store(&s->serial, 0);
+            atomic_fetch_sub(&node->inboxes_live, 1);
+            kumo__inbox_closed(p, true);
+            inbox_unlock(p);
+        }
+    }
     node->stopped = true;
 }
 

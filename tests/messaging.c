@@ -739,3 +739,35 @@ KT_TEST(messaging, type_fingerprints_and_error_names)
         cr_assert_str_neq(kumo_reason_kind_str((kumo_reason_kind)k), "?");
     kt_stop(node);
 }
+
+/* kumo_send_msg on the message being handled, without kumo_msg_keep: it
+ * is passed on like a forward, not freed again after the handler (a double
+ * free under ASan before). */
+static void bounce_h(kumo_proc *self, void *st, kumo_msg *m)
+{
+    kumo_send_msg(self, kumo_msg_sender(m), m);
+}
+
+static void bounce_init(kumo_proc *self, void *st)
+{
+    kumo_expect(self, T_PING, bounce_h);
+}
+
+KT_TEST(messaging, send_msg_of_the_handled_message_passes_it_on)
+{
+    types_init();
+    kumo_node *node = kt_start(kt_shards);
+    kumo_inbox *ib = kt_inbox(node);
+    kumo_pid pid =
+        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = (int)kt_shards - 1}, bounce_init, NULL);
+    kt_send_u64(kumo_inbox_proc(ib), pid, T_PING, 42);
+    kumo_msg *m = kt_expect(ib, T_PING);
+    uint64_t v;
+    cr_assert_eq(kumo_msg_len(m), sizeof v);
+    memcpy(&v, kumo_msg_data(m), sizeof v);
+    cr_assert_eq(v, 42);
+    cr_assert(kumo_pid_eq(kumo_msg_sender(m), pid), "the bouncer is the sender");
+    kumo_msg_free(m);
+    kumo_inbox_free(ib);
+    kt_stop(node);
+}

@@ -240,7 +240,9 @@ typedef struct kumo_down_msg {
 typedef void (*kumo_init_fn)(kumo_proc *self, void *state);
 typedef void (*kumo_handler)(kumo_proc *self, void *state, kumo_msg *m);
 /* Called once when the process has ended, on its shard, after links and
- * monitors were notified: the place to free `state`. */
+ * monitors were notified: the place to free `state`.  (A process whose
+ * spawn was still in flight when the node stopped never ran: its on_exit
+ * runs with reason shutdown on the thread calling kumo_node_stop.) */
 typedef void (*kumo_exit_fn)(void *state, const kumo_reason *why);
 
 enum {
@@ -378,7 +380,9 @@ enum {
 /*
  * A receive set.  The memory must stay valid and unchanged while the
  * process waits on it (make it static const, or keep it in the process
- * state).  Matches are tried in order: port matches take the head of their
+ * state); a set re-declared at the same address must have the same
+ * contents (its scan position is kept), so wait for something else with
+ * another kumo_recv.  Matches are tried in order: port matches take the head of their
  * port; mailbox matches (TYPE, IF, ANY) are tried together, at the position
  * of the first of them, against each message in mailbox order: the first
  * message that any of them accepts is removed and handed to the first match
@@ -429,7 +433,8 @@ KUMO_API int kumo_exit(kumo_proc *self, kumo_pid pid, kumo_reason_kind kind, con
 KUMO_API int kumo_kill(kumo_proc *self, kumo_pid pid, const char *text);
 
 /* Traps (or stops trapping) exit signals: they become KUMO_TYPE_EXIT
- * messages.  Kill signals are never trapped. */
+ * messages.  Kill signals are never trapped.  No effect on an inbox, which
+ * always traps. */
 KUMO_API void kumo_trap_exit(kumo_proc *self, bool on);
 
 /*
@@ -494,7 +499,9 @@ KUMO_API kumo_pid kumo_inbox_pid(kumo_inbox *ib);
  * Waits up to timeout_ns (KUMO_INFINITY, or 0 for a poll) for the first
  * message in mailbox order for which match(m, arg) holds (match == NULL:
  * any message), removes it and returns it in *out, owned by the caller
- * (kumo_msg_free).  Returns 0, -KUMO_ETIMEOUT, or -KUMO_ESHUTDOWN.
+ * (kumo_msg_free).  Returns 0, -KUMO_ETIMEOUT, -KUMO_ESHUTDOWN (the node
+ * stopped) or -KUMO_ENOPROC (the inbox was killed); messages already
+ * queued are still returned first.
  */
 KUMO_API int kumo_inbox_recv(kumo_inbox *ib, kumo_pred match, void *arg, int64_t timeout_ns,
                              kumo_msg **out);
