@@ -147,7 +147,7 @@ static void sup_exit_h(kumo_proc *self, void *st, kumo_msg *m)
 static void sup_init(kumo_proc *self, void *st)
 {
     kumo_trap_exit(self, true);
-    kumo_spawn_opts o = {.shard = KUMO_SHARD_RR, .link = true};
+    kumo_spawn_opts o = {.shard = (int)(1 % kumo_node_shards(kumo_self_node(self))), .link = true};
     kumo_pid worker;
     if (kumo_spawn(kumo_self_node(self), self, &o, worker_init, NULL, &worker) ||
         kumo_register(kumo_self_node(self), "worker", worker)) {

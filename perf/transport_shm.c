@@ -37,7 +37,10 @@ struct shared {
 static struct shared *sh_mem;
 
 static void h_deliver(void *ctx, struct kumo__shard *sh, struct kumo__item *it) {}
-static unsigned h_run(void *ctx, struct kumo__shard *sh) { return 0; }
+static unsigned h_run(void *ctx, struct kumo__shard *sh)
+{
+    return 0;
+}
 static void h_timer(void *ctx, struct kumo__shard *sh, struct kumo__timer *t) {}
 static void h_shutdown(void *ctx, struct kumo__shard *sh) {}
 static void h_discard(void *ctx, struct kumo__item *it) {}
@@ -45,8 +48,11 @@ static void h_discard(void *ctx, struct kumo__item *it) {}
 static struct kumo__engine *engine(void)
 {
     struct kumo__engine_config cfg = {.shards = 1, .spin_ns = 2000000000ull};
-    struct kumo__engine_hooks hooks = {.deliver = h_deliver, .run = h_run, .timer = h_timer,
-                                       .shutdown = h_shutdown, .discard = h_discard};
+    struct kumo__engine_hooks hooks = {.deliver = h_deliver,
+                                       .run = h_run,
+                                       .timer = h_timer,
+                                       .shutdown = h_shutdown,
+                                       .discard = h_discard};
     struct kumo__engine *eng;
     int err = kumo__engine_create(&cfg, &hooks, &eng);
     if (!err)

@@ -34,7 +34,10 @@
 /* ------------------------------------------------------------------ */
 
 static void h_deliver(void *ctx, struct kumo__shard *sh, struct kumo__item *it) {}
-static unsigned h_run(void *ctx, struct kumo__shard *sh) { return 0; }
+static unsigned h_run(void *ctx, struct kumo__shard *sh)
+{
+    return 0;
+}
 static void h_timer(void *ctx, struct kumo__shard *sh, struct kumo__timer *t) {}
 static void h_shutdown(void *ctx, struct kumo__shard *sh) {}
 static void h_discard(void *ctx, struct kumo__item *it) {}
@@ -42,8 +45,11 @@ static void h_discard(void *ctx, struct kumo__item *it) {}
 static struct kumo__engine *engine(uint64_t spin_ns)
 {
     struct kumo__engine_config cfg = {.shards = 2, .spin_ns = spin_ns};
-    struct kumo__engine_hooks hooks = {.deliver = h_deliver, .run = h_run, .timer = h_timer,
-                                       .shutdown = h_shutdown, .discard = h_discard};
+    struct kumo__engine_hooks hooks = {.deliver = h_deliver,
+                                       .run = h_run,
+                                       .timer = h_timer,
+                                       .shutdown = h_shutdown,
+                                       .discard = h_discard};
     struct kumo__engine *eng;
     int err = kumo__engine_create(&cfg, &hooks, &eng);
     if (!err)
@@ -150,9 +156,11 @@ static void kumo_rtt(const char *name, uint64_t spin_ns, long n)
     pthread_cond_init(&r.done.cv, NULL);
     pthread_mutex_init(&r.ready.mu, NULL);
     pthread_cond_init(&r.ready.cv, NULL);
-    if ((err = kumo_endpoint_new(t, 0, rtt_a, &r, &r.a)) || (err = kumo_endpoint_new(t, 1, rtt_b, &r, &r.b)))
+    if ((err = kumo_endpoint_new(t, 0, rtt_a, &r, &r.a)) ||
+        (err = kumo_endpoint_new(t, 1, rtt_b, &r, &r.b)))
         bench_die("endpoint", err);
-    if ((err = kumo_connect(r.a, kumo_endpoint_address(r.b), KUMO_RELIABLE_ORDERED, NULL, connected, &r)))
+    if ((err = kumo_connect(r.a, kumo_endpoint_address(r.b), KUMO_RELIABLE_ORDERED, NULL, connected,
+                            &r)))
         bench_die("connect", err);
     flag_wait(&r.ready);
     double v[BENCH_REPS];

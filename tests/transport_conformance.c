@@ -29,7 +29,7 @@
 #define TT_TIMEOUT 120
 
 #define TT_ONE(tr, name)                                                                           \
-    Test(transport, name##_##tr, .timeout = TT_TIMEOUT)                                           \
+    Test(transport, name##_##tr, .timeout = TT_TIMEOUT)                                            \
     {                                                                                              \
         name##_body(#tr);                                                                          \
     }
@@ -128,7 +128,10 @@ static void fx_finish(struct fixture *f)
     tt_stop(f->eng);
 }
 
-static void put_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    memcpy(p, &v, 8);
+}
 static uint64_t get_u64(const uint8_t *p)
 {
     uint64_t v;
@@ -240,8 +243,9 @@ TT_CASE(two_connections_no_crosstalk)
         int tag = (int)(v >> 32);
         if (tag_of[which] < 0)
             tag_of[which] = tag;
-        cr_assert_eq(tag, tag_of[which], "cross-talk: connection %" PRIu64 " carries tags %d and %d",
-                     ev.conn, tag_of[which], tag);
+        cr_assert_eq(tag, tag_of[which],
+                     "cross-talk: connection %" PRIu64 " carries tags %d and %d", ev.conn,
+                     tag_of[which], tag);
         cr_assert_eq(v & 0xffffffffu, next[which], "order on connection %" PRIu64, ev.conn);
         next[which]++;
         tt_ev_free(&ev);
@@ -537,9 +541,11 @@ TT_CASE(close_endpoint_peers_see_it)
     /* b had an incoming connection (closed) and an outgoing one (lost). */
     expect_closed_and_lost(b, oa.conn, &a->addr);
     int err = kumo_conn_send(ba, &(struct iovec){"x", 1}, 1, NULL, NULL);
-    cr_assert_eq(err, -KUMO_ECONNLOST, "send to a closed endpoint: %s", kumo_transport_strerror(err));
+    cr_assert_eq(err, -KUMO_ECONNLOST, "send to a closed endpoint: %s",
+                 kumo_transport_strerror(err));
     err = kumo_conn_send(ab, &(struct iovec){"x", 1}, 1, NULL, NULL);
-    cr_assert_eq(err, -KUMO_ECLOSED, "send from a closed endpoint: %s", kumo_transport_strerror(err));
+    cr_assert_eq(err, -KUMO_ECLOSED, "send from a closed endpoint: %s",
+                 kumo_transport_strerror(err));
     kumo_conn dummy;
     err = tt_connect_err(b, &a->addr, &dummy);
     cr_assert_eq(err, -KUMO_ENOTFOUND, "connect to a closed endpoint: %s",
@@ -666,8 +672,10 @@ TT_CASE(crossed_simultaneous_connects)
         x.w = (struct multi_wait){.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
         x.args[0] = (struct multi_arg){&x.w, 0};
         x.args[1] = (struct multi_arg){&x.w, 1};
-        cr_assert_eq(kumo_connect(a->ep, &b->addr, KUMO_RELIABLE_ORDERED, NULL, multi_cb, &x.args[0]), 0);
-        cr_assert_eq(kumo_connect(b->ep, &a->addr, KUMO_RELIABLE_ORDERED, NULL, multi_cb, &x.args[1]), 0);
+        cr_assert_eq(
+            kumo_connect(a->ep, &b->addr, KUMO_RELIABLE_ORDERED, NULL, multi_cb, &x.args[0]), 0);
+        cr_assert_eq(
+            kumo_connect(b->ep, &a->addr, KUMO_RELIABLE_ORDERED, NULL, multi_cb, &x.args[1]), 0);
         multi_wait_for(&x.w, 2);
         tt_send(x.w.conns[0], "ab", 2);
         tt_send(x.w.conns[1], "ba", 2);
@@ -788,8 +796,10 @@ TT_CASE(thousand_sequences_with_interruptions)
     tt_send(m, "marker", 6);
     tt_ev r = tt_recv(srv);
     tt_ev_free(&r);
-    cr_assert_eq(atomic_load(&set.count), 1u, "%u connections open at the server besides the "
-                 "marker's", atomic_load(&set.count) - 1);
+    cr_assert_eq(atomic_load(&set.count), 1u,
+                 "%u connections open at the server besides the "
+                 "marker's",
+                 atomic_load(&set.count) - 1);
     static struct live_arg la;
     la.ep = cl->ep;
     tt_on_shard(f.eng, 0, live_count, &la);
@@ -1066,7 +1076,8 @@ TT_CASE(unsupported_features_fail_cleanly)
     unsigned caps = kumo_transport_caps(f.t);
     char skipped[128] = "";
     if (!(caps & KUMO_TCAP_UNORDERED)) {
-        int err = kumo_connect(a->ep, &a->addr, KUMO_RELIABLE_UNORDERED, NULL, (kumo_connect_fn)1, NULL);
+        int err =
+            kumo_connect(a->ep, &a->addr, KUMO_RELIABLE_UNORDERED, NULL, (kumo_connect_fn)1, NULL);
         cr_assert_eq(err, -ENOTSUP, "unordered: %s", kumo_transport_strerror(err));
         strcat(skipped, " unordered");
     }
@@ -1082,8 +1093,8 @@ TT_CASE(unsupported_features_fail_cleanly)
         cr_assert_eq(kumo_multicast_send(a->ep, &a->addr, NULL, 0), -ENOTSUP);
         strcat(skipped, " multicast");
     }
-    cr_assert_eq(caps & ~0u & (KUMO_TCAP_UNORDERED | KUMO_TCAP_UNRELIABLE | KUMO_TCAP_MULTICAST), 0u,
-                 "%s declares optional features this suite has no scenarios for yet", tr);
+    cr_assert_eq(caps & ~0u & (KUMO_TCAP_UNORDERED | KUMO_TCAP_UNRELIABLE | KUMO_TCAP_MULTICAST),
+                 0u, "%s declares optional features this suite has no scenarios for yet", tr);
     fx_finish(&f);
     if (skipped[0])
         cr_skip_test("%s does not support:%s (reported -ENOTSUP)", tr, skipped);

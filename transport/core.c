@@ -88,8 +88,9 @@ char *kumo_address_str(const kumo_address *a, char *buf, size_t len)
 {
     if (!len)
         return buf;
-    const struct kumo__transport_ops *ops =
-        a->len >= 2 && a->bytes[0] == KUMO__ADDR_VERSION ? kumo__transport_by_tag(a->bytes[1]) : NULL;
+    const struct kumo__transport_ops *ops = a->len >= 2 && a->bytes[0] == KUMO__ADDR_VERSION
+                                                ? kumo__transport_by_tag(a->bytes[1])
+                                                : NULL;
     if (ops && ops->address_str) {
         ops->address_str(a, buf, len);
         return buf;
@@ -166,7 +167,8 @@ void kumo__conn_fail(struct kumo__conn *c)
     atomic_compare_exchange_strong(&c->state, &open, KUMO__CONN_FAILED);
 }
 
-void kumo__conn_each(struct kumo_endpoint *ep, void (*fn)(struct kumo__conn *c, void *arg), void *arg)
+void kumo__conn_each(struct kumo_endpoint *ep, void (*fn)(struct kumo__conn *c, void *arg),
+                     void *arg)
 {
     uint32_t hwm = atomic_load_explicit(&ep->conns.hwm, memory_order_relaxed);
     for (uint32_t s = 0; s < hwm; s++) {
@@ -196,12 +198,17 @@ static int state_error(uint32_t st)
 
 void kumo__emit_lost(struct kumo_endpoint *ep, const kumo_address *addr, int reason)
 {
-    kumo_event ev = {.kind = KUMO_EV_ERROR, .error = KUMO_ERR_CONNECTION_LOST, .reason = reason,
+    kumo_event ev = {.kind = KUMO_EV_ERROR,
+                     .error = KUMO_ERR_CONNECTION_LOST,
+                     .reason = reason,
                      .address = addr};
     kumo__emit(ep, &ev);
 }
 
-static void free_slot_fn(struct kumo__conn *c, void *arg) { conn_release(arg, c); }
+static void free_slot_fn(struct kumo__conn *c, void *arg)
+{
+    conn_release(arg, c);
+}
 
 void kumo__endpoint_closed(struct kumo_endpoint *ep)
 {
@@ -254,7 +261,10 @@ int kumo_rx_iov(const kumo_rx *rx, const struct iovec **iov)
     return rx->iovcnt;
 }
 
-size_t kumo_rx_len(const kumo_rx *rx) { return rx->len; }
+size_t kumo_rx_len(const kumo_rx *rx)
+{
+    return rx->len;
+}
 
 void kumo_rx_free(kumo_rx *rx)
 {
@@ -288,9 +298,15 @@ struct fwd {
     struct iovec iov[];
 };
 
-static void fwd_free(struct fwd *f) { kumo__free(f, f->size); }
+static void fwd_free(struct fwd *f)
+{
+    kumo__free(f, f->size);
+}
 
-static void fwd_release_self(void *arg) { fwd_free(arg); }
+static void fwd_release_self(void *arg)
+{
+    fwd_free(arg);
+}
 
 static void do_close_conn(kumo_conn h)
 {
@@ -384,7 +400,8 @@ static int fwd_post(kumo_endpoint *ep, struct fwd *f)
 /* Connections                                                         */
 /* ------------------------------------------------------------------ */
 
-int kumo_conn_send(kumo_conn h, const struct iovec *iov, int n, kumo_release_fn release, void *release_arg)
+int kumo_conn_send(kumo_conn h, const struct iovec *iov, int n, kumo_release_fn release,
+                   void *release_arg)
 {
     kumo_endpoint *ep = h.ep;
     if (!ep)
@@ -562,7 +579,8 @@ int kumo_multicast_subscribe(kumo_endpoint *ep, const kumo_address *group)
     return ep->t->ops->multicast_subscribe(ep, group);
 }
 
-int kumo_multicast_send(kumo_endpoint *ep, const kumo_address *group, const struct iovec *iov, int n)
+int kumo_multicast_send(kumo_endpoint *ep, const kumo_address *group, const struct iovec *iov,
+                        int n)
 {
     if (!ep || !group)
         return -EINVAL;
@@ -611,9 +629,18 @@ int kumo_endpoint_new(kumo_transport *t, unsigned shard, kumo_event_fn on_event,
     return 0;
 }
 
-const kumo_address *kumo_endpoint_address(const kumo_endpoint *ep) { return &ep->addr; }
-unsigned kumo_endpoint_shard(const kumo_endpoint *ep) { return ep->shard; }
-kumo_transport *kumo_endpoint_transport(const kumo_endpoint *ep) { return ep->t; }
+const kumo_address *kumo_endpoint_address(const kumo_endpoint *ep)
+{
+    return &ep->addr;
+}
+unsigned kumo_endpoint_shard(const kumo_endpoint *ep)
+{
+    return ep->shard;
+}
+kumo_transport *kumo_endpoint_transport(const kumo_endpoint *ep)
+{
+    return ep->t;
+}
 
 static void close_conn_state(struct kumo__conn *c, void *arg)
 {
@@ -693,8 +720,14 @@ int kumo__transport_new(struct kumo__engine *eng, const char *name, const void *
     return 0;
 }
 
-const char *kumo_transport_name(const kumo_transport *t) { return t->ops->name; }
-unsigned kumo_transport_caps(const kumo_transport *t) { return t->ops->caps; }
+const char *kumo_transport_name(const kumo_transport *t)
+{
+    return t->ops->name;
+}
+unsigned kumo_transport_caps(const kumo_transport *t)
+{
+    return t->ops->caps;
+}
 
 void kumo_transport_close(kumo_transport *t)
 {

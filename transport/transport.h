@@ -164,10 +164,12 @@ void kumo__conn_fail(struct kumo__conn *c);
 /* The handle value for a slot. */
 static inline kumo_conn kumo__conn_handle(struct kumo_endpoint *ep, struct kumo__conn *c)
 {
-    return (kumo_conn){.ep = ep, .slot = c->slot, .gen = atomic_load_explicit(&c->gen, memory_order_relaxed)};
+    return (kumo_conn){
+        .ep = ep, .slot = c->slot, .gen = atomic_load_explicit(&c->gen, memory_order_relaxed)};
 }
 /* Calls every live slot's fn (endpoint close, link failure sweeps). */
-void kumo__conn_each(struct kumo_endpoint *ep, void (*fn)(struct kumo__conn *c, void *arg), void *arg);
+void kumo__conn_each(struct kumo_endpoint *ep, void (*fn)(struct kumo__conn *c, void *arg),
+                     void *arg);
 
 /* Delivers an event to the endpoint's callback (dropped once the endpoint
  * delivered EndPointClosed). */
@@ -233,7 +235,10 @@ static inline void kumo__put64(uint8_t *p, uint64_t v)
     for (int i = 0; i < 8; i++)
         p[i] = (uint8_t)(v >> (8 * i));
 }
-static inline uint16_t kumo__get16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static inline uint16_t kumo__get16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
 static inline uint32_t kumo__get32(const uint8_t *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;

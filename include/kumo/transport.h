@@ -245,7 +245,7 @@ typedef void (*kumo_release_fn)(void *arg);
  * and release is not called.
  */
 KUMO_API int kumo_conn_send(kumo_conn c, const struct iovec *iov, int n, kumo_release_fn release,
-                       void *release_arg);
+                            void *release_arg);
 
 /*
  * Closes `c`: the peer gets ConnectionClosed after every message sent on c

@@ -102,8 +102,14 @@ struct imsg {
     struct iovec iov[];
 };
 
-static inline struct inmem_t *T(struct kumo_transport *t) { return (struct inmem_t *)t; }
-static inline struct inmem_ep *E(struct kumo_endpoint *ep) { return (struct inmem_ep *)ep; }
+static inline struct inmem_t *T(struct kumo_transport *t)
+{
+    return (struct inmem_t *)t;
+}
+static inline struct inmem_ep *E(struct kumo_endpoint *ep)
+{
+    return (struct inmem_ep *)ep;
+}
 
 /* ------------------------------------------------------------------ */
 /* Messages                                                            */
@@ -247,8 +253,12 @@ static void run_msg(struct kumo__shard *sh, struct kumo__task *t)
     case M_DATA: {
         if (broken)
             break;
-        kumo_event ev = {.kind = KUMO_EV_RECEIVED, .conn = m->id, .iov = m->rx.iov,
-                         .iovcnt = m->rx.iovcnt, .len = m->rx.len, .rx = &m->rx};
+        kumo_event ev = {.kind = KUMO_EV_RECEIVED,
+                         .conn = m->id,
+                         .iov = m->rx.iov,
+                         .iovcnt = m->rx.iovcnt,
+                         .len = m->rx.len,
+                         .rx = &m->rx};
         kumo__emit(&ep->base, &ev);
         if (m->rx.kept)
             return; /* the receiver frees it with kumo_rx_free */
@@ -273,8 +283,10 @@ static void run_msg(struct kumo__shard *sh, struct kumo__task *t)
         if (s->in)
             s->in->prev = ic;
         s->in = ic;
-        kumo_event ev = {.kind = KUMO_EV_CONNECTION_OPENED, .conn = ic->id,
-                         .reliability = m->reliability, .address = &m->from->base.addr};
+        kumo_event ev = {.kind = KUMO_EV_CONNECTION_OPENED,
+                         .conn = ic->id,
+                         .reliability = m->reliability,
+                         .address = &m->from->base.addr};
         kumo__emit(&ep->base, &ev);
         break;
     }
@@ -366,7 +378,8 @@ static int im_create(struct kumo__engine *eng, const void *cfg, struct kumo_tran
     return 0;
 }
 
-static int im_endpoint_new(struct kumo_transport *bt, struct kumo_endpoint *tmpl, struct kumo_endpoint **out)
+static int im_endpoint_new(struct kumo_transport *bt, struct kumo_endpoint *tmpl,
+                           struct kumo_endpoint **out)
 {
     struct inmem_t *t = T(bt);
     struct inmem_ep *ep = kumo__zalloc(sizeof *ep);

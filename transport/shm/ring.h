@@ -59,14 +59,18 @@ _Static_assert(sizeof(struct kumo__shm_ring_hdr) <= KUMO__SHM_HDR_STRIDE, "ring 
 struct kumo__shm_ring {
     struct kumo__shm_ring_hdr *h;
     uint8_t *data;
-    uint64_t size;  /* validated copy */
-    uint64_t mine;  /* our index: tail (producer) or head (consumer) */
+    uint64_t size; /* validated copy */
+    uint64_t mine; /* our index: tail (producer) or head (consumer) */
 };
 
-static inline size_t kumo__shm_map_len(uint64_t size) { return KUMO__SHM_DATA_OFF + 2 * size; }
+static inline size_t kumo__shm_map_len(uint64_t size)
+{
+    return KUMO__SHM_DATA_OFF + 2 * size;
+}
 
 /* Views of ring `which` (0 or 1) in a mapping of `size`-byte rings. */
-static inline void kumo__shm_ring_view(struct kumo__shm_ring *r, void *map, uint64_t size, int which)
+static inline void kumo__shm_ring_view(struct kumo__shm_ring *r, void *map, uint64_t size,
+                                       int which)
 {
     r->h = (struct kumo__shm_ring_hdr *)((uint8_t *)map + (size_t)which * KUMO__SHM_HDR_STRIDE);
     r->data = (uint8_t *)map + KUMO__SHM_DATA_OFF + (size_t)which * size;

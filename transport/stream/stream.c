@@ -228,7 +228,7 @@ struct link {
     struct link *dirty_next;
 
     /* shm */
-    bool ring; /* rings are up: data goes through them */
+    bool ring;         /* rings are up: data goes through them */
     bool ring_blocked; /* a batch waits for ring space */
     void *map;
     size_t map_len;
@@ -284,11 +284,17 @@ struct tcp_ep {
     socklen_t sunlen;
 };
 
-static inline struct tcp_t *T(struct kumo_transport *t) { return (struct tcp_t *)t; }
-static inline struct tcp_ep *E(struct kumo_endpoint *ep) { return (struct tcp_ep *)ep; }
+static inline struct tcp_t *T(struct kumo_transport *t)
+{
+    return (struct tcp_t *)t;
+}
+static inline struct tcp_ep *E(struct kumo_endpoint *ep)
+{
+    return (struct tcp_ep *)ep;
+}
 
 #define TNAME(ep) ((ep)->t->shm ? "shm" : "tcp")
-#define CONTAINER(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define CONTAINER(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 static void link_kill(struct link *l, int err, bool report, const char *why);
 static void link_maybe_free(struct link *l);
@@ -383,7 +389,8 @@ static void shm_sun(uint32_t pid, uint64_t inc, struct sockaddr_un *sun, socklen
 }
 
 /* The socket address behind a transport address of this flavor. */
-static bool addr_sockaddr(bool shm, const kumo_address *a, struct sockaddr_storage *ss, socklen_t *len)
+static bool addr_sockaddr(bool shm, const kumo_address *a, struct sockaddr_storage *ss,
+                          socklen_t *len)
 {
     if (a->len < 2 || a->bytes[0] != KUMO__ADDR_VERSION)
         return false;
@@ -568,8 +575,8 @@ static struct hrx *hrx_new(size_t len)
         return NULL;
     h->cap = len;
     h->v = (struct iovec){.iov_base = h->data, .iov_len = len};
-    h->rx = (struct kumo_rx){.iov = &h->v, .iovcnt = 1, .len = len, .keep = hrx_keep,
-                             .free = hrx_free_fn};
+    h->rx = (struct kumo_rx){
+        .iov = &h->v, .iovcnt = 1, .len = len, .keep = hrx_keep, .free = hrx_free_fn};
     return h;
 }
 
@@ -602,7 +609,8 @@ static void in_remove(struct link *l, struct in_conn *ic)
 static void link_timer_fn(struct kumo__shard *sh, struct kumo__timer *t);
 static void recv_done(struct kumo__shard *sh, struct kumo__completion *c, struct io_uring_cqe *cqe);
 static void send_done(struct kumo__shard *sh, struct kumo__completion *c, struct io_uring_cqe *cqe);
-static void connect_done(struct kumo__shard *sh, struct kumo__completion *c, struct io_uring_cqe *cqe);
+static void connect_done(struct kumo__shard *sh, struct kumo__completion *c,
+                         struct io_uring_cqe *cqe);
 
 static struct link *link_new(struct tcp_ep *ep, int fd)
 {
@@ -703,7 +711,7 @@ static void link_kill(struct link *l, int err, bool report, const char *why)
     kumo__timer_cancel(&sh->timers, &l->timer);
     if (why) {
         char pb[128];
-        kumo__log(l->rst                          ? KUMO_LOG_INFO
+        kumo__log(l->rst                     ? KUMO_LOG_INFO
                   : report && (prev == L_UP) ? KUMO_LOG_WARN
                                              : KUMO_LOG_DEBUG,
                   "%s: link to %s closed: %s", TNAME(l->ep), peer_str(l, pb, sizeof pb), why);
@@ -846,12 +854,19 @@ static bool malformed(struct link *l, const char *why)
     return false;
 }
 
-static bool events_on(struct link *l) { return l->state == L_UP; }
+static bool events_on(struct link *l)
+{
+    return l->state == L_UP;
+}
 
 static void deliver(struct link *l, struct in_conn *ic, struct kumo_rx *rx)
 {
-    kumo_event ev = {.kind = KUMO_EV_RECEIVED, .conn = ic->id, .iov = rx->iov,
-                     .iovcnt = rx->iovcnt, .len = rx->len, .rx = rx};
+    kumo_event ev = {.kind = KUMO_EV_RECEIVED,
+                     .conn = ic->id,
+                     .iov = rx->iov,
+                     .iovcnt = rx->iovcnt,
+                     .len = rx->len,
+                     .rx = rx};
     kumo__emit(&l->ep->base, &ev);
 }
 
@@ -927,8 +942,10 @@ static bool frame(struct link *l, const uint8_t *p, uint32_t len)
         }
         ic->id = ++l->ep->next_in;
         if (ev) {
-            kumo_event e = {.kind = KUMO_EV_CONNECTION_OPENED, .conn = ic->id,
-                            .reliability = KUMO_RELIABLE_ORDERED, .address = &l->peer};
+            kumo_event e = {.kind = KUMO_EV_CONNECTION_OPENED,
+                            .conn = ic->id,
+                            .reliability = KUMO_RELIABLE_ORDERED,
+                            .address = &l->peer};
             kumo__emit(&l->ep->base, &e);
         }
         return true;
@@ -1033,7 +1050,8 @@ static bool rx_feed(struct link *l, const uint8_t *p, size_t n)
             const char *why = NULL;
             if (l->hdr_have == 0 && n >= KUMO__TCP_HDR_MAX) {
                 hp = p; /* common case: the header is whole in the buffer */
-                need = kumo__tcp_hdr_decode(hp, n, t->cfg.fragment_size, t->cfg.max_message, &l->h, &why);
+                need = kumo__tcp_hdr_decode(hp, n, t->cfg.fragment_size, t->cfg.max_message, &l->h,
+                                            &why);
             } else {
                 for (;;) {
                     need = kumo__tcp_hdr_decode(l->hdr, l->hdr_have, t->cfg.fragment_size,
@@ -1115,8 +1133,8 @@ static bool rx_feed(struct link *l, const uint8_t *p, size_t n)
 
 static void return_buffer(struct tcp_ep *ep, unsigned bid)
 {
-    io_uring_buf_ring_add(ep->br, ep->bufs + (size_t)bid * ep->bufsz, ep->bufsz, (unsigned short)bid,
-                          io_uring_buf_ring_mask(ep->nbufs), 0);
+    io_uring_buf_ring_add(ep->br, ep->bufs + (size_t)bid * ep->bufsz, ep->bufsz,
+                          (unsigned short)bid, io_uring_buf_ring_mask(ep->nbufs), 0);
     io_uring_buf_ring_advance(ep->br, 1);
 }
 
@@ -1295,7 +1313,8 @@ static size_t build_batch(struct link *l)
                 flags = KUMO__F_FIRST | KUMO__F_MORE;
             else if (m->off + piece < m->len)
                 flags = KUMO__F_MORE;
-            unsigned hl = kumo__tcp_hdr_encode(hd, KUMO__T_DATA, flags, oc->wid, (uint32_t)piece, m->len);
+            unsigned hl =
+                kumo__tcp_hdr_encode(hd, KUMO__T_DATA, flags, oc->wid, (uint32_t)piece, m->len);
             l->iov[niov++] = (struct iovec){hd, hl};
             bytes += hl;
             size_t left = piece;
@@ -1563,7 +1582,8 @@ static int shm_setup_connector(struct link *l)
     if (mfd < 0)
         return -errno;
     /* Sealed so the peer cannot shrink it under our mapping (SIGBUS). */
-    if (ftruncate(mfd, (off_t)len) || fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)) {
+    if (ftruncate(mfd, (off_t)len) ||
+        fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)) {
         int err = -errno;
         close(mfd);
         return err;
@@ -1609,7 +1629,8 @@ static const char *shm_setup_acceptor(struct link *l)
     if (st.st_size < (off_t)kumo__shm_map_len(KUMO__SHM_MIN_RING))
         return "HELLO's shared memory is too small";
     uint64_t size = ((uint64_t)st.st_size - KUMO__SHM_DATA_OFF) / 2;
-    if (size > KUMO__SHM_MAX_RING || (size & (size - 1)) || kumo__shm_map_len(size) != (size_t)st.st_size)
+    if (size > KUMO__SHM_MAX_RING || (size & (size - 1)) ||
+        kumo__shm_map_len(size) != (size_t)st.st_size)
         return "HELLO's shared memory has an impossible size";
     void *map = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
     if (map == MAP_FAILED)
@@ -1838,7 +1859,8 @@ static void send_ack(struct link *l, uint8_t status)
 static void reject(struct link *l, uint8_t status, const char *why)
 {
     char pb[128];
-    kumo__log(KUMO_LOG_DEBUG, "%s: refusing link from %s: %s", TNAME(l->ep), peer_str(l, pb, sizeof pb), why);
+    kumo__log(KUMO_LOG_DEBUG, "%s: refusing link from %s: %s", TNAME(l->ep),
+              peer_str(l, pb, sizeof pb), why);
     send_ack(l, status);
     l->state = L_REJECTING;
     l->close_after_send = true;
@@ -2001,7 +2023,8 @@ static void start_connect(struct link *l)
     l->ops++;
 }
 
-static void connect_done(struct kumo__shard *sh, struct kumo__completion *c, struct io_uring_cqe *cqe)
+static void connect_done(struct kumo__shard *sh, struct kumo__completion *c,
+                         struct io_uring_cqe *cqe)
 {
     struct link *l = CONTAINER(c, struct link, c_connect);
     l->ops--;
@@ -2137,7 +2160,8 @@ static void link_timer_fn(struct kumo__shard *sh, struct kumo__timer *t)
 /* Endpoints                                                           */
 /* ------------------------------------------------------------------ */
 
-static void accept_done(struct kumo__shard *sh, struct kumo__completion *c, struct io_uring_cqe *cqe);
+static void accept_done(struct kumo__shard *sh, struct kumo__completion *c,
+                        struct io_uring_cqe *cqe);
 
 static void arm_accept(struct tcp_ep *ep)
 {
@@ -2156,7 +2180,8 @@ static void accept_retry_fn(struct kumo__shard *sh, struct kumo__timer *t)
     arm_accept(ep);
 }
 
-static void accept_done(struct kumo__shard *sh, struct kumo__completion *c, struct io_uring_cqe *cqe)
+static void accept_done(struct kumo__shard *sh, struct kumo__completion *c,
+                        struct io_uring_cqe *cqe)
 {
     struct tcp_ep *ep = CONTAINER(c, struct tcp_ep, c_accept);
     int res = cqe->res;
@@ -2188,12 +2213,14 @@ static void accept_done(struct kumo__shard *sh, struct kumo__completion *c, stru
     } else if (!ep->closing && res != -ECANCELED) {
         if (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM ||
             res == -EINTR || res == -ECONNABORTED || res == -EAGAIN) {
-            kumo__log(KUMO_LOG_WARN, "%s: accept failed (%s), retrying in 50 ms", TNAME(ep), strerror(-res));
+            kumo__log(KUMO_LOG_WARN, "%s: accept failed (%s), retrying in 50 ms", TNAME(ep),
+                      strerror(-res));
             if (!ep->accept_armed)
                 kumo__timer_arm(&sh->timers, &ep->accept_retry, kumo__now_ns() + 50000000);
         } else {
             kumo__log(KUMO_LOG_ERROR, "%s: endpoint failed: accept: %s", TNAME(ep), strerror(-res));
-            kumo_event ev = {.kind = KUMO_EV_ERROR, .error = KUMO_ERR_ENDPOINT_FAILED, .reason = res};
+            kumo_event ev = {
+                .kind = KUMO_EV_ERROR, .error = KUMO_ERR_ENDPOINT_FAILED, .reason = res};
             kumo__emit(&ep->base, &ev);
             kumo_endpoint_close(&ep->base);
         }
@@ -2243,7 +2270,8 @@ static void ep_arm(struct tcp_ep *ep)
                                       (unsigned short)i, io_uring_buf_ring_mask(ep->nbufs), (int)i);
             io_uring_buf_ring_advance(ep->br, (int)ep->nbufs);
         } else {
-            kumo__log(KUMO_LOG_WARN, "%s: no buffer ring for an endpoint: plain receives", TNAME(ep));
+            kumo__log(KUMO_LOG_WARN, "%s: no buffer ring for an endpoint: plain receives",
+                      TNAME(ep));
             free(ep->br);
             ep->br = NULL;
             kumo__free(ep->bufs, (size_t)ep->nbufs * ep->bufsz);
@@ -2406,8 +2434,8 @@ void kumo__stream_connect(struct kumo_endpoint *bep, struct kumo__connect_req *r
         kumo__connect_done(req, NULL, -KUMO_ENOTFOUND);
         return;
     }
-    uint64_t timeout = req->hints.connect_timeout_ns ? req->hints.connect_timeout_ns
-                                                     : t->cfg.connect_timeout_ns;
+    uint64_t timeout =
+        req->hints.connect_timeout_ns ? req->hints.connect_timeout_ns : t->cfg.connect_timeout_ns;
     req->deadline = kumo__now_ns() + timeout;
     req->next = NULL;
     if (kumo_address_eq(&req->to, &ep->base.addr)) {
@@ -2448,8 +2476,8 @@ void kumo__stream_connect(struct kumo_endpoint *bep, struct kumo__connect_req *r
     start_connect(l);
 }
 
-int kumo__stream_send(struct kumo_endpoint *bep, struct kumo__conn *c, const struct iovec *iov, int n,
-                      size_t len, kumo_release_fn release, void *release_arg)
+int kumo__stream_send(struct kumo_endpoint *bep, struct kumo__conn *c, const struct iovec *iov,
+                      int n, size_t len, kumo_release_fn release, void *release_arg)
 {
     struct out_conn *oc = c->impl;
     struct link *l = oc->l;

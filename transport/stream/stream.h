@@ -17,8 +17,8 @@ int kumo__stream_endpoint_new(struct kumo_transport *t, struct kumo_endpoint *tm
                               struct kumo_endpoint **out);
 void kumo__stream_endpoint_close(struct kumo_endpoint *ep);
 void kumo__stream_connect(struct kumo_endpoint *ep, struct kumo__connect_req *req);
-int kumo__stream_send(struct kumo_endpoint *ep, struct kumo__conn *c, const struct iovec *iov, int n,
-                      size_t len, kumo_release_fn release, void *release_arg);
+int kumo__stream_send(struct kumo_endpoint *ep, struct kumo__conn *c, const struct iovec *iov,
+                      int n, size_t len, kumo_release_fn release, void *release_arg);
 void kumo__stream_conn_close(struct kumo_endpoint *ep, struct kumo__conn *c);
 void kumo__stream_break_link(struct kumo_endpoint *ep, const kumo_address *peer);
 void kumo__stream_destroy(struct kumo_transport *t);
