@@ -12,7 +12,7 @@
  * one shard with an endpoint that echoes messages starting with 'E' and
  * counts the others in shared memory the parent reads.
  */
-#include "_bench.h"
+#include "_engine_bench.h"
 
 #include "engine/engine.h"
 #include "transport/transport.h"
@@ -35,32 +35,6 @@ struct shared {
 };
 
 static struct shared *sh_mem;
-
-static void h_deliver(void *ctx, struct kumo__shard *sh, struct kumo__item *it) {}
-static unsigned h_run(void *ctx, struct kumo__shard *sh)
-{
-    return 0;
-}
-static void h_timer(void *ctx, struct kumo__shard *sh, struct kumo__timer *t) {}
-static void h_shutdown(void *ctx, struct kumo__shard *sh) {}
-static void h_discard(void *ctx, struct kumo__item *it) {}
-
-static struct kumo__engine *engine(void)
-{
-    struct kumo__engine_config cfg = {.shards = 1, .spin_ns = 2000000000ull};
-    struct kumo__engine_hooks hooks = {.deliver = h_deliver,
-                                       .run = h_run,
-                                       .timer = h_timer,
-                                       .shutdown = h_shutdown,
-                                       .discard = h_discard};
-    struct kumo__engine *eng;
-    int err = kumo__engine_create(&cfg, &hooks, &eng);
-    if (!err)
-        err = kumo__engine_start(eng);
-    if (err)
-        bench_die("engine", err);
-    return eng;
-}
 
 /* ---- the peer process ---- */
 
@@ -110,7 +84,7 @@ static void peer_main(void)
 {
     use_cpu(1);
     kumo_log_set_level(KUMO_LOG_ERROR);
-    struct kumo__engine *eng = engine();
+    struct kumo__engine *eng = bench_engine(1, 2000000000ull);
     kumo_transport *t;
     kumo_shm_config cfg = {.ring_bytes = 4u << 20, .max_message = 64u << 20};
     if (kumo__transport_new(eng, "shm", &cfg, &t))
@@ -158,29 +132,6 @@ static void raw_rtt(long n)
 }
 
 /* ---- Kumo ---- */
-
-struct flag {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool set;
-};
-
-static void flag_set(struct flag *f)
-{
-    pthread_mutex_lock(&f->mu);
-    f->set = true;
-    pthread_cond_broadcast(&f->cv);
-    pthread_mutex_unlock(&f->mu);
-}
-
-static void flag_wait(struct flag *f)
-{
-    pthread_mutex_lock(&f->mu);
-    while (!f->set)
-        pthread_cond_wait(&f->cv, &f->mu);
-    f->set = false;
-    pthread_mutex_unlock(&f->mu);
-}
 
 static struct {
     struct kumo__engine *eng;
@@ -292,7 +243,7 @@ int main(void)
         usleep(1000);
     kumo_log_set_level(KUMO_LOG_WARN);
     use_cpu(0);
-    K.eng = engine();
+    K.eng = bench_engine(1, 2000000000ull);
     kumo_transport *t;
     kumo_shm_config cfg = {.ring_bytes = 4u << 20, .max_message = 64u << 20};
     int err = kumo__transport_new(K.eng, "shm", &cfg, &t);

@@ -14,7 +14,7 @@
  * stream writes 1024 messages per writev for small sizes (at most 1 MiB
  * per call) with no framing, so it is the limit of the socket itself.
  */
-#include "_bench.h"
+#include "_engine_bench.h"
 
 #include "engine/engine.h"
 #include "transport/transport.h"
@@ -28,59 +28,6 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
-
-/* ------------------------------------------------------------------ */
-/* Engine                                                              */
-/* ------------------------------------------------------------------ */
-
-static void h_deliver(void *ctx, struct kumo__shard *sh, struct kumo__item *it) {}
-static unsigned h_run(void *ctx, struct kumo__shard *sh)
-{
-    return 0;
-}
-static void h_timer(void *ctx, struct kumo__shard *sh, struct kumo__timer *t) {}
-static void h_shutdown(void *ctx, struct kumo__shard *sh) {}
-static void h_discard(void *ctx, struct kumo__item *it) {}
-
-static struct kumo__engine *engine(uint64_t spin_ns)
-{
-    struct kumo__engine_config cfg = {.shards = 2, .spin_ns = spin_ns};
-    struct kumo__engine_hooks hooks = {.deliver = h_deliver,
-                                       .run = h_run,
-                                       .timer = h_timer,
-                                       .shutdown = h_shutdown,
-                                       .discard = h_discard};
-    struct kumo__engine *eng;
-    int err = kumo__engine_create(&cfg, &hooks, &eng);
-    if (!err)
-        err = kumo__engine_start(eng);
-    if (err)
-        bench_die("engine", err);
-    return eng;
-}
-
-struct flag {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool set;
-};
-
-static void flag_set(struct flag *f)
-{
-    pthread_mutex_lock(&f->mu);
-    f->set = true;
-    pthread_cond_broadcast(&f->cv);
-    pthread_mutex_unlock(&f->mu);
-}
-
-static void flag_wait(struct flag *f)
-{
-    pthread_mutex_lock(&f->mu);
-    while (!f->set)
-        pthread_cond_wait(&f->cv, &f->mu);
-    f->set = false;
-    pthread_mutex_unlock(&f->mu);
-}
 
 /* ------------------------------------------------------------------ */
 /* Kumo round trip                                                     */
@@ -144,7 +91,7 @@ static void kick_fn(struct kumo__shard *sh, struct kumo__task *t)
 
 static void kumo_rtt(const char *name, uint64_t spin_ns, long n)
 {
-    struct kumo__engine *eng = engine(spin_ns);
+    struct kumo__engine *eng = bench_engine(2, spin_ns);
     kumo_transport *t;
     kumo_tcp_config cfg = {.bind_host = "127.0.0.1"};
     int err = kumo__transport_new(eng, "tcp", &cfg, &t);
@@ -327,7 +274,7 @@ static void stream_connected(kumo_endpoint *ep, kumo_conn c, int err, void *arg)
 
 static void kumo_stream(const char *label, size_t size, long n, bool lend)
 {
-    struct kumo__engine *eng = engine(0);
+    struct kumo__engine *eng = bench_engine(2, 0);
     kumo_transport *t;
     kumo_tcp_config cfg = {.bind_host = "127.0.0.1", .max_message = 64u << 20};
     int err = kumo__transport_new(eng, "tcp", &cfg, &t);
