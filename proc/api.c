@@ -227,10 +227,7 @@ static inline void stamp(struct kumo_msg *m, kumo_proc *self, kumo_pid to)
 /* A data message from self to `to`, every header field written once. */
 static inline struct kumo_msg *data_msg(kumo_proc *self, kumo_pid to, uint64_t type, size_t len)
 {
-    size_t sz = sizeof(struct kumo_msg) + len;
-    int c = kumo__blk_class(sz);
-    struct kumo_msg *m =
-        c >= 0 ? (struct kumo_msg *)kumo__blk_alloc_class(c) : (struct kumo_msg *)kumo__alloc(sz);
+    struct kumo_msg *m = kumo__msg_raw(len);
     if (!m)
         return NULL;
     m->link.next = NULL;
@@ -318,8 +315,9 @@ static inline int send_owned(kumo_proc *self, kumo_pid to, struct kumo_msg *m)
 
 int kumo_send_msg(kumo_proc *self, kumo_pid to, kumo_msg *m)
 {
-    /* Sending the message being handled without kumo_msg_keep first would
-     * otherwise free it twice: treat it as a forward. */
+    /* The message being handled (with or without kumo_msg_keep) is passed
+     * on: on success the engine must not free it after the handler; on
+     * failure it stays the handler's. */
     struct pshard *ps = kumo__pshard_of(self);
     bool current = ps && ps->cur_msg == m;
     int err = send_owned(self, to, m);
@@ -328,16 +326,10 @@ int kumo_send_msg(kumo_proc *self, kumo_pid to, kumo_msg *m)
     return err;
 }
 
+/* Passing on the message being handled is what kumo_send_msg does. */
 int kumo_forward(kumo_proc *self, kumo_pid to, kumo_msg *m)
 {
-    struct pshard *ps = kumo__pshard_of(self);
-    bool current = ps && ps->cur_msg == m;
-    int err = send_owned(self, to, m);
-    /* On success the message is gone: the engine must not free it after
-     * the handler.  On failure it stays the handler's, as before. */
-    if (current && err == 0)
-        self->flags |= PF_MSG_TAKEN;
-    return err;
+    return kumo_send_msg(self, to, m);
 }
 
 /* ------------------------------------------------------------------ */
@@ -452,18 +444,6 @@ void kumo_trap_exit(kumo_proc *self, bool on)
 /* Links and monitors                                                  */
 /* ------------------------------------------------------------------ */
 
-static void lock_self(kumo_proc *self)
-{
-    if (self->flags & PF_FOREIGN)
-        pthread_mutex_lock(&((struct kumo_inbox *)self)->mu);
-}
-
-static void unlock_self(kumo_proc *self)
-{
-    if (self->flags & PF_FOREIGN)
-        pthread_mutex_unlock(&((struct kumo_inbox *)self)->mu);
-}
-
 /* Posts a link/unlink/monitor/demonitor signal; for a pid this node cannot
  * route to, answers at once as a dead process would. */
 static int post_watch(kumo_proc *self, kumo_pid pid, uint8_t kind, uint64_t ref)
@@ -493,29 +473,29 @@ int kumo_link(kumo_proc *self, kumo_pid pid)
 {
     if (atomic_load_explicit(&self->node->stopping, memory_order_relaxed))
         return -KUMO_ESHUTDOWN;
-    lock_self(self);
+    kumo__inbox_lock(self);
     struct proc_ext *e = kumo__ext(self);
     int err = e ? 0 : -ENOMEM;
     bool had = e && kumo__watch_find(&e->watching, pid, 0, W_LINK) >= 0;
     if (e && !had)
         err = kumo__watch_add(&e->watching, pid, 0, W_LINK);
-    unlock_self(self);
+    kumo__inbox_unlock(self);
     if (err || had)
         return err;
     err = post_watch(self, pid, K_LINK, 0);
     if (err) {
-        lock_self(self);
+        kumo__inbox_lock(self);
         kumo__watch_remove(&e->watching, pid, 0, W_LINK);
-        unlock_self(self);
+        kumo__inbox_unlock(self);
     }
     return err;
 }
 
 int kumo_unlink(kumo_proc *self, kumo_pid pid)
 {
-    lock_self(self);
+    kumo__inbox_lock(self);
     bool had = self->ext && kumo__watch_remove(&self->ext->watching, pid, 0, W_LINK);
-    unlock_self(self);
+    kumo__inbox_unlock(self);
     if (!had)
         return 0;
     return post_watch(self, pid, K_UNLINK, 0);
@@ -527,17 +507,17 @@ int kumo_monitor(kumo_proc *self, kumo_pid pid, kumo_ref *ref)
     if (atomic_load_explicit(&node->stopping, memory_order_relaxed))
         return -KUMO_ESHUTDOWN;
     uint64_t id = kumo__new_ref(node, self);
-    lock_self(self);
+    kumo__inbox_lock(self);
     struct proc_ext *e = kumo__ext(self);
     int err = e ? kumo__watch_add(&e->watching, pid, id, W_MONITOR) : -ENOMEM;
-    unlock_self(self);
+    kumo__inbox_unlock(self);
     if (err)
         return err;
     err = post_watch(self, pid, K_MONITOR, id);
     if (err) {
-        lock_self(self);
+        kumo__inbox_lock(self);
         kumo__watch_remove(&e->watching, pid, id, W_MONITOR);
-        unlock_self(self);
+        kumo__inbox_unlock(self);
         return err;
     }
     if (ref)
@@ -550,7 +530,7 @@ int kumo_unmonitor(kumo_proc *self, kumo_ref ref)
     kumo_node *node = node_of(self);
     if (ref.node != node->id)
         return -ENOENT;
-    lock_self(self);
+    kumo__inbox_lock(self);
     struct proc_ext *e = self->ext;
     kumo_pid target = {0};
     bool found = e && kumo__watch_take_monitor(&e->watching, ref.id, &target);
@@ -572,7 +552,7 @@ int kumo_unmonitor(kumo_proc *self, kumo_ref ref)
     }
     if (removed)
         self->cursor = &self->mbox_head;
-    unlock_self(self);
+    kumo__inbox_unlock(self);
     if (!found)
         return removed ? 0 : -ENOENT;
     return post_watch(self, target, K_DEMONITOR, ref.id);

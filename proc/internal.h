@@ -238,13 +238,36 @@ struct kumo_inbox {
 
 /* ---- shared helpers (proc/node.c) ---- */
 
-/* A message with `len` payload bytes; kind K_DATA, no sender. */
-static inline struct kumo_msg *kumo__msg_new(size_t len)
+/* An inbox's mailbox and link/monitor lists are shared between shard 0
+ * and the inbox's thread: take its mutex around them.  No-op for other
+ * processes (their state belongs to their shard alone). */
+static inline void kumo__inbox_lock(struct kumo_proc *p)
+{
+    if (p->flags & PF_FOREIGN)
+        pthread_mutex_lock(&((struct kumo_inbox *)p)->mu);
+}
+
+static inline void kumo__inbox_unlock(struct kumo_proc *p)
+{
+    if (p->flags & PF_FOREIGN)
+        pthread_mutex_unlock(&((struct kumo_inbox *)p)->mu);
+}
+
+/* Storage for a message of `len` payload bytes: a small-block class when
+ * it fits, the allocator otherwise (kumo__msg_free mirrors this).  No
+ * field is initialised. */
+static inline struct kumo_msg *kumo__msg_raw(size_t len)
 {
     size_t sz = sizeof(struct kumo_msg) + len;
     int c = kumo__blk_class(sz);
-    struct kumo_msg *m =
-        c >= 0 ? (struct kumo_msg *)kumo__blk_alloc_class(c) : (struct kumo_msg *)kumo__alloc(sz);
+    return c >= 0 ? (struct kumo_msg *)kumo__blk_alloc_class(c)
+                  : (struct kumo_msg *)kumo__alloc(sz);
+}
+
+/* A message with `len` payload bytes; kind K_DATA, no sender. */
+static inline struct kumo_msg *kumo__msg_new(size_t len)
+{
+    struct kumo_msg *m = kumo__msg_raw(len);
     if (!m)
         return NULL;
     m->link.next = NULL;

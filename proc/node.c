@@ -191,18 +191,6 @@ void kumo__reason_set(kumo_reason *r, kumo_reason_kind k, const char *text)
         r->text[0] = 0;
 }
 
-static inline void inbox_lock(struct kumo_proc *p)
-{
-    if (p->flags & PF_FOREIGN)
-        pthread_mutex_lock(&((struct kumo_inbox *)p)->mu);
-}
-
-static inline void inbox_unlock(struct kumo_proc *p)
-{
-    if (p->flags & PF_FOREIGN)
-        pthread_mutex_unlock(&((struct kumo_inbox *)p)->mu);
-}
-
 static void deliver_msg(struct pshard *ps, struct kumo_msg *m);
 
 /* ------------------------------------------------------------------ */
@@ -344,7 +332,7 @@ static void die(struct pshard *ps, struct kumo_proc *p, const kumo_reason *why)
     struct kumo_node *node = ps->node;
     struct slot *s = slot_at(ps, p->slot);
 
-    inbox_lock(p);
+    kumo__inbox_lock(p);
     p->flags |= PF_DEAD;
     p->flags &= ~PF_WAITING;
     /* Store serial, then load named; kumo_register stores named, then loads
@@ -390,7 +378,7 @@ static void die(struct pshard *ps, struct kumo_proc *p, const kumo_reason *why)
     if (p->flags & PF_FOREIGN) {
         atomic_fetch_sub(&node->inboxes_live, 1);
         kumo__inbox_closed(p, reason.kind == KUMO_SHUTDOWN);
-        inbox_unlock(p);
+        kumo__inbox_unlock(p);
         return; /* the inbox owns its memory and its queue */
     }
     if (p->flags & PF_NODE_COUNTED)
@@ -475,9 +463,9 @@ static void handle_exit(struct pshard *ps, struct kumo_proc *p, struct kumo_msg 
     kumo_exit_msg *em = (kumo_exit_msg *)m->data;
     if (m->flags & MF_LINK) {
         /* Only a link we still hold may fire (unlink drops in-flight exits). */
-        inbox_lock(p);
+        kumo__inbox_lock(p);
         bool held = p->ext && kumo__watch_remove(&p->ext->watching, em->from, 0, W_LINK);
-        inbox_unlock(p);
+        kumo__inbox_unlock(p);
         if (!held) {
             kumo__msg_free(m);
             return;
@@ -502,9 +490,9 @@ static void handle_exit(struct pshard *ps, struct kumo_proc *p, struct kumo_msg 
 static void handle_down(struct pshard *ps, struct kumo_proc *p, struct kumo_msg *m)
 {
     kumo_down_msg *d = (kumo_down_msg *)m->data;
-    inbox_lock(p);
+    kumo__inbox_lock(p);
     bool held = p->ext && kumo__watch_remove(&p->ext->watching, d->pid, m->aux, W_MONITOR);
-    inbox_unlock(p);
+    kumo__inbox_unlock(p);
     if (!held) {
         kumo__msg_free(m);
         return;
@@ -517,7 +505,7 @@ static void handle_down(struct pshard *ps, struct kumo_proc *p, struct kumo_msg 
 
 static void handle_watch(struct kumo_proc *p, struct kumo_msg *m)
 {
-    inbox_lock(p);
+    kumo__inbox_lock(p);
     struct proc_ext *e = kumo__ext(p);
     if (e) {
         switch (m->kind) {
@@ -536,7 +524,7 @@ static void handle_watch(struct kumo_proc *p, struct kumo_msg *m)
             break;
         }
     }
-    inbox_unlock(p);
+    kumo__inbox_unlock(p);
     kumo__msg_free(m);
 }
 
@@ -882,11 +870,13 @@ int kumo_spawn(kumo_node *node, kumo_proc *self, const kumo_spawn_opts *opts, ku
         PF_INIT | (opts->trap_exit ? PF_TRAP : 0) | (local ? 0 : PF_EMBRYO | PF_NODE_COUNTED);
     kumo_pid child = kumo__pid_of(p);
 
+    int err_ret = -ENOMEM;
+    uint64_t ref = 0;
     struct kumo_msg *sm = NULL;
     if (!local) {
         sm = kumo__msg_new(sizeof p);
         if (!sm)
-            goto nomem;
+            goto fail;
         sm->kind = K_SPAWN;
         msg_set_dst(sm, child);
         memcpy(sm->data, &p, sizeof p);
@@ -894,9 +884,9 @@ int kumo_spawn(kumo_node *node, kumo_proc *self, const kumo_spawn_opts *opts, ku
     if (opts->link || opts->monitor) {
         kumo_pid me = kumo__pid_of(self);
         struct proc_ext *ce = kumo__ext(p);
-        inbox_lock(self);
+        kumo__inbox_lock(self);
         struct proc_ext *se = kumo__ext(self);
-        uint64_t ref = opts->monitor ? kumo__new_ref(node, self) : 0;
+        ref = opts->monitor ? kumo__new_ref(node, self) : 0;
         bool ok = ce && se;
         if (ok && opts->link)
             ok = !kumo__watch_add(&ce->watchers, me, 0, W_LINK) &&
@@ -904,15 +894,9 @@ int kumo_spawn(kumo_node *node, kumo_proc *self, const kumo_spawn_opts *opts, ku
         if (ok && opts->monitor)
             ok = !kumo__watch_add(&ce->watchers, me, ref, W_MONITOR) &&
                  !kumo__watch_add(&se->watching, child, ref, W_MONITOR);
-        if (!ok) {
-            if (se) {
-                kumo__watch_remove(&se->watching, child, 0, W_LINK);
-                kumo__watch_remove(&se->watching, child, ref, W_MONITOR);
-            }
-            inbox_unlock(self);
-            goto nomem;
-        }
-        inbox_unlock(self);
+        kumo__inbox_unlock(self);
+        if (!ok)
+            goto fail;
         if (opts->monitor)
             *opts->monitor = (kumo_ref){.node = node->id, .id = ref};
     }
@@ -934,27 +918,24 @@ int kumo_spawn(kumo_node *node, kumo_proc *self, const kumo_spawn_opts *opts, ku
             atomic_store(&s->p, NULL);
         }
         atomic_fetch_sub(&node->remote_live, 1);
-        if (self) {
-            inbox_lock(self);
-            if (self->ext) {
-                kumo__watch_remove(&self->ext->watching, child, 0, W_LINK);
-                if (opts->monitor)
-                    kumo__watch_remove(&self->ext->watching, child, opts->monitor->id, W_MONITOR);
-            }
-            inbox_unlock(self);
-        }
-        kumo__msg_free(sm);
-        free_list(p->mbox_head);
-        free_proc(p);
-        return -KUMO_ESHUTDOWN;
+        err_ret = -KUMO_ESHUTDOWN;
+        goto fail;
     }
     if (out)
         *out = child;
     return 0;
-nomem:
+fail:
+    if (self && (opts->link || opts->monitor)) {
+        kumo__inbox_lock(self);
+        if (self->ext) {
+            kumo__watch_remove(&self->ext->watching, child, 0, W_LINK);
+            kumo__watch_remove(&self->ext->watching, child, ref, W_MONITOR);
+        }
+        kumo__inbox_unlock(self);
+    }
     if (sm)
         kumo__msg_free(sm);
-    /* The slot was never published: return it. */
+    /* The slot is not (or no longer) published: return it. */
     if (local)
         slot_release(ps, p->slot);
     else {
@@ -963,8 +944,9 @@ nomem:
         atomic_store_explicit(&ps->nfree_shared_hint, ps->nfree_shared, memory_order_relaxed);
         pthread_mutex_unlock(&ps->free_mu);
     }
+    free_list(p->mbox_head);
     free_proc(p);
-    return -ENOMEM;
+    return err_ret;
 }
 
 /* Used by inbox.c: reserve a slot on shard 0 from a foreign thread and
@@ -1089,12 +1071,12 @@ void kumo_node_stop(kumo_node *node)
         struct slot *s = slot_at(ps, i);
         struct kumo_proc *p = s && atomic_load(&s->serial) ? atomic_load(&s->p) : NULL;
         if (p && (p->flags & PF_FOREIGN) && !(p->flags & PF_DEAD)) {
-            inbox_lock(p);
+            kumo__inbox_lock(p);
             p->flags |= PF_DEAD;
             atomic_store(&s->serial, 0);
             atomic_fetch_sub(&node->inboxes_live, 1);
             kumo__inbox_closed(p, true);
-            inbox_unlock(p);
+            kumo__inbox_unlock(p);
         }
     }
     node->stopped = true;
