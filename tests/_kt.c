@@ -52,6 +52,35 @@ static void *warm_thread(void *arg)
 }
 #endif
 
+void kt_leak_warm_libc(void)
+{
+#if KT_LEAKS_JEMALLOC
+    /* Tests may run a few threads of their own next to the shards: have
+     * that many stacks cached too. */
+    pthread_t t[KT_WARM_THREADS];
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, KT_WARM_THREADS + 1);
+    for (int i = 0; i < KT_WARM_THREADS; i++)
+        cr_assert_eq(pthread_create(&t[i], NULL, warm_thread, &bar), 0);
+    pthread_barrier_wait(&bar);
+    for (int i = 0; i < KT_WARM_THREADS; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&bar);
+    /* Log lines carry a UTC time: glibc loads its time zone data once, on
+     * the first gmtime_r, and keeps it. */
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+#endif
+}
+
+void kt_leak_baseline(void)
+{
+#if KT_LEAKS_JEMALLOC
+    baseline = settled_allocated();
+#endif
+}
+
 static kumo_node *start(kumo_node_config cfg, bool defaults)
 {
     kumo_log_set_level(KUMO_LOG_WARN);
@@ -78,27 +107,12 @@ static kumo_node *start(kumo_node_config cfg, bool defaults)
         kumo_node *w = NULL;
         int err = kumo_node_start(&cfg, &w);
         cr_assert_eq(err, 0, "warm-up node: %s", kumo_strerror(err));
-        /* Tests may run a few threads of their own next to the shards:
-         * have that many stacks cached too. */
-        pthread_t t[KT_WARM_THREADS];
-        pthread_barrier_t bar;
-        pthread_barrier_init(&bar, NULL, KT_WARM_THREADS + 1);
-        for (int i = 0; i < KT_WARM_THREADS; i++)
-            cr_assert_eq(pthread_create(&t[i], NULL, warm_thread, &bar), 0);
-        pthread_barrier_wait(&bar);
-        for (int i = 0; i < KT_WARM_THREADS; i++)
-            pthread_join(t[i], NULL);
-        pthread_barrier_destroy(&bar);
+        kt_leak_warm_libc();
         kumo_node_free(w);
-        /* Log lines carry a UTC time: glibc loads its time zone data once,
-         * on the first gmtime_r, and keeps it. */
-        time_t now = time(NULL);
-        struct tm tm;
-        gmtime_r(&now, &tm);
         warmed_for = cfg.shards;
     }
-    baseline = settled_allocated();
 #endif
+    kt_leak_baseline();
     kumo_node *node = NULL;
     int err = kumo_node_start(&cfg, &node);
     cr_assert_eq(err, 0, "kumo_node_start(%u shards): %s", cfg.shards, kumo_strerror(err));

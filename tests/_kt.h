@@ -78,6 +78,12 @@ kumo_node *kt_start_pinned(unsigned shards);
 void kt_stop(kumo_node *node);
 /* The leak check alone, for a test that freed its node itself. */
 void kt_leak_check(void);
+/* For helpers that run something other than a node (tests/_tt.c): have
+ * glibc's one-time allocations (cached thread stacks, time zone data) made
+ * before the baseline, then record the baseline kt_leak_check compares
+ * with. */
+void kt_leak_warm_libc(void);
+void kt_leak_baseline(void);
 
 /* ---- inboxes ---- */
 

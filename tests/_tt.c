@@ -1,5 +1,6 @@
 /* Transport test helpers: see _tt.h. */
 #include "_tt.h"
+#include "_kt.h"
 
 #include "engine/alloc.h"
 
@@ -9,18 +10,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
-
-#if (defined(KUMO_SANITIZE_ADDRESS) && KUMO_SANITIZE_ADDRESS) || defined(__SANITIZE_ADDRESS__)
-#define TT_LEAKS_LSAN 1
-#define TT_LEAKS_JEMALLOC 0
-#include <sanitizer/lsan_interface.h>
-#elif defined(KUMO_USE_JEMALLOC) && KUMO_USE_JEMALLOC
-#define TT_LEAKS_LSAN 0
-#define TT_LEAKS_JEMALLOC 1
-#else
-#define TT_LEAKS_LSAN 0
-#define TT_LEAKS_JEMALLOC 0
-#endif
 
 uint64_t tt_now_ns(void)
 {
@@ -71,74 +60,32 @@ static struct kumo__engine *engine_new(unsigned shards)
     return eng;
 }
 
-#if TT_LEAKS_JEMALLOC
-static size_t baseline;
-
-static size_t settled_allocated(void)
-{
-    mallctl("thread.tcache.flush", NULL, NULL, NULL, 0);
-    return kumo__allocated_bytes();
-}
-
-static void *warm_thread(void *arg)
-{
-    pthread_barrier_wait(arg);
-    return NULL;
-}
-#endif
-
 struct kumo__engine *tt_start(unsigned shards)
 {
     kumo_log_set_level(KUMO_LOG_WARN);
-#if TT_LEAKS_JEMALLOC
-    /* As in _kt.c: glibc caches joined threads' stacks and TLS, and loads
-     * time zone data once; have those in the baseline. */
+#if KT_LEAKS_JEMALLOC
+    /* As in _kt.c: glibc's one-time allocations and the transport list go
+     * into the baseline. */
     static unsigned warmed_for;
     if (warmed_for < shards) {
         struct kumo__engine *w = engine_new(shards);
-        enum { N = 8 };
-        pthread_t th[N];
-        pthread_barrier_t bar;
-        pthread_barrier_init(&bar, NULL, N + 1);
-        for (int i = 0; i < N; i++)
-            cr_assert_eq(pthread_create(&th[i], NULL, warm_thread, &bar), 0);
-        pthread_barrier_wait(&bar);
-        for (int i = 0; i < N; i++)
-            pthread_join(th[i], NULL);
-        pthread_barrier_destroy(&bar);
+        kt_leak_warm_libc();
         kumo__engine_stop(w);
         kumo__engine_destroy(w);
-        time_t now = time(NULL);
-        struct tm tm;
-        gmtime_r(&now, &tm);
         const char *names[8];
         kumo_transport_list(names, 8);
         warmed_for = shards;
     }
-    baseline = settled_allocated();
 #endif
+    kt_leak_baseline();
     return engine_new(shards);
-}
-
-void tt_leak_check(void)
-{
-#if TT_LEAKS_LSAN
-    int leaked = __lsan_do_recoverable_leak_check();
-    cr_assert_eq(leaked, 0, "LeakSanitizer found leaks (see its report above)");
-#elif TT_LEAKS_JEMALLOC
-    size_t now = settled_allocated();
-    cr_assert_eq(now, baseline, "leak: %zu bytes allocated after the test, %zu before (%+lld)", now,
-                 baseline, (long long)now - (long long)baseline);
-#else
-    cr_log_warn("no leak check in this build (neither LeakSanitizer nor jemalloc)");
-#endif
 }
 
 void tt_stop(struct kumo__engine *eng)
 {
     kumo__engine_stop(eng);
     kumo__engine_destroy(eng);
-    tt_leak_check();
+    kt_leak_check();
 }
 
 kumo_transport *tt_transport_cfg(struct kumo__engine *eng, const char *name, const void *cfg)
@@ -482,8 +429,13 @@ static void connect_cb(kumo_endpoint *ep, kumo_conn c, int err, void *arg)
 
 int tt_connect_err(tt_ep *from, const kumo_address *to, kumo_conn *out)
 {
+    return tt_connect_hints(from, to, NULL, out);
+}
+
+int tt_connect_hints(tt_ep *from, const kumo_address *to, const kumo_hints *hints, kumo_conn *out)
+{
     struct waiter w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-    int err = kumo_connect(from->ep, to, KUMO_RELIABLE_ORDERED, NULL, connect_cb, &w);
+    int err = kumo_connect(from->ep, to, KUMO_RELIABLE_ORDERED, hints, connect_cb, &w);
     if (err)
         return err;
     struct timespec dl = deadline_in(TT_WAIT_NS);

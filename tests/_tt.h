@@ -114,6 +114,8 @@ const char *tt_ev_str(const tt_ev *ev, char *buf, size_t len);
 int tt_connect_err(tt_ep *from, const kumo_address *to, kumo_conn *out);
 /* Same, asserting success. */
 kumo_conn tt_connect(tt_ep *from, const kumo_address *to);
+/* tt_connect_err with connect hints (e.g. a connect timeout). */
+int tt_connect_hints(tt_ep *from, const kumo_address *to, const kumo_hints *hints, kumo_conn *out);
 /* Sends a copy of data[0..len); asserts success. */
 void tt_send(kumo_conn c, const void *data, size_t len);
 /* Receives the next message on `e`: skips nothing, asserts the kind. */
@@ -131,10 +133,6 @@ tt_ev tt_recv(tt_ep *e);
 tt_ep *tt_echo_new(kumo_transport *t, unsigned shard);
 /* Number of reply connections still open. */
 uint64_t tt_echo_open(tt_ep *e);
-
-/* ---- leak check ---- */
-
-void tt_leak_check(void);
 
 /* Log capture: route Kumo's log lines into a buffer (from any thread);
  * tt_logged tells whether a line containing `needle` was logged since the
