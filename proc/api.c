@@ -2,6 +2,8 @@
  * termination, links, monitors, the registry front end, say. */
 #include "proc/internal.h"
 
+#include "engine/bytes.h"
+
 #include <kumo/transport.h>
 
 #include <errno.h>
@@ -80,40 +82,26 @@ const char *kumo_reason_kind_str(kumo_reason_kind k)
     return (unsigned)k < sizeof names / sizeof *names ? names[k] : "?";
 }
 
-static void put_le(uint8_t *o, uint64_t v, int n)
-{
-    for (int i = 0; i < n; i++)
-        o[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_le(const uint8_t *in, int n)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < n; i++)
-        v |= (uint64_t)in[i] << (8 * i);
-    return v;
-}
-
 #define PID_WIRE_V1 1
 
 void kumo_pid_encode(kumo_pid p, uint8_t out[KUMO_PID_WIRE_SIZE])
 {
     out[0] = PID_WIRE_V1;
-    put_le(out + 1, p.node, 8);
-    put_le(out + 9, p.serial, 8);
-    put_le(out + 17, p.slot, 4);
-    put_le(out + 21, p.shard, 2);
-    put_le(out + 23, 0, 2);
+    kumo__put64(out + 1, p.node);
+    kumo__put64(out + 9, p.serial);
+    kumo__put32(out + 17, p.slot);
+    kumo__put16(out + 21, p.shard);
+    kumo__put16(out + 23, 0);
 }
 
 int kumo_pid_decode(const uint8_t *in, size_t len, kumo_pid *out)
 {
     if (!in || len < KUMO_PID_WIRE_SIZE || in[0] != PID_WIRE_V1)
         return -KUMO_EBADWIRE;
-    *out = (kumo_pid){.node = get_le(in + 1, 8),
-                      .serial = get_le(in + 9, 8),
-                      .slot = (uint32_t)get_le(in + 17, 4),
-                      .shard = (uint16_t)get_le(in + 21, 2)};
+    *out = (kumo_pid){.node = kumo__get64(in + 1),
+                      .serial = kumo__get64(in + 9),
+                      .slot = kumo__get32(in + 17),
+                      .shard = kumo__get16(in + 21)};
     return 0;
 }
 
@@ -121,8 +109,8 @@ void kumo_send_port_encode(kumo_send_port p, uint8_t out[KUMO_SEND_PORT_WIRE_SIZ
 {
     kumo_pid_encode(p.owner, out);
     out[0] = PID_WIRE_V1;
-    put_le(out + KUMO_PID_WIRE_SIZE, p.id, 8);
-    put_le(out + KUMO_PID_WIRE_SIZE + 8, p.type, 8);
+    kumo__put64(out + KUMO_PID_WIRE_SIZE, p.id);
+    kumo__put64(out + KUMO_PID_WIRE_SIZE + 8, p.type);
 }
 
 int kumo_send_port_decode(const uint8_t *in, size_t len, kumo_send_port *out)
@@ -132,8 +120,8 @@ int kumo_send_port_decode(const uint8_t *in, size_t len, kumo_send_port *out)
     int err = kumo_pid_decode(in, len, &out->owner);
     if (err)
         return err;
-    out->id = get_le(in + KUMO_PID_WIRE_SIZE, 8);
-    out->type = get_le(in + KUMO_PID_WIRE_SIZE + 8, 8);
+    out->id = kumo__get64(in + KUMO_PID_WIRE_SIZE);
+    out->type = kumo__get64(in + KUMO_PID_WIRE_SIZE + 8);
     return 0;
 }
 

@@ -17,6 +17,7 @@
 #ifndef KUMO_TRANSPORT_TRANSPORT_H
 #define KUMO_TRANSPORT_TRANSPORT_H
 
+#include "engine/bytes.h"
 #include "engine/engine.h"
 
 #include <kumo/transport.h>
@@ -218,35 +219,6 @@ static inline bool kumo__on_shard(struct kumo__engine *eng, unsigned shard)
 
 /* Sum of iov lengths, or SIZE_MAX if n < 0 or an entry is invalid. */
 size_t kumo__iov_len(const struct iovec *iov, int n);
-
-/* Little-endian helpers for wire formats. */
-static inline void kumo__put16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-static inline void kumo__put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static inline void kumo__put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static inline uint16_t kumo__get16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
-static inline uint32_t kumo__get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static inline uint64_t kumo__get64(const uint8_t *p)
-{
-    return (uint64_t)kumo__get32(p) | (uint64_t)kumo__get32(p + 4) << 32;
-}
 
 /* Address format: bytes[0] = version (1), bytes[1] = transport tag. */
 #define KUMO__ADDR_VERSION 1
