@@ -112,7 +112,9 @@ static inline bool claim_wake(struct kumo__shard *dst)
 void kumo__shard_wake(struct kumo__engine *eng, unsigned dst)
 {
     struct kumo__shard *d = eng->shards[dst];
-    atomic_thread_fence(memory_order_seq_cst);
+    /* claim_wake orders our earlier stores before the load of `sleeping`
+     * (membarrier on the parking side covers every thread of the process,
+     * not only shards; otherwise it fences itself). */
     if (claim_wake(d))
         efd_write(d);
 }
