@@ -820,6 +820,19 @@ static void open_conn(struct link *l, struct kumo__connect_req *req)
     kumo__connect_done(req, rec, 0);
 }
 
+/* The peer's link `to` is up and is the one to use: the connects waiting
+ * on `from` are opened on it, in order. */
+static void open_waiters_on(struct link *from, struct link *to)
+{
+    struct kumo__connect_req *w = from->waiters;
+    from->waiters = NULL;
+    while (w) {
+        struct kumo__connect_req *n = w->next;
+        open_conn(to, w);
+        w = n;
+    }
+}
+
 static void resolve_waiters(struct link *l)
 {
     while (l->waiters && l->state == L_UP) {
@@ -1949,13 +1962,7 @@ static bool process_ack(struct link *l, const uint8_t *p, uint32_t len)
         struct tcp_ep *ep = l->ep;
         struct link *other = find_link(ep, &l->peer, l);
         if (other && other->state == L_UP) {
-            struct kumo__connect_req *w = l->waiters;
-            l->waiters = NULL;
-            while (w) {
-                struct kumo__connect_req *n = w->next;
-                open_conn(other, w);
-                w = n;
-            }
+            open_waiters_on(l, other);
             link_kill(l, -KUMO_ECONNFAILED, false, "crossed connect: using the peer's link");
             return false;
         }
@@ -2099,13 +2106,7 @@ static void link_timer_fn(struct kumo__shard *sh, struct kumo__timer *t)
         if (l->state == L_RETRY_WAIT) {
             struct link *other = find_link(l->ep, &l->peer, l);
             if (other && other->state == L_UP) {
-                struct kumo__connect_req *w = l->waiters;
-                l->waiters = NULL;
-                while (w) {
-                    struct kumo__connect_req *n = w->next;
-                    open_conn(other, w);
-                    w = n;
-                }
+                open_waiters_on(l, other);
                 link_kill(l, -KUMO_ECONNFAILED, false, NULL);
                 break;
             }
