@@ -557,37 +557,41 @@ void kumo__connect_done(struct kumo__connect_req *req, struct kumo__conn *c, int
 /* Multicast                                                           */
 /* ------------------------------------------------------------------ */
 
-int kumo_multicast_new(kumo_endpoint *ep, kumo_address *group)
+/* What every multicast call requires: a transport that has it, called on
+ * the endpoint's shard (where multicast groups are made and used). */
+static int multicast_check(const kumo_endpoint *ep, const kumo_address *group)
 {
     if (!ep || !group)
         return -EINVAL;
     if (!(ep->t->ops->caps & KUMO_TCAP_MULTICAST))
         return -ENOTSUP;
     if (!kumo__on_shard(ep->t->eng, ep->shard))
-        return -EINVAL; /* multicast groups are made on the endpoint's shard */
+        return -EINVAL;
+    return 0;
+}
+
+int kumo_multicast_new(kumo_endpoint *ep, kumo_address *group)
+{
+    int err = multicast_check(ep, group);
+    if (err)
+        return err;
     return ep->t->ops->multicast_new(ep, group);
 }
 
 int kumo_multicast_subscribe(kumo_endpoint *ep, const kumo_address *group)
 {
-    if (!ep || !group)
-        return -EINVAL;
-    if (!(ep->t->ops->caps & KUMO_TCAP_MULTICAST))
-        return -ENOTSUP;
-    if (!kumo__on_shard(ep->t->eng, ep->shard))
-        return -EINVAL;
+    int err = multicast_check(ep, group);
+    if (err)
+        return err;
     return ep->t->ops->multicast_subscribe(ep, group);
 }
 
 int kumo_multicast_send(kumo_endpoint *ep, const kumo_address *group, const struct iovec *iov,
                         int n)
 {
-    if (!ep || !group)
-        return -EINVAL;
-    if (!(ep->t->ops->caps & KUMO_TCAP_MULTICAST))
-        return -ENOTSUP;
-    if (!kumo__on_shard(ep->t->eng, ep->shard))
-        return -EINVAL;
+    int err = multicast_check(ep, group);
+    if (err)
+        return err;
     return ep->t->ops->multicast_send(ep, group, iov, n);
 }
 
