@@ -129,6 +129,7 @@ struct kumo__shard {
     bool *is_dirty;
     unsigned pending_sqes;
     struct kumo__timer_heap timers;
+    uint64_t now;                   /* kumo__shard_now */
     void *user;                     /* the upper layer's per-shard state */
     struct kumo__defer *defer_head; /* kumo__shard_defer */
     struct kumo__poller *pollers;   /* kumo__shard_poller_add */
@@ -192,6 +193,15 @@ static inline void kumo__shard_put(struct kumo__shard *sh, unsigned dst, struct 
         sh->is_dirty[dst] = true;
         sh->dirty[sh->ndirty++] = dst;
     }
+}
+
+/* The clock as the loop last read it: in every iteration that did work
+ * while timers are armed, and every 64 polls while spinning idle.  For
+ * bookkeeping such as "last heard from" that must not read the clock per
+ * message; never later than kumo__now_ns(). */
+static inline uint64_t kumo__shard_now(const struct kumo__shard *sh)
+{
+    return sh->now;
 }
 
 /* From shard `sh`'s thread: run d->fn before this iteration submits. */
