@@ -4,28 +4,44 @@
  *
  * Layout (offsets in bytes):
  *     0       header of ring 0 (connector -> acceptor)
- *     256     header of ring 1 (acceptor -> connector)
+ *     512     header of ring 1 (acceptor -> connector)
  *     4096    data of ring 0 (size bytes, a power of two)
  *     4096 + size   data of ring 1
- * A header keeps the producer's index and flag on one cache line and the
- * consumer's on another, so each side writes only its own line on the
- * fast path.
+ * A header gives each index and each flag a cache line of its own.  On
+ * the fast path the producer writes only the tail's line and the consumer
+ * only the head's; the flags' lines change only around parking, so the
+ * check of the peer's flag after every publish or consume hits the
+ * checker's cache instead of pulling a line the peer keeps writing.
  *
- * Each side keeps its own index locally and only publishes it; the other
+ * Each side keeps its own index locally and only publishes it.  The other
  * side's index is read from shared memory and checked (tail - head must
  * lie in [0, size]) before it is used, because the peer may be broken or
- * hostile.  Sizes are validated once at mapping time and cached locally.
+ * hostile.  The producer keeps the last head it read and reads the shared
+ * one again only when that cached view leaves too little room, so while
+ * the ring has room it never pulls the consumer's line.  Sizes are
+ * validated once at mapping time and cached locally.
  *
  * Wake-ups (both processes poll while awake):
- *  - consumer about to park: consumer_sleeping = 1; full fence; if the ring
- *    is not empty, clear it and stay up.  Producer after publishing: full
- *    fence; if consumer_sleeping, exchange it to 0 and, if it was 1, write
- *    the consumer's eventfd.
- *  - producer that found too little space: producer_waiting = 1; full
- *    fence; re-check the space.  Consumer after freeing space: full fence;
- *    if producer_waiting, exchange to 0 and write the producer's eventfd.
- * Each side's fence orders its own store before its load of the other's
+ *  - consumer about to park: consumer_sleeping = 1; barrier; if the ring
+ *    is not empty, clear it and stay up.  Producer after publishing:
+ *    barrier; if consumer_sleeping, exchange it to 0 and, if it was 1,
+ *    write the consumer's eventfd.
+ *  - producer that found too little space: producer_waiting = 1; barrier;
+ *    re-check the space.  Consumer after freeing space: barrier; if
+ *    producer_waiting, exchange to 0 and write the producer's eventfd.
+ * Each side's barrier orders its own store before its load of the other's
  * flag (the store-buffer case), so one of them always sees the other.
+ *
+ * The barriers are asymmetric where the kernel allows it, as in the
+ * engine: every process using shm registers for
+ * membarrier(GLOBAL_EXPEDITED) (kumo__shm_barrier_setup), the side that is
+ * about to wait issues that system call (kumo__shm_wait_barrier), which
+ * runs a full barrier on every CPU running a registered process, and the
+ * hot path (publish, consume) needs only a compiler barrier.  A full fence
+ * there would stall the producer until its stores to lines the consumer
+ * just read had taken those lines back, on every message.  Without the
+ * system call both sides use seq_cst fences.  A peer that skipped its
+ * barrier without registering only delays its own wake-ups.
  */
 #ifndef KUMO_TRANSPORT_SHM_RING_H
 #define KUMO_TRANSPORT_SHM_RING_H
@@ -39,15 +55,15 @@
 
 #define KUMO__SHM_MAGIC 0x6d68734bu /* "Kshm" */
 #define KUMO__SHM_DATA_OFF 4096u
-#define KUMO__SHM_HDR_STRIDE 256u
+#define KUMO__SHM_HDR_STRIDE 512u
 #define KUMO__SHM_MIN_RING 4096u
 #define KUMO__SHM_MAX_RING (1u << 30)
 
 struct kumo__shm_ring_hdr {
     _Alignas(64) _Atomic uint64_t tail;
-    _Atomic uint32_t producer_waiting;
     _Alignas(64) _Atomic uint64_t head;
-    _Atomic uint32_t consumer_sleeping;
+    _Alignas(64) _Atomic uint32_t consumer_sleeping;
+    _Alignas(64) _Atomic uint32_t producer_waiting;
     _Alignas(64) uint64_t size; /* written by the connector before passing */
     uint32_t magic;
     uint32_t version;
@@ -61,7 +77,26 @@ struct kumo__shm_ring {
     uint8_t *data;
     uint64_t size; /* validated copy */
     uint64_t mine; /* our index: tail (producer) or head (consumer) */
+    uint64_t peer; /* producer: the head last read (checked) */
 };
+
+/* Set once per process by kumo__shm_barrier_setup (stream.c): membarrier
+ * GLOBAL_EXPEDITED is registered, the hot path skips its fences. */
+extern _Atomic bool kumo__shm_asym;
+
+void kumo__shm_barrier_setup(void);
+/* The waiting side's barrier, between raising its flag and re-checking. */
+void kumo__shm_wait_barrier(void);
+
+/* The hot side's barrier, between publishing an index and reading the
+ * peer's flag. */
+static inline void kumo__shm_hot_barrier(void)
+{
+    if (atomic_load_explicit(&kumo__shm_asym, memory_order_relaxed))
+        atomic_signal_fence(memory_order_seq_cst);
+    else
+        atomic_thread_fence(memory_order_seq_cst);
+}
 
 static inline size_t kumo__shm_map_len(uint64_t size)
 {
@@ -76,15 +111,21 @@ static inline void kumo__shm_ring_view(struct kumo__shm_ring *r, void *map, uint
     r->data = (uint8_t *)map + KUMO__SHM_DATA_OFF + (size_t)which * size;
     r->size = size;
     r->mine = 0;
+    r->peer = 0;
 }
 
-/* Producer: bytes free, or -1 if the consumer's index is impossible. */
-static inline int64_t kumo__shm_space(struct kumo__shm_ring *r)
+/* Producer: bytes free, or -1 if the consumer's index is impossible.  The
+ * shared head is read only when the cached one leaves less than `want`. */
+static inline int64_t kumo__shm_space(struct kumo__shm_ring *r, uint64_t want)
 {
+    uint64_t free_ = r->size - (r->mine - r->peer);
+    if (free_ >= want)
+        return (int64_t)free_;
     uint64_t head = atomic_load_explicit(&r->h->head, memory_order_acquire);
     uint64_t used = r->mine - head;
     if (used > r->size)
         return -1;
+    r->peer = head;
     return (int64_t)(r->size - used);
 }
 
@@ -122,7 +163,7 @@ static inline bool kumo__shm_publish(struct kumo__shm_ring *r, size_t n)
 {
     r->mine += n;
     atomic_store_explicit(&r->h->tail, r->mine, memory_order_release);
-    atomic_thread_fence(memory_order_seq_cst);
+    kumo__shm_hot_barrier();
     return atomic_load_explicit(&r->h->consumer_sleeping, memory_order_relaxed) &&
            atomic_exchange(&r->h->consumer_sleeping, 0);
 }
@@ -151,7 +192,7 @@ static inline bool kumo__shm_consume(struct kumo__shm_ring *r, size_t n)
 {
     r->mine += n;
     atomic_store_explicit(&r->h->head, r->mine, memory_order_release);
-    atomic_thread_fence(memory_order_seq_cst);
+    kumo__shm_hot_barrier();
     return atomic_load_explicit(&r->h->producer_waiting, memory_order_relaxed) &&
            atomic_exchange(&r->h->producer_waiting, 0);
 }

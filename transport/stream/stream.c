@@ -76,7 +76,9 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <linux/membarrier.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -1217,7 +1219,7 @@ static void recv_done(struct kumo__shard *sh, struct kumo__completion *c, struct
             data = ep->bufs + (size_t)bid * ep->bufsz;
         }
         if (l->state != L_DEAD) {
-            l->last_rx = kumo__now_ns();
+            l->last_rx = kumo__shard_now(sh); /* the link's heartbeat timer is armed */
             rx_feed(l, data, (size_t)res);
         }
         if (bid >= 0)
@@ -1500,7 +1502,7 @@ static void send_done(struct kumo__shard *sh, struct kumo__completion *c, struct
         } else {
             batch_done(l);
             l->send_inflight = false;
-            l->last_tx = kumo__now_ns();
+            l->last_tx = kumo__shard_now(sh);
             if (l->close_after_send) {
                 link_kill(l, -KUMO_ECLOSED, false, NULL);
             } else if (l->state == L_ACK_SENDING) {
@@ -1736,7 +1738,10 @@ static void ring_stop(struct link *l)
  * fits. */
 static void ring_push(struct link *l)
 {
-    int64_t space = kumo__shm_space(&l->rout);
+    uint64_t want = 0;
+    for (unsigned k = l->iov_start; k < l->niov; k++)
+        want += l->iov[k].iov_len;
+    int64_t space = kumo__shm_space(&l->rout, want);
     if (space < 0) {
         malformed(l, "shm ring: the peer's read index is impossible");
         return;
@@ -1759,8 +1764,7 @@ static void ring_push(struct link *l)
     }
     l->ring_blocked = false;
     batch_done(l);
-    l->send_inflight = false;
-    l->last_tx = kumo__now_ns();
+    l->send_inflight = false; /* (shm links have no heartbeats: no last_tx) */
 }
 
 /* Consumer: feeds what the inbound ring holds to the frame parser.
@@ -1835,26 +1839,55 @@ static unsigned shm_poll(struct kumo__shard *sh, struct kumo__poller *p)
     return work;
 }
 
+_Atomic bool kumo__shm_asym;
+
+static void shm_barrier_once(void)
+{
+    int cmds = (int)syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    if (cmds > 0 && (cmds & MEMBARRIER_CMD_GLOBAL_EXPEDITED) &&
+        syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0)
+        atomic_store(&kumo__shm_asym, true);
+}
+
+void kumo__shm_barrier_setup(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, shm_barrier_once);
+}
+
+void kumo__shm_wait_barrier(void)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&kumo__shm_asym, memory_order_relaxed))
+        syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0);
+}
+
+/* About to park: raise our flags on every ring, one barrier for all of
+ * them, then re-check (ring.h). */
 static bool shm_prepark(struct kumo__shard *sh, struct kumo__poller *p)
 {
     struct tcp_ep *ep = CONTAINER(p, struct tcp_ep, poller);
-    bool busy = false;
+    bool busy = false, any = false;
     for (struct link *l = ep->rings; l; l = l->ring_next) {
         if (l->state == L_DEAD)
             continue;
-        struct kumo__shm_ring_hdr *h = l->rin.h;
-        atomic_store_explicit(&h->consumer_sleeping, 1, memory_order_relaxed);
-        atomic_thread_fence(memory_order_seq_cst);
+        atomic_store_explicit(&l->rin.h->consumer_sleeping, 1, memory_order_relaxed);
+        if (l->ring_blocked)
+            atomic_store_explicit(&l->rout.h->producer_waiting, 1, memory_order_relaxed);
+        any = true;
+    }
+    if (!any)
+        return false;
+    kumo__shm_wait_barrier();
+    for (struct link *l = ep->rings; l; l = l->ring_next) {
+        if (l->state == L_DEAD)
+            continue;
         if (kumo__shm_avail(&l->rin) != 0) {
-            atomic_store_explicit(&h->consumer_sleeping, 0, memory_order_relaxed);
+            atomic_store_explicit(&l->rin.h->consumer_sleeping, 0, memory_order_relaxed);
             busy = true;
         }
-        if (l->ring_blocked) {
-            atomic_store_explicit(&l->rout.h->producer_waiting, 1, memory_order_relaxed);
-            atomic_thread_fence(memory_order_seq_cst);
-            if (kumo__shm_space(&l->rout) != 0)
-                busy = true;
-        }
+        if (l->ring_blocked && kumo__shm_space(&l->rout, UINT64_MAX) != 0)
+            busy = true;
     }
     return busy;
 }
@@ -2593,6 +2626,8 @@ int kumo__stream_create(struct kumo__engine *eng, const kumo_tcp_config *cfg, bo
     t->cfg = *cfg;
     t->shm = shm;
     t->ring_bytes = ring_bytes;
+    if (shm)
+        kumo__shm_barrier_setup();
     if (!shm) {
         const char *host = cfg->bind_host ? cfg->bind_host : "127.0.0.1";
         if (inet_pton(AF_INET, host, &t->ip) != 1) {
