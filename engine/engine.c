@@ -41,7 +41,8 @@ static void probe_features(struct kumo__features *f)
     struct io_uring_probe *p = io_uring_get_probe_ring(&r);
     if (p) {
         f->msg_ring = io_uring_opcode_supported(p, IORING_OP_MSG_RING);
-        f->send_zc = io_uring_opcode_supported(p, IORING_OP_SEND_ZC);
+        f->send_zc = io_uring_opcode_supported(p, IORING_OP_SEND_ZC) &&
+                     io_uring_opcode_supported(p, IORING_OP_SENDMSG_ZC);
         io_uring_free_probe(p);
     }
     /* liburing 2.3 has no io_uring_setup_buf_ring: register one by hand. */

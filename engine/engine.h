@@ -111,7 +111,7 @@ struct kumo__engine_config {
 struct kumo__features {
     bool single_issuer; /* SINGLE_ISSUER | DEFER_TASKRUN rings */
     bool msg_ring;
-    bool send_zc;
+    bool send_zc; /* IORING_OP_SEND_ZC and SENDMSG_ZC */
     bool buf_ring;
     /* membarrier(PRIVATE_EXPEDITED) registered: the sleeping side issues
      * the process-wide barrier, producers need no fence of their own. */

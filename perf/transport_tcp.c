@@ -7,6 +7,9 @@
  *   tcp_rtt_64B_raw_blocking   raw C ping-pong, blocking recv
  *   tcp_oneway_<size>_kumo     Kumo one-way, messages/s and MB/s
  *   tcp_oneway_<size>_raw      raw writev stream of the same messages
+ *   tcp_oneway_<size>_kumo_{zc,copy}_MBps
+ *                              lent sends with SENDMSG_ZC forced on / off
+ *                              (the measurement behind KUMO_TCP_ZEROCOPY_MIN)
  *
  * Kumo runs two endpoints on two shards of a bare engine (no processes);
  * every send is made on the sender's shard (the fast path).  Sizes: 64 B,
@@ -272,11 +275,17 @@ static void stream_connected(kumo_endpoint *ep, kumo_conn c, int err, void *arg)
     flag_set(&s->ready);
 }
 
-static void kumo_stream(const char *label, size_t size, long n, bool lend)
+/* variant: "" (the default configuration), or "zc" / "copy" with SENDMSG_ZC
+ * forced on / off for every lent batch. */
+static void kumo_stream(const char *label, size_t size, long n, bool lend, const char *variant)
 {
     struct kumo__engine *eng = bench_engine(2, 0);
     kumo_transport *t;
     kumo_tcp_config cfg = {.bind_host = "127.0.0.1", .max_message = 64u << 20};
+    if (!strcmp(variant, "zc"))
+        cfg.zerocopy_min = 1;
+    else if (!strcmp(variant, "copy"))
+        cfg.zerocopy_min = SIZE_MAX;
     int err = kumo__transport_new(eng, "tcp", &cfg, &t);
     if (err)
         bench_die("transport", err);
@@ -316,9 +325,12 @@ static void kumo_stream(const char *label, size_t size, long n, bool lend)
         }
     }
     char name[96];
-    snprintf(name, sizeof name, "tcp_oneway_%s_kumo", label);
-    bench_report(name, v, BENCH_REPS, "Mmsg/s");
-    snprintf(name, sizeof name, "tcp_oneway_%s_kumo_MBps", label);
+    const char *sep = *variant ? "_" : "";
+    if (!*variant) {
+        snprintf(name, sizeof name, "tcp_oneway_%s_kumo", label);
+        bench_report(name, v, BENCH_REPS, "Mmsg/s");
+    }
+    snprintf(name, sizeof name, "tcp_oneway_%s_kumo%s%s_MBps", label, sep, variant);
     bench_report(name, mb, BENCH_REPS, "MB/s");
     kumo_transport_free(t);
     kumo__engine_stop(eng);
@@ -424,13 +436,21 @@ int main(void)
     raw_rtt("tcp_rtt_64B_raw_poll", true, 20000);
     kumo_rtt("tcp_rtt_64B_kumo_sleep", UINT64_MAX, 5000);
     raw_rtt("tcp_rtt_64B_raw_blocking", false, 5000);
-    kumo_stream("64B", 64, 2000000, false);
+    kumo_stream("64B", 64, 2000000, false, "");
     raw_stream("64B", 64, 2000000);
-    kumo_stream("1KiB", 1024, 500000, false);
+    kumo_stream("1KiB", 1024, 500000, false, "");
     raw_stream("1KiB", 1024, 500000);
-    kumo_stream("64KiB", 64u << 10, 20000, true);
+    kumo_stream("64KiB", 64u << 10, 20000, true, "");
     raw_stream("64KiB", 64u << 10, 20000);
-    kumo_stream("1MiB", 1u << 20, 1500, true);
+    kumo_stream("1MiB", 1u << 20, 1500, true, "");
     raw_stream("1MiB", 1u << 20, 1500);
+    /* Where SENDMSG_ZC starts to pay (KUMO_TCP_ZEROCOPY_MIN): lent sends
+     * with it forced on and off. */
+    kumo_stream("16KiB", 16u << 10, 60000, true, "zc");
+    kumo_stream("16KiB", 16u << 10, 60000, true, "copy");
+    kumo_stream("64KiB", 64u << 10, 20000, true, "zc");
+    kumo_stream("64KiB", 64u << 10, 20000, true, "copy");
+    kumo_stream("1MiB", 1u << 20, 1500, true, "zc");
+    kumo_stream("1MiB", 1u << 20, 1500, true, "copy");
     return 0;
 }

@@ -760,3 +760,76 @@ Test(tcp, small_fragments_reassemble, .timeout = TCP_TIMEOUT)
     tt_ep_free(tx);
     tt_stop(eng);
 }
+
+/* Lent sends counted by a test thread. */
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    unsigned n;
+} zc_rel = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+
+static void zc_release(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&zc_rel.mu);
+    zc_rel.n++;
+    pthread_cond_broadcast(&zc_rel.cv);
+    pthread_mutex_unlock(&zc_rel.mu);
+}
+
+Test(tcp, zerocopy_sends_arrive_whole_and_release_after_the_kernel, .timeout = TCP_TIMEOUT)
+{
+    struct kumo__engine *eng = tt_start(2);
+    if (!eng->feat.send_zc) {
+        tt_stop(eng);
+        cr_skip("this kernel has no IORING_OP_SENDMSG_ZC");
+    }
+    tt_log_capture();
+    kumo_log_set_level(KUMO_LOG_DEBUG);
+    /* Every lent batch by SENDMSG_ZC; copied messages in between. */
+    kumo_transport *t = tcp_with(eng, (kumo_tcp_config){.zerocopy_min = 1});
+    tt_ep *rx = tt_ep_new(t, 1, "receiver");
+    tt_ep *tx = tt_ep_new(t, 0, "sender");
+    kumo_conn c = tt_connect(tx, &rx->addr);
+    tt_expect(rx, KUMO_EV_CONNECTION_OPENED);
+    enum { N = 40 };
+    static size_t sizes[N];
+    static uint8_t *bufs[N];
+    zc_rel.n = 0;
+    unsigned lent = 0;
+    for (int m = 0; m < N; m++) {
+        sizes[m] = m % 5 == 4 ? (1u << 20) + 3 : m % 3 ? (64u << 10) : 100;
+        bufs[m] = malloc(sizes[m]);
+        for (size_t k = 0; k < sizes[m]; k++)
+            bufs[m][k] = (uint8_t)(m * 31 + k * 7);
+        bool lend = sizes[m] > 100;
+        int err = kumo_conn_send(c, &(struct iovec){bufs[m], sizes[m]}, 1, lend ? zc_release : NULL,
+                                 NULL);
+        cr_assert_eq(err, 0, "send %d: %s", m, kumo_transport_strerror(err));
+        lent += lend;
+    }
+    for (int m = 0; m < N; m++) {
+        tt_ev r = tt_recv(rx);
+        cr_assert_eq(r.len, sizes[m], "message %d: %zu bytes, sent %zu", m, r.len, sizes[m]);
+        cr_assert_eq(memcmp(r.data, bufs[m], sizes[m]), 0, "message %d differs", m);
+        tt_ev_free(&r);
+    }
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += TT_WAIT_NS / 1000000000;
+    pthread_mutex_lock(&zc_rel.mu);
+    while (zc_rel.n < lent && pthread_cond_timedwait(&zc_rel.cv, &zc_rel.mu, &dl) == 0)
+        ;
+    unsigned got = zc_rel.n;
+    pthread_mutex_unlock(&zc_rel.mu);
+    cr_assert_eq(got, lent, "%u of %u lent buffers released", got, lent);
+    for (int m = 0; m < N; m++)
+        free(bufs[m]);
+    kumo_transport_free(t);
+    tt_ep_free(rx);
+    tt_ep_free(tx);
+    kumo_log_set_sink(NULL, NULL);
+    kumo_log_set_level(KUMO_LOG_WARN);
+    tt_stop(eng);
+    cr_assert(tt_logged("zero-copy"), "no batch went by SENDMSG_ZC: the test tests nothing");
+}

@@ -412,6 +412,13 @@ KUMO_API int kumo_transport_break_link(kumo_endpoint *ep, const kumo_address *pe
 /* "tcp": io_uring TCP.  A zeroed struct (or NULL) means every default.
  * Peers must agree on fragment_size (a frame larger than the receiver's
  * fragment_size closes the link). */
+/* kumo_tcp_config.zerocopy_min's default, for links that leave the host.
+ * Not measured here (this machine has loopback only, where zero-copy never
+ * pays: perf/transport_tcp's tcp_oneway_*_kumo_{zc,copy} lines); the
+ * kernel's MSG_ZEROCOPY notes put the break-even near 10 KB, and 64 KiB
+ * stays clear of it. */
+#define KUMO_TCP_ZEROCOPY_MIN (64u << 10)
+
 typedef struct kumo_tcp_config {
     /* IPv4 address endpoints bind to, dotted quad; NULL = "127.0.0.1". */
     const char *bind_host;
@@ -437,6 +444,18 @@ typedef struct kumo_tcp_config {
     /* SO_SNDBUF / SO_RCVBUF for links hinted KUMO_HINT_BANDWIDTH (bytes);
      * 0 = the kernel's default (autotuning). */
     int bandwidth_sockbuf;
+    /* A batch that carries at least this many bytes of lent payload (sends
+     * with a release function) and nothing copied goes out with
+     * IORING_OP_SENDMSG_ZC: the kernel sends from the lent pages, and
+     * release runs after the kernel's notification that it is done with
+     * them.  Below the threshold the kernel's copy is cheaper than pinning
+     * pages and waiting for the notification.  0 = the default
+     * (KUMO_TCP_ZEROCOPY_MIN), SIZE_MAX = never.  Links whose peer is on
+     * this host (127/8, or our own address) never use it unless the value
+     * is 1: the kernel copies on local delivery anyway, and measured here
+     * zero-copy over loopback is 2.5-4x slower than the copying send.
+     * Ignored where the kernel lacks SENDMSG_ZC. */
+    size_t zerocopy_min;
 } kumo_tcp_config;
 
 /*

@@ -25,6 +25,8 @@ static int tcp_create(struct kumo__engine *eng, const void *vcfg, struct kumo_tr
         c.fragment_size = 64u << 10;
     if (!c.rx_buffers)
         c.rx_buffers = 64;
+    if (!c.zerocopy_min)
+        c.zerocopy_min = KUMO_TCP_ZEROCOPY_MIN;
     if (!c.rx_buffer_size)
         c.rx_buffer_size = 64u << 10;
     if ((c.rx_buffers & (c.rx_buffers - 1)) || c.rx_buffers > 32768 || c.fragment_size < 64 ||
