@@ -20,7 +20,8 @@
 %% halts when it disconnects (or after 60 s without one, or 10 minutes in
 %% all). `main PEER` connects to PEER (retrying for 30 s while it boots),
 %% runs the workloads that print the metrics named (all when none is),
-%% exits with status 0 when every one produced its figures, 1 otherwise.
+%% halts the peer, and exits with status 0 when every one produced its
+%% figures, 1 otherwise.
 %%
 %% Definitions (the same as perf/transport_tcp.c):
 %%  erl_dist_rtt_64B            us     a process on this node sends a 64-byte
@@ -94,6 +95,9 @@ main([PeerS | Only]) ->
     ok = connect(Peer, 600),
     header(Peer),
     Results = [run_workload(Peer, W) || W <- Selected],
+    %% Stop the peer now rather than leave it to notice our nodedown: the
+    %% call ends with noconnection when the peer halts.
+    catch erpc:call(Peer, erlang, halt, [0], 5000),
     halt(case lists:all(fun(R) -> R =:= ok end, Results) of
              true -> 0;
              false -> 1
