@@ -23,6 +23,10 @@ depends on configure.py and on the mtime of every folder it globbed, so
 adding, removing or renaming a source file re-runs configure on the next
 `ninja`, with the options it was last run with.
 
+A program listed in PROGRAM_DEPS needs an optional library (perf/zmq.c:
+libzmq, Debian libzmq3-dev): it is compiled and linked with that library's
+flags when configure finds it, and left out, with a warning, when not.
+
 Standard library only: this runs before anything else is installed.
 """
 
@@ -45,7 +49,7 @@ FORMAT_DIRS = ["include", "engine", "proc", "registry", "transport", "tests", "p
 # Packages `--install-deps` makes sure of (Debian 12).
 APT_PACKAGES = [
     "liburing-dev", "libjemalloc-dev", "libxxhash-dev", "libcriterion-dev",
-    "ninja-build", "pkg-config", "gcc", "gnuplot-nox", "erlang-base",
+    "ninja-build", "pkg-config", "gcc", "gnuplot-nox", "erlang-base", "libzmq3-dev",
 ]
 
 SONAME = "libkumo.so.0"
@@ -55,7 +59,7 @@ DEFAULT_VERSION = "0.1.0"
 class Dep:
     """A library found by pkg-config or, failing that, by a compile+link probe."""
 
-    def __init__(self, key, pc, deb, header, libs, code, needed=True):
+    def __init__(self, key, pc, deb, header, libs, code, needed=True, optional=False):
         self.key = key          # short name for messages
         self.pc = pc            # pkg-config module
         self.deb = deb          # Debian package that provides it
@@ -63,6 +67,7 @@ class Dep:
         self.fallback_libs = libs
         self.code = code        # body of main() for the probe
         self.needed = needed
+        self.optional = optional  # missing: skip the programs that use it
         self.found = False
         self.how = ""           # "pkg-config 2.3" / "probe" / "not used"
         self.cflags = []
@@ -79,7 +84,16 @@ def dependencies(use_jemalloc):
             "return (int)(XXH3_64bits(\"k\", 1) & 1);"),
         Dep("criterion", "criterion", "libcriterion-dev", "criterion/criterion.h",
             ["-lcriterion"], None),
+        Dep("libzmq", "libzmq", "libzmq3-dev", "zmq.h", ["-lzmq"],
+            "void *c = zmq_ctx_new(); return zmq_ctx_term(c);", optional=True),
     ]
+
+
+# Programs that need an optional dependency: built with its flags when it is
+# found, left out (configure says so) when it is not.
+PROGRAM_DEPS = {
+    "perf/zmq.c": "libzmq",     # ZeroMQ baselines for the transports (issue 3)
+}
 
 
 # Compile probes: (macro, deps whose flags the probe uses, program). A probe is
@@ -398,7 +412,7 @@ def main():
         deps = dependencies(use_jemalloc)
         for d in deps:
             detect(prober, d, have_pc)
-        missing = [d for d in deps if d.needed and not d.found]
+        missing = [d for d in deps if d.needed and not d.found and not d.optional]
         if missing:
             die("missing dependencies:\n"
                 + "".join("  %-10s (Debian package: %s)\n" % (d.key, d.deb) for d in missing)
@@ -406,7 +420,7 @@ def main():
                   "or let configure do it (as root):  python3 configure.py --install-deps"
                 % " ".join(d.deb for d in missing))
         by_key = {d.key: d for d in deps}
-        lib_deps = [d for d in deps if d.key != "criterion" and d.needed]
+        lib_deps = [d for d in deps if d.key != "criterion" and d.needed and not d.optional]
 
         # Flags.
         opt = []
@@ -538,11 +552,17 @@ def main():
         lib_srcs += files
         watched += dirs
     programs = {}
+    skipped = []                # (program source, missing optional Dep)
     for top in PROGRAM_DIRS:
         files, dirs = glob_c(top, recursive=False)
         watched += dirs
         helpers = [f for f in files if os.path.basename(f).startswith("_")]
         mains = [f for f in files if not os.path.basename(f).startswith("_")]
+        for f in [f for f in mains if f in PROGRAM_DEPS]:
+            d = by_key[PROGRAM_DEPS[f]]
+            if not d.found:
+                mains.remove(f)
+                skipped.append((f, d))
         programs[top] = (helpers, mains)
     absent = [d for d in LIB_DIRS + PROGRAM_DIRS if not os.path.isdir(d)]
     if absent:
@@ -670,11 +690,16 @@ def main():
         for s in mains:
             o = obj(s)
             exe = "%s/%s/%s" % (bdir, top, os.path.basename(s)[:-2])
+            dep = by_key[PROGRAM_DEPS[s]] if s in PROGRAM_DEPS else None
             w("build %s: cc %s || %s" % (esc(o), esc(s), esc(config_h)))
+            if dep and dep.cflags:
+                w("  cflags = $cflags %s" % esc_var(sh(dep.cflags)))
             w("build %s: link %s %s %s" % (esc(exe), esc(o), " ".join(esc(h) for h in helper_objs),
                                           esc(liba)))
             if top == "tests":
                 w("  extra_libs = $test_libs")
+            elif dep:
+                w("  extra_libs = %s" % esc_var(sh(dep.libs)))
             outs.append(exe)
         outputs[top] = outs
         w("build %s-bin: phony %s" % (top, " ".join(esc(x) for x in outs)))
@@ -725,13 +750,18 @@ def main():
     print("  cc        %s" % cc_version[0])
     print("  flags     %s" % " ".join(opt))
     for d in deps:
-        print("  %-9s %s" % (d.key, d.how if d.found or not d.needed else "MISSING"))
+        print("  %-9s %s" % (d.key, d.how if d.found or not d.needed else
+                             "not found (Debian package: %s)" % d.deb if d.optional else
+                             "MISSING"))
     print("  config.h  %s" % ", ".join("%s=%d" % (m.replace("KUMO_HAVE_", ""), ok)
                                        for m, ok in probe_results))
     print("  sources   %d library, %d tests, %d perf, %d examples" % (
         len([s for s in lib_srcs if not s.startswith(bdir)]), len(outputs["tests"]),
         len(outputs["perf"]), len(outputs["examples"])))
     print("  prefix    %s" % a.prefix)
+    for src, d in skipped:
+        warn("%s not found (Debian package: %s): %s is not built"
+             % (d.key, d.deb, src))
     if "thread" in a.sanitizers:
         warn("Criterion 2.4.1 test binaries abort at start-up under ThreadSanitizer (\"Could "
              "not initialize inheritable arena\", Snaipe/Criterion#274): `ninja test` fails "
