@@ -185,6 +185,8 @@ static void pump_fn(struct kumo__shard *sh, struct kumo__task *t)
     for (int k = 0; k < 1024 && K.sent < K.total && K.sent - counted < K.window; k++) {
         int err = kumo_conn_send(K.c, &(struct iovec){K.buf, K.size}, 1,
                                  K.size > 1024 ? noop_release : NULL, NULL);
+        if (err == -KUMO_EBUSY)
+            break; /* the link's queue is full: try again on the next turn */
         if (err)
             bench_die("send", err);
         K.sent++;

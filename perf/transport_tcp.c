@@ -258,6 +258,8 @@ static void stream_pump(struct kumo__shard *sh, struct kumo__task *t)
     for (int k = 0; k < 1024 && s->sent < s->total && s->sent - r < s->window; k++) {
         int err = kumo_conn_send(s->c, &(struct iovec){s->buf, s->size}, 1,
                                  s->lend ? noop_release : NULL, NULL);
+        if (err == -KUMO_EBUSY)
+            break; /* the link's queue is full: try again on the next turn */
         if (err)
             bench_die("send", err);
         s->sent++;

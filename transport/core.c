@@ -43,6 +43,8 @@ const char *kumo_transport_strerror(int err)
         return "closed";
     case KUMO_ECONNLOST:
         return "connection lost";
+    case KUMO_EBUSY:
+        return "link busy: its send queue is full";
     default:
         return kumo_strerror(err);
     }
@@ -142,6 +144,7 @@ struct kumo__conn *kumo__conn_alloc(struct kumo_endpoint *ep, void *impl)
     }
     c->impl = impl;
     c->next_free = UINT32_MAX;
+    atomic_store_explicit(&c->busy, false, memory_order_relaxed);
     tb->live++;
     atomic_store_explicit(&c->state, KUMO__CONN_OPEN, memory_order_release);
     return c;
@@ -419,6 +422,8 @@ int kumo_conn_send(kumo_conn h, const struct iovec *iov, int n, kumo_release_fn 
         return state_error(st);
     if (len > ep->t->max_message)
         return -KUMO_ETOOBIG;
+    if (atomic_load_explicit(&c->busy, memory_order_relaxed))
+        return -KUMO_EBUSY;
     if (kumo__on_shard(ep->t->eng, ep->shard))
         return ep->t->ops->send(ep, c, iov, n, len, release, release_arg);
 
@@ -450,6 +455,54 @@ int kumo_conn_send(kumo_conn h, const struct iovec *iov, int n, kumo_release_fn 
     f->release = release;
     f->release_arg = release_arg;
     return fwd_post(ep, f);
+}
+
+void kumo__ready_done(struct kumo__ready *r, int err)
+{
+    r->fn(r->h, err, r->arg);
+    kumo__free(r, sizeof *r);
+}
+
+static void ready_run(struct kumo__shard *sh, struct kumo__task *t)
+{
+    struct kumo__ready *r = (struct kumo__ready *)t;
+    if (!sh) { /* the engine stopped first */
+        kumo__ready_done(r, -KUMO_ECLOSED);
+        return;
+    }
+    kumo_endpoint *ep = r->h.ep;
+    struct kumo__conn *c = conn_lookup(r->h);
+    uint32_t st = c ? atomic_load_explicit(&c->state, memory_order_acquire) : KUMO__CONN_FREE;
+    if (!c || ep->shut || st != KUMO__CONN_OPEN)
+        kumo__ready_done(r, c && st == KUMO__CONN_FAILED ? -KUMO_ECONNLOST : -KUMO_ECLOSED);
+    else if (!atomic_load_explicit(&c->busy, memory_order_relaxed) || !ep->t->ops->when_ready)
+        kumo__ready_done(r, 0);
+    else
+        ep->t->ops->when_ready(ep, c, r);
+}
+
+int kumo_conn_when_ready(kumo_conn h, kumo_ready_fn fn, void *arg)
+{
+    kumo_endpoint *ep = h.ep;
+    if (!ep || !fn)
+        return -EINVAL;
+    if (!conn_lookup(h))
+        return -KUMO_ECLOSED;
+    struct kumo__ready *r = kumo__alloc(sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    memset(r, 0, sizeof *r);
+    r->task.fn = ready_run;
+    r->h = h;
+    r->fn = fn;
+    r->arg = arg;
+    /* Always through a task, even on the shard: fn never runs inside this
+     * call. */
+    if (kumo__task_post(ep->t->eng, ep->shard, &r->task)) {
+        kumo__free(r, sizeof *r);
+        return -KUMO_ECLOSED;
+    }
+    return 0;
 }
 
 int kumo_conn_close(kumo_conn h)

@@ -27,6 +27,7 @@
 
 struct kumo__conn;
 struct kumo__connect_req;
+struct kumo__ready;
 
 struct kumo__transport_ops {
     const char *name;
@@ -56,6 +57,12 @@ struct kumo__transport_ops {
      * not called. */
     int (*send)(struct kumo_endpoint *ep, struct kumo__conn *c, const struct iovec *iov, int n,
                 size_t len, kumo_release_fn release, void *release_arg);
+    /* ---- back-pressure (optional: without it no connection is busy) ---- */
+
+    /* On the shard, for an OPEN connection marked busy: keep `r` and finish
+     * it with kumo__ready_done once the connection is not busy, or with an
+     * error when its link fails. */
+    void (*when_ready)(struct kumo_endpoint *ep, struct kumo__conn *c, struct kumo__ready *r);
     /* On the shard: the user closed `c` (state CLOSED or was FAILED).  The
      * slot is freed by the caller right after. */
     void (*conn_close)(struct kumo_endpoint *ep, struct kumo__conn *c);
@@ -108,6 +115,7 @@ enum { KUMO__CONN_FREE = 0, KUMO__CONN_OPEN, KUMO__CONN_CLOSED, KUMO__CONN_FAILE
 struct kumo__conn {
     _Atomic uint32_t gen;
     _Atomic uint32_t state;
+    _Atomic bool busy; /* set by the implementation: sends fail with -KUMO_EBUSY */
     uint32_t slot;
     uint32_t next_free;
     void *impl; /* the implementation's connection; NULL once detached (link failed) */
@@ -152,7 +160,22 @@ struct kumo__connect_req {
     struct kumo__connect_req *next;
 };
 
+/* A kumo_conn_when_ready wait; the implementation may use `next`. */
+struct kumo__ready {
+    struct kumo__task task;
+    kumo_conn h;
+    kumo_ready_fn fn;
+    void *arg;
+    struct kumo__ready *next;
+};
+
+/* Default send_queue_max of the stream transports. */
+#define KUMO__SEND_QUEUE_MAX ((size_t)32 << 20)
+
 /* ---- for implementations, on the endpoint's shard ---- */
+
+/* Calls the waiter's callback with err (0: not busy) and frees it. */
+void kumo__ready_done(struct kumo__ready *r, int err);
 
 /* Allocates an OPEN slot holding `impl`.  NULL on -ENOMEM. */
 struct kumo__conn *kumo__conn_alloc(struct kumo_endpoint *ep, void *impl);

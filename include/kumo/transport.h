@@ -139,6 +139,8 @@ enum {
     KUMO_ECLOSED,      /* the connection, its endpoint or the transport was
                           closed */
     KUMO_ECONNLOST,    /* the connection's heavyweight link failed */
+    KUMO_EBUSY,        /* send: the link's send queue is full; nothing was
+                          taken (kumo_conn_when_ready) */
     KUMO_ETRANSPORT_LAST
 };
 
@@ -246,6 +248,27 @@ typedef void (*kumo_release_fn)(void *arg);
  */
 KUMO_API int kumo_conn_send(kumo_conn c, const struct iovec *iov, int n, kumo_release_fn release,
                             void *release_arg);
+
+/*
+ * Back-pressure.  A tcp or shm link holds at most its configured
+ * send_queue_max bytes that were accepted but not yet handed to the kernel
+ * or the ring.  A send that takes the queue to the limit is accepted (so
+ * one message of any allowed size goes through an idle link); after it,
+ * every connection on the link is busy and kumo_conn_send fails with
+ * -KUMO_EBUSY, taking nothing, until the queue has drained below half the
+ * limit.  A sender waits with kumo_conn_when_ready, as Erlang suspends a
+ * process sending to a busy distribution port, so a slow or stuck peer
+ * costs bounded memory and never blocks a shard.  (inmem hands messages
+ * over at once and is never busy.)
+ *
+ * Calls fn(c, err, arg) exactly once, on c's endpoint's shard and never
+ * from within this call: err 0 once c is not busy (soon, if it is not busy
+ * now), or err < 0 (-KUMO_ECLOSED, -KUMO_ECONNLOST) if c was closed or its
+ * link failed first.  Any thread.  Returns 0, or -EINVAL / -ENOMEM /
+ * -KUMO_ECLOSED, and then fn is never called.
+ */
+typedef void (*kumo_ready_fn)(kumo_conn c, int err, void *arg);
+KUMO_API int kumo_conn_when_ready(kumo_conn c, kumo_ready_fn fn, void *arg);
 
 /*
  * Closes `c`: the peer gets ConnectionClosed after every message sent on c
@@ -456,6 +479,9 @@ typedef struct kumo_tcp_config {
      * zero-copy over loopback is 2.5-4x slower than the copying send.
      * Ignored where the kernel lacks SENDMSG_ZC. */
     size_t zerocopy_min;
+    /* Bytes a link queues before its connections are busy (see
+     * kumo_conn_when_ready); 0 = 32 MiB. */
+    size_t send_queue_max;
 } kumo_tcp_config;
 
 /*
@@ -475,6 +501,8 @@ typedef struct kumo_shm_config {
     size_t max_message;
     /* Frame size large messages are cut into; 0 = 64 KiB. */
     uint32_t fragment_size;
+    /* As kumo_tcp_config's; 0 = 32 MiB. */
+    size_t send_queue_max;
 } kumo_shm_config;
 
 #ifdef __cplusplus

@@ -29,6 +29,7 @@ static int shm_create(struct kumo__engine *eng, const void *vcfg, struct kumo_tr
         .max_message = s.max_message ? s.max_message : 256u << 20,
         .fragment_size = s.fragment_size ? s.fragment_size : 64u << 10,
         .rx_buffer_size = 4096, /* the handshake's receive buffer */
+        .send_queue_max = s.send_queue_max ? s.send_queue_max : KUMO__SEND_QUEUE_MAX,
     };
     if (c.fragment_size < 64)
         return -EINVAL;
@@ -44,6 +45,7 @@ const struct kumo__transport_ops kumo__shm_ops = {
     .endpoint_close = kumo__stream_endpoint_close,
     .connect = kumo__stream_connect,
     .send = kumo__stream_send,
+    .when_ready = kumo__stream_when_ready,
     .conn_close = kumo__stream_conn_close,
     .break_link = kumo__stream_break_link,
     .destroy = kumo__stream_destroy,

@@ -241,11 +241,14 @@ struct link {
     uint8_t (*hdrs)[KUMO__TCP_HDR_MAX];
     struct txm **fr;
     unsigned nfr;
-    size_t batch_lent;  /* payload bytes of the batch from lent messages */
-    bool batch_copied;  /* the batch has control or staged (copied) bytes */
-    struct zc_hold *zc; /* the batch in flight goes by SENDMSG_ZC */
-    bool zc_ok;         /* lent batches may go by SENDMSG_ZC (link_up) */
-    bool zc_used;       /* (logged once per link) */
+    size_t batch_lent;           /* payload bytes of the batch from lent messages */
+    bool batch_copied;           /* the batch has control or staged (copied) bytes */
+    size_t txq_bytes;            /* payload in connection queues, not yet framed */
+    bool over;                   /* over send_queue_max: connections are busy */
+    struct kumo__ready *readies; /* kumo_conn_when_ready waits */
+    struct zc_hold *zc;          /* the batch in flight goes by SENDMSG_ZC */
+    bool zc_ok;                  /* lent batches may go by SENDMSG_ZC (link_up) */
+    bool zc_used;                /* (logged once per link) */
     struct msghdr msg;
     struct link *dirty_next;
 
@@ -330,6 +333,7 @@ static void shm_release(struct link *l);
 static int shm_setup_connector(struct link *l);
 static const char *shm_setup_acceptor(struct link *l);
 static void ring_push(struct link *l);
+static void batch_done(struct link *l);
 static void ring_stop(struct link *l);
 static long ring_drain(struct link *l);
 static void efd_done(struct kumo__shard *sh, struct kumo__completion *c, struct io_uring_cqe *cqe);
@@ -722,6 +726,57 @@ static void fail_waiters(struct link *l, int err)
  * to a connect error).  Everything is released as soon as no kernel
  * operation refers to the link any more.
  */
+/* ---- back-pressure (kumo_conn_when_ready) ---- */
+
+static void readies_done(struct link *l, int err)
+{
+    while (l->readies) {
+        struct kumo__ready *r = l->readies;
+        l->readies = r->next;
+        kumo__ready_done(r, err);
+    }
+}
+
+static void link_set_over(struct link *l, bool over)
+{
+    l->over = over;
+    for (struct out_conn *oc = l->outs; oc; oc = oc->next)
+        if (oc->rec)
+            atomic_store_explicit(&oc->rec->busy, over, memory_order_relaxed);
+    if (!over)
+        readies_done(l, 0);
+}
+
+/* After accepting a send: over the limit, the link's connections are busy. */
+static void check_over(struct link *l)
+{
+    if (!l->over && l->stage_len + l->txq_bytes >= l->ep->t->cfg.send_queue_max)
+        link_set_over(l, true);
+}
+
+/* After framing a batch: below half the limit, they are not. */
+static void check_drained(struct link *l)
+{
+    if (l->over && l->stage_len + l->txq_bytes < l->ep->t->cfg.send_queue_max / 2)
+        link_set_over(l, false);
+}
+
+void kumo__stream_when_ready(struct kumo_endpoint *bep, struct kumo__conn *c, struct kumo__ready *r)
+{
+    struct out_conn *oc = c->impl;
+    struct link *l = oc ? oc->l : NULL;
+    if (!l || l->state == L_DEAD) {
+        kumo__ready_done(r, -KUMO_ECONNLOST);
+        return;
+    }
+    if (!l->over) {
+        kumo__ready_done(r, 0);
+        return;
+    }
+    r->next = l->readies;
+    l->readies = r;
+}
+
 static void link_kill(struct link *l, int err, bool report, const char *why)
 {
     if (l->state == L_DEAD)
@@ -756,6 +811,7 @@ static void link_kill(struct link *l, int err, bool report, const char *why)
     }
     l->rr_head = NULL;
     l->rr_tail = &l->rr_head;
+    readies_done(l, -KUMO_ECONNLOST); /* after the sends fail, so a waiter sees that */
     while (l->ins) {
         struct in_conn *ic = l->ins;
         l->ins = ic->next;
@@ -768,8 +824,15 @@ static void link_kill(struct link *l, int err, bool report, const char *why)
         hrx_free_fn(&l->single->rx);
         l->single = NULL;
     }
-    if (l->ring)
+    if (l->ring) {
         ring_stop(l);
+        if (l->send_inflight) {
+            /* a batch waiting for ring space: no completion will end it */
+            batch_done(l);
+            l->send_inflight = false;
+            l->ring_blocked = false;
+        }
+    }
     if (l->efd >= 0 && l->ops) {
         struct io_uring_sqe *sqe = get_sqe(sh);
         io_uring_prep_cancel_fd(sqe, l->efd, IORING_ASYNC_CANCEL_ALL);
@@ -828,6 +891,7 @@ static void open_conn(struct link *l, struct kumo__connect_req *req)
     }
     oc->l = l;
     oc->rec = rec;
+    atomic_store_explicit(&rec->busy, l->over, memory_order_relaxed);
     oc->wid = ++l->next_wid;
     if (!oc->wid)
         oc->wid = ++l->next_wid;
@@ -1393,6 +1457,7 @@ static size_t build_batch(struct link *l)
             }
             m->off += piece;
             bytes += piece;
+            l->txq_bytes -= piece;
             if (m->release)
                 l->batch_lent += piece;
             else
@@ -1434,6 +1499,7 @@ static size_t build_batch(struct link *l)
     l->niov = niov;
     l->nfr = nfr;
     l->iov_start = 0;
+    check_drained(l);
     return bytes;
 }
 
@@ -2675,6 +2741,7 @@ int kumo__stream_send(struct kumo_endpoint *bep, struct kumo__conn *c, const str
                 p += iov[i].iov_len;
             }
             l->stage_len = need;
+            check_over(l);
             mark_dirty(l);
             return 0;
         }
@@ -2707,6 +2774,8 @@ int kumo__stream_send(struct kumo_endpoint *bep, struct kumo__conn *c, const str
     m->iov = m->inl;
     m->len = len;
     oc_push(oc, m);
+    l->txq_bytes += len;
+    check_over(l);
     mark_dirty(l);
     return 0;
 }

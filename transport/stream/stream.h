@@ -16,6 +16,7 @@ int kumo__stream_create(struct kumo__engine *eng, const kumo_tcp_config *cfg, bo
 int kumo__stream_endpoint_new(struct kumo_transport *t, struct kumo_endpoint *tmpl,
                               struct kumo_endpoint **out);
 void kumo__stream_endpoint_close(struct kumo_endpoint *ep);
+void kumo__stream_when_ready(struct kumo_endpoint *ep, struct kumo__conn *c, struct kumo__ready *r);
 void kumo__stream_connect(struct kumo_endpoint *ep, struct kumo__connect_req *req);
 int kumo__stream_send(struct kumo_endpoint *ep, struct kumo__conn *c, const struct iovec *iov,
                       int n, size_t len, kumo_release_fn release, void *release_arg);

@@ -25,6 +25,8 @@ static int tcp_create(struct kumo__engine *eng, const void *vcfg, struct kumo_tr
         c.fragment_size = 64u << 10;
     if (!c.rx_buffers)
         c.rx_buffers = 64;
+    if (!c.send_queue_max)
+        c.send_queue_max = KUMO__SEND_QUEUE_MAX;
     if (!c.zerocopy_min)
         c.zerocopy_min = KUMO_TCP_ZEROCOPY_MIN;
     if (!c.rx_buffer_size)
@@ -44,6 +46,7 @@ const struct kumo__transport_ops kumo__tcp_ops = {
     .endpoint_close = kumo__stream_endpoint_close,
     .connect = kumo__stream_connect,
     .send = kumo__stream_send,
+    .when_ready = kumo__stream_when_ready,
     .conn_close = kumo__stream_conn_close,
     .break_link = kumo__stream_break_link,
     .destroy = kumo__stream_destroy,
