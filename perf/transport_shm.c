@@ -206,14 +206,16 @@ static void oneway(const char *label, size_t size, long n)
     K.pump.fn = pump_fn;
     double v[BENCH_REPS], mb[BENCH_REPS];
     for (int rep = -1; rep < BENCH_REPS; rep++) {
+        /* The peer publishes its count every 64 messages: whole multiples
+         * of 64, so the count reaches the total only once the pump has
+         * sent the last message and stopped (posting the pump again while
+         * it still re-posts itself would queue its task twice). */
         long k = rep < 0 ? n / 10 : n;
-        long base = K.sent;
-        K.total = base + k;
+        k -= k % 64;
+        K.total = K.sent + k;
         double t0 = bench_now();
         kumo__task_post(K.eng, 0, &K.pump);
-        /* The peer publishes its count every 64 messages. */
-        long want = (K.total / 64) * 64;
-        while (atomic_load_explicit(&sh_mem->counted, memory_order_acquire) < want)
+        while (atomic_load_explicit(&sh_mem->counted, memory_order_acquire) < K.total)
             usleep(50);
         double dt = bench_now() - t0;
         if (rep >= 0) {
