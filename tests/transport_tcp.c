@@ -667,7 +667,10 @@ static void rel(void *arg)
 Test(tcp, large_message_does_not_hold_up_small_ones, .timeout = TCP_TIMEOUT)
 {
     struct kumo__engine *eng = tt_start(2);
-    kumo_transport *t = tcp_with(eng, (kumo_tcp_config){0});
+    /* A queue limit above the large message, so the link does not turn
+     * busy (transport_backpressure.c tests that) before the small ones are
+     * taken. */
+    kumo_transport *t = tcp_with(eng, (kumo_tcp_config){.send_queue_max = 128u << 20});
     tt_ep *rx = tt_ep_new(t, 1, "receiver");
     tt_ep *tx = tt_ep_new(t, 0, "sender");
     kumo_conn bigc = tt_connect(tx, &rx->addr);

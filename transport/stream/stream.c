@@ -40,7 +40,15 @@
  * gathered into one sendmsg by a deferred flush (engine kumo__shard_defer)
  * that runs right before the iteration submits.  Non-lent messages are
  * copied once into their queue entry; lent ones are referenced until the
- * kernel has taken every byte (then release runs).
+ * kernel has taken every byte (then release runs).  A batch of at least
+ * zerocopy_min lent bytes (and nothing copied) on a link that leaves the
+ * host goes by SENDMSG_ZC; its entries and frame headers are then held
+ * until the kernel's notification (struct zc_hold).
+ *
+ * Back-pressure.  Bytes accepted but not yet framed into a batch are the
+ * link's queue; once it reaches send_queue_max every connection on the link
+ * is busy (a flag in the connection slot: sends fail with -KUMO_EBUSY) until
+ * it drains below half, when the kumo_conn_when_ready waits run.
  *
  * Receiving.  A complete single-frame message that lies whole in one
  * received buffer is delivered in place (zero copy); fragmented messages
