@@ -459,6 +459,11 @@ int kumo_conn_send(kumo_conn h, const struct iovec *iov, int n, kumo_release_fn 
 
 void kumo__ready_done(struct kumo__ready *r, int err)
 {
+    if (!err) { /* ready, unless the user closed it meanwhile */
+        struct kumo__conn *c = conn_lookup(r->h);
+        if (!c || atomic_load_explicit(&c->state, memory_order_acquire) != KUMO__CONN_OPEN)
+            err = -KUMO_ECLOSED;
+    }
     r->fn(r->h, err, r->arg);
     kumo__free(r, sizeof *r);
 }
