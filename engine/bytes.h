@@ -1,9 +1,23 @@
 /* Little-endian byte packing for wire formats (pids, frames, addresses):
- * byte by byte, so independent of the host's order and alignment. */
+ * byte by byte, so independent of the host's order and alignment.  And
+ * gathering an iovec array into one buffer. */
 #ifndef KUMO_ENGINE_BYTES_H
 #define KUMO_ENGINE_BYTES_H
 
 #include <stdint.h>
+#include <string.h>
+#include <sys/uio.h>
+
+/* Copies iov[0..n) one after another to p; returns the end of the copy. */
+static inline uint8_t *kumo__iov_gather(uint8_t *p, const struct iovec *iov, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (iov[i].iov_len)
+            memcpy(p, iov[i].iov_base, iov[i].iov_len);
+        p += iov[i].iov_len;
+    }
+    return p;
+}
 
 static inline void kumo__put16(uint8_t *p, uint16_t v)
 {

@@ -260,12 +260,7 @@ int kumo_sendv(kumo_proc *self, kumo_pid to, uint64_t type, const struct iovec *
     struct kumo_msg *m = data_msg(self, to, type, len);
     if (!m)
         return -ENOMEM;
-    size_t off = 0;
-    for (int i = 0; i < n; i++) {
-        if (iov[i].iov_len)
-            memcpy(m->data + off, iov[i].iov_base, iov[i].iov_len);
-        off += iov[i].iov_len;
-    }
+    kumo__iov_gather(m->data, iov, n);
     kumo__post(node, self, m);
     return 0;
 }

@@ -237,11 +237,7 @@ struct kumo_rx *kumo__rx_copy(struct kumo_rx *rx)
     if (!k)
         return NULL;
     uint8_t *p = (uint8_t *)(k + 1);
-    size_t off = 0;
-    for (int i = 0; i < rx->iovcnt; i++) {
-        memcpy(p + off, rx->iov[i].iov_base, rx->iov[i].iov_len);
-        off += rx->iov[i].iov_len;
-    }
+    kumo__iov_gather(p, rx->iov, rx->iovcnt);
     k->iov = (struct iovec){.iov_base = p, .iov_len = rx->len};
     k->rx = (struct kumo_rx){.iov = &k->iov, .iovcnt = 1, .len = rx->len, .kept = true};
     k->rx.free = NULL; /* marks "a copy": kumo_rx_free frees the block */
@@ -429,27 +425,10 @@ int kumo_conn_send(kumo_conn h, const struct iovec *iov, int n, kumo_release_fn 
 
     /* Off the shard: forward.  Without a release the bytes travel in the
      * task (lent to the implementation, freed by its release). */
-    struct fwd *f;
-    if (release) {
-        f = fwd_new(FWD_SEND, sizeof(struct iovec) * (size_t)n);
-        if (!f)
-            return -ENOMEM;
-        memcpy(f->iov, iov, sizeof(struct iovec) * (size_t)n);
-        f->n = n;
-    } else {
-        f = fwd_new(FWD_SEND, sizeof(struct iovec) + len);
-        if (!f)
-            return -ENOMEM;
-        uint8_t *p = (uint8_t *)(f->iov + 1);
-        size_t off = 0;
-        for (int i = 0; i < n; i++) {
-            if (iov[i].iov_len)
-                memcpy(p + off, iov[i].iov_base, iov[i].iov_len);
-            off += iov[i].iov_len;
-        }
-        f->iov[0] = (struct iovec){.iov_base = p, .iov_len = len};
-        f->n = 1;
-    }
+    struct fwd *f = fwd_new(FWD_SEND, kumo__iov_hold_size(n, len, release != NULL));
+    if (!f)
+        return -ENOMEM;
+    f->n = kumo__iov_hold(f->iov, iov, n, len, release != NULL);
     f->c = h;
     f->len = len;
     f->release = release;

@@ -243,6 +243,30 @@ static inline bool kumo__on_shard(struct kumo__engine *eng, unsigned shard)
 /* Sum of iov lengths, or SIZE_MAX if n < 0 or an entry is invalid. */
 size_t kumo__iov_len(const struct iovec *iov, int n);
 
+/* What a queued send keeps of the caller's message, in a block that ends
+ * with `dst`: the iovec array itself when the buffers are lent, else one
+ * iovec over a copy of the `len` bytes placed right after it.
+ * kumo__iov_hold_size is the room `dst` needs; kumo__iov_hold fills it and
+ * returns the number of iovecs kept. */
+static inline size_t kumo__iov_hold_size(int n, size_t len, bool lent)
+{
+    return lent ? sizeof(struct iovec) * (size_t)n : sizeof(struct iovec) + len;
+}
+
+static inline int kumo__iov_hold(struct iovec *dst, const struct iovec *iov, int n, size_t len,
+                                 bool lent)
+{
+    if (lent) {
+        if (n)
+            memcpy(dst, iov, sizeof(struct iovec) * (size_t)n);
+        return n;
+    }
+    uint8_t *p = (uint8_t *)(dst + 1);
+    kumo__iov_gather(p, iov, n);
+    dst[0] = (struct iovec){.iov_base = p, .iov_len = len};
+    return 1;
+}
+
 /* Address format: bytes[0] = version (1), bytes[1] = transport tag. */
 #define KUMO__ADDR_VERSION 1
 

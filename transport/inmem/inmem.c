@@ -488,28 +488,10 @@ static int im_send(struct kumo_endpoint *bep, struct kumo__conn *c, const struct
                    size_t len, kumo_release_fn release, void *release_arg)
 {
     struct out_conn *oc = c->impl;
-    struct imsg *m;
-    if (release) {
-        m = msg_new(M_DATA, sizeof(struct iovec) * (size_t)n);
-        if (!m)
-            return -ENOMEM;
-        if (n)
-            memcpy(m->iov, iov, sizeof(struct iovec) * (size_t)n);
-        m->rx.iovcnt = n;
-    } else {
-        m = msg_new(M_DATA, sizeof(struct iovec) + len);
-        if (!m)
-            return -ENOMEM;
-        uint8_t *p = (uint8_t *)(m->iov + 1);
-        size_t off = 0;
-        for (int i = 0; i < n; i++) {
-            if (iov[i].iov_len)
-                memcpy(p + off, iov[i].iov_base, iov[i].iov_len);
-            off += iov[i].iov_len;
-        }
-        m->iov[0] = (struct iovec){.iov_base = p, .iov_len = len};
-        m->rx.iovcnt = 1;
-    }
+    struct imsg *m = msg_new(M_DATA, kumo__iov_hold_size(n, len, release != NULL));
+    if (!m)
+        return -ENOMEM;
+    m->rx.iovcnt = kumo__iov_hold(m->iov, iov, n, len, release != NULL);
     m->rx.iov = m->iov;
     m->rx.len = len;
     m->rx.keep = msg_keep;

@@ -2743,11 +2743,7 @@ int kumo__stream_send(struct kumo_endpoint *bep, struct kumo__conn *c, const str
         if (need <= l->stage_cap) {
             uint8_t *p = l->stage + l->stage_len;
             p += kumo__tcp_hdr_encode(p, KUMO__T_DATA, 0, oc->wid, (uint32_t)len, 0);
-            for (int i = 0; i < n; i++) {
-                if (iov[i].iov_len)
-                    memcpy(p, iov[i].iov_base, iov[i].iov_len);
-                p += iov[i].iov_len;
-            }
+            kumo__iov_gather(p, iov, n);
             l->stage_len = need;
             check_over(l);
             mark_dirty(l);
@@ -2755,30 +2751,12 @@ int kumo__stream_send(struct kumo_endpoint *bep, struct kumo__conn *c, const str
         }
         /* staging full: queue it (it still goes after what is staged) */
     }
-    struct txm *m;
-    if (release) {
-        m = txm_new(KUMO__T_DATA, sizeof(struct iovec) * (size_t)n);
-        if (!m)
-            return -ENOMEM;
-        if (n)
-            memcpy(m->inl, iov, sizeof(struct iovec) * (size_t)n);
-        m->niov = n;
-        m->release = release;
-        m->release_arg = release_arg;
-    } else {
-        m = txm_new(KUMO__T_DATA, sizeof(struct iovec) + len);
-        if (!m)
-            return -ENOMEM;
-        uint8_t *p = (uint8_t *)(m->inl + 1);
-        size_t off = 0;
-        for (int i = 0; i < n; i++) {
-            if (iov[i].iov_len)
-                memcpy(p + off, iov[i].iov_base, iov[i].iov_len);
-            off += iov[i].iov_len;
-        }
-        m->inl[0] = (struct iovec){p, len};
-        m->niov = 1;
-    }
+    struct txm *m = txm_new(KUMO__T_DATA, kumo__iov_hold_size(n, len, release != NULL));
+    if (!m)
+        return -ENOMEM;
+    m->niov = kumo__iov_hold(m->inl, iov, n, len, release != NULL);
+    m->release = release;
+    m->release_arg = release_arg;
     m->iov = m->inl;
     m->len = len;
     oc_push(oc, m);
