@@ -157,15 +157,22 @@ static inline size_t kumo__shm_put(struct kumo__shm_ring *r, const struct iovec 
     return done;
 }
 
-/* Producer: publishes `n` more bytes; returns true if the consumer must be
- * woken (its flag was set and we took it). */
-static inline bool kumo__shm_publish(struct kumo__shm_ring *r, size_t n)
+/* Either side: advances our index by `n` and publishes it; returns true if
+ * the peer waits for it and must be woken (`flag`, the peer's, was set and
+ * we took it). */
+static inline bool kumo__shm_advance(struct kumo__shm_ring *r, _Atomic uint64_t *index, size_t n,
+                                     _Atomic uint32_t *flag)
 {
     r->mine += n;
-    atomic_store_explicit(&r->h->tail, r->mine, memory_order_release);
+    atomic_store_explicit(index, r->mine, memory_order_release);
     kumo__shm_hot_barrier();
-    return atomic_load_explicit(&r->h->consumer_sleeping, memory_order_relaxed) &&
-           atomic_exchange(&r->h->consumer_sleeping, 0);
+    return atomic_load_explicit(flag, memory_order_relaxed) && atomic_exchange(flag, 0);
+}
+
+/* Producer: publishes `n` more bytes; true: wake the consumer. */
+static inline bool kumo__shm_publish(struct kumo__shm_ring *r, size_t n)
+{
+    return kumo__shm_advance(r, &r->h->tail, n, &r->h->consumer_sleeping);
 }
 
 /* Consumer: readable bytes, or -1 if the producer's index is impossible. */
@@ -187,14 +194,10 @@ static inline uint8_t *kumo__shm_peek(struct kumo__shm_ring *r, uint64_t avail, 
     return r->data + pos;
 }
 
-/* Consumer: releases `n` bytes; returns true if the producer must be woken. */
+/* Consumer: releases `n` bytes; true: wake the producer. */
 static inline bool kumo__shm_consume(struct kumo__shm_ring *r, size_t n)
 {
-    r->mine += n;
-    atomic_store_explicit(&r->h->head, r->mine, memory_order_release);
-    kumo__shm_hot_barrier();
-    return atomic_load_explicit(&r->h->producer_waiting, memory_order_relaxed) &&
-           atomic_exchange(&r->h->producer_waiting, 0);
+    return kumo__shm_advance(r, &r->h->head, n, &r->h->producer_waiting);
 }
 
 #endif
