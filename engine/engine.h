@@ -27,6 +27,7 @@
 #ifndef KUMO_ENGINE_ENGINE_H
 #define KUMO_ENGINE_ENGINE_H
 
+#include "engine/list.h"
 #include "engine/ring.h"
 #include "engine/timer.h"
 
@@ -217,21 +218,12 @@ static inline void kumo__shard_defer(struct kumo__shard *sh, struct kumo__defer 
 /* From shard `sh`'s thread: poll p every iteration until removed. */
 static inline void kumo__shard_poller_add(struct kumo__shard *sh, struct kumo__poller *p)
 {
-    p->prev = NULL;
-    p->next = sh->pollers;
-    if (sh->pollers)
-        sh->pollers->prev = p;
-    sh->pollers = p;
+    KUMO__LIST_PUSH(sh->pollers, p, prev, next);
 }
 
 static inline void kumo__shard_poller_remove(struct kumo__shard *sh, struct kumo__poller *p)
 {
-    if (p->prev)
-        p->prev->next = p->next;
-    else
-        sh->pollers = p->next;
-    if (p->next)
-        p->next->prev = p->prev;
+    KUMO__LIST_REMOVE(sh->pollers, p, prev, next);
     p->next = p->prev = NULL;
 }
 

@@ -25,6 +25,7 @@
 #include "transport/transport.h"
 
 #include "engine/alloc.h"
+#include "engine/list.h"
 #include "engine/log.h"
 
 #include <errno.h>
@@ -278,11 +279,7 @@ static void run_msg(struct kumo__shard *sh, struct kumo__task *t)
             break;
         }
         struct in_conn *ic = m->rec;
-        ic->prev = NULL;
-        ic->next = s->in;
-        if (s->in)
-            s->in->prev = ic;
-        s->in = ic;
+        KUMO__LIST_PUSH(s->in, ic, prev, next);
         kumo_event ev = {.kind = KUMO_EV_CONNECTION_OPENED,
                          .conn = ic->id,
                          .reliability = m->reliability,
@@ -297,12 +294,7 @@ static void run_msg(struct kumo__shard *sh, struct kumo__task *t)
         struct in_conn *ic = m->rec;
         if (!s)
             break; /* cannot happen: a side lives until its link ends */
-        if (ic->prev)
-            ic->prev->next = ic->next;
-        else
-            s->in = ic->next;
-        if (ic->next)
-            ic->next->prev = ic->prev;
+        KUMO__LIST_REMOVE(s->in, ic, prev, next);
         kumo_event ev = {.kind = KUMO_EV_CONNECTION_CLOSED, .conn = ic->id};
         kumo__free(ic, sizeof *ic);
         kumo__emit(&ep->base, &ev);
@@ -466,10 +458,7 @@ static void im_connect(struct kumo_endpoint *bep, struct kumo__connect_req *req)
     oc->rec = rec;
     oc->id = atomic_fetch_add_explicit(&peer->next_in, 1, memory_order_relaxed);
     oc->remote = ic;
-    oc->next = s->out;
-    if (s->out)
-        s->out->prev = oc;
-    s->out = oc;
+    KUMO__LIST_PUSH(s->out, oc, prev, next);
     ic->id = oc->id;
     m->from = ep;
     m->L = L;
@@ -518,12 +507,7 @@ static void im_conn_close(struct kumo_endpoint *bep, struct kumo__conn *c)
     if (!oc)
         return; /* its link failed: already detached */
     struct side *s = oc->side;
-    if (oc->prev)
-        oc->prev->next = oc->next;
-    else
-        s->out = oc->next;
-    if (oc->next)
-        oc->next->prev = oc->prev;
+    KUMO__LIST_REMOVE(s->out, oc, prev, next);
     if (oc->remote && !atomic_load(&s->L->broken)) {
         struct imsg *m = ctl_new(M_CLOSE);
         m->from = E(bep);

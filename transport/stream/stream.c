@@ -71,6 +71,7 @@
 #include "transport/stream/wire.h"
 
 #include "engine/alloc.h"
+#include "engine/list.h"
 #include "engine/log.h"
 
 #include <arpa/inet.h>
@@ -523,12 +524,7 @@ static void oc_push(struct out_conn *oc, struct txm *m)
 
 static void oc_unlink(struct link *l, struct out_conn *oc)
 {
-    if (oc->prev)
-        oc->prev->next = oc->next;
-    else
-        l->outs = oc->next;
-    if (oc->next)
-        oc->next->prev = oc->prev;
+    KUMO__LIST_REMOVE(l->outs, oc, prev, next);
 }
 
 /* Drops an out_conn's queue (the link died or the endpoint is gone).
@@ -581,11 +577,7 @@ static bool in_add(struct link *l, struct in_conn *ic)
     }
     ic->hnext = l->ht[ic->wid & (l->htcap - 1)];
     l->ht[ic->wid & (l->htcap - 1)] = ic;
-    ic->prev = NULL;
-    ic->next = l->ins;
-    if (l->ins)
-        l->ins->prev = ic;
-    l->ins = ic;
+    KUMO__LIST_PUSH(l->ins, ic, prev, next);
     l->nins++;
     return true;
 }
@@ -627,12 +619,7 @@ static void in_remove(struct link *l, struct in_conn *ic)
     while (*pp != ic)
         pp = &(*pp)->hnext;
     *pp = ic->hnext;
-    if (ic->prev)
-        ic->prev->next = ic->next;
-    else
-        l->ins = ic->next;
-    if (ic->next)
-        ic->next->prev = ic->prev;
+    KUMO__LIST_REMOVE(l->ins, ic, prev, next);
     l->nins--;
 }
 
@@ -674,10 +661,7 @@ static struct link *link_new(struct tcp_ep *ep, int fd)
     l->efd = l->peer_efd = -1;
     kumo__timer_init(&l->timer);
     l->timer.fn = link_timer_fn;
-    l->next = ep->links;
-    if (ep->links)
-        ep->links->prev = l;
-    ep->links = l;
+    KUMO__LIST_PUSH(ep->links, l, prev, next);
     l->last_rx = l->last_tx = kumo__now_ns();
     return l;
 }
@@ -699,12 +683,7 @@ static void link_maybe_free(struct link *l)
     if (l->fd >= 0)
         close(l->fd);
     shm_release(l);
-    if (l->prev)
-        l->prev->next = l->next;
-    else
-        ep->links = l->next;
-    if (l->next)
-        l->next->prev = l->prev;
+    KUMO__LIST_REMOVE(ep->links, l, prev, next);
     if (ep->self_link == l)
         ep->self_link = NULL;
     kumo__free(l->ht, sizeof(*l->ht) * l->htcap);
@@ -904,10 +883,7 @@ static void open_conn(struct link *l, struct kumo__connect_req *req)
     if (!oc->wid)
         oc->wid = ++l->next_wid;
     oc->qt = &oc->qh;
-    oc->next = l->outs;
-    if (l->outs)
-        l->outs->prev = oc;
-    l->outs = oc;
+    KUMO__LIST_PUSH(l->outs, oc, prev, next);
     m->rel = (uint8_t)req->rel;
     oc_push(oc, m);
     mark_dirty(l);
@@ -1914,11 +1890,7 @@ static void ring_start(struct link *l)
 {
     struct tcp_ep *ep = l->ep;
     l->ring = true;
-    l->ring_prev = NULL;
-    l->ring_next = ep->rings;
-    if (ep->rings)
-        ep->rings->ring_prev = l;
-    ep->rings = l;
+    KUMO__LIST_PUSH(ep->rings, l, ring_prev, ring_next);
     if (!ep->poller_on) {
         kumo__shard_poller_add(ep_sh(ep), &ep->poller);
         ep->poller_on = true;
@@ -1929,12 +1901,7 @@ static void ring_start(struct link *l)
 static void ring_stop(struct link *l)
 {
     struct tcp_ep *ep = l->ep;
-    if (l->ring_prev)
-        l->ring_prev->ring_next = l->ring_next;
-    else if (ep->rings == l)
-        ep->rings = l->ring_next;
-    if (l->ring_next)
-        l->ring_next->ring_prev = l->ring_prev;
+    KUMO__LIST_REMOVE(ep->rings, l, ring_prev, ring_next);
     l->ring_next = l->ring_prev = NULL;
     if (!ep->rings && ep->poller_on) {
         kumo__shard_poller_remove(ep_sh(ep), &ep->poller);
