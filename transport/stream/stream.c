@@ -2776,17 +2776,32 @@ void kumo__stream_break_link(struct kumo_endpoint *bep, const kumo_address *peer
 int kumo__stream_create(struct kumo__engine *eng, const kumo_tcp_config *cfg, bool shm,
                         uint32_t ring_bytes, struct kumo_transport **out)
 {
+    kumo_tcp_config c = *cfg;
+    if (!c.connect_timeout_ns)
+        c.connect_timeout_ns = 10000000000ull;
+    if (!c.heartbeat_interval_ns)
+        c.heartbeat_interval_ns = 1000000000ull;
+    if (!c.heartbeat_timeout_ns)
+        c.heartbeat_timeout_ns = 5000000000ull;
+    if (!c.max_message)
+        c.max_message = 256u << 20;
+    if (!c.fragment_size)
+        c.fragment_size = 64u << 10;
+    if (!c.send_queue_max)
+        c.send_queue_max = KUMO__SEND_QUEUE_MAX;
+    if (c.fragment_size < 64 || c.heartbeat_timeout_ns <= c.heartbeat_interval_ns)
+        return -EINVAL;
     struct tcp_t *t = kumo__zalloc(sizeof *t);
     if (!t)
         return -ENOMEM;
-    t->cfg = *cfg;
+    t->cfg = c;
     t->shm = shm;
     t->ring_bytes = ring_bytes;
-    t->zc = !shm && eng->feat.send_zc && cfg->zerocopy_min != SIZE_MAX;
+    t->zc = !shm && eng->feat.send_zc && c.zerocopy_min != SIZE_MAX;
     if (shm)
         kumo__shm_barrier_setup();
     if (!shm) {
-        const char *host = cfg->bind_host ? cfg->bind_host : "127.0.0.1";
+        const char *host = c.bind_host ? c.bind_host : "127.0.0.1";
         if (inet_pton(AF_INET, host, &t->ip) != 1) {
             kumo__free(t, sizeof *t);
             return -EINVAL;

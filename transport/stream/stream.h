@@ -8,9 +8,11 @@
 
 #include "transport/transport.h"
 
-/* Creates a stream transport.  `cfg` is complete (defaults resolved by the
- * caller); shm != 0 selects rings of `ring_bytes` per direction over Unix
- * sockets instead of TCP. */
+/* Creates a stream transport.  The caller resolves the fields only it
+ * uses (tcp: receive buffers, zero-copy; shm: the ring size); zero fields
+ * the two share (timeouts, heartbeats, sizes, send_queue_max) get their
+ * defaults here.  -EINVAL for impossible values.  shm != 0 selects rings of
+ * `ring_bytes` per direction over Unix sockets instead of TCP. */
 int kumo__stream_create(struct kumo__engine *eng, const kumo_tcp_config *cfg, bool shm,
                         uint32_t ring_bytes, struct kumo_transport **out);
 int kumo__stream_endpoint_new(struct kumo_transport *t, struct kumo_endpoint *tmpl,
@@ -25,5 +27,13 @@ void kumo__stream_break_link(struct kumo_endpoint *ep, const kumo_address *peer)
 void kumo__stream_destroy(struct kumo_transport *t);
 size_t kumo__stream_max_message(const struct kumo_transport *t);
 void kumo__stream_address_str(const kumo_address *a, char *buf, size_t len);
+
+/* The ops both stream transports' tables share (after name, tag, create). */
+#define KUMO__STREAM_OPS                                                                           \
+    .endpoint_new = kumo__stream_endpoint_new, .endpoint_close = kumo__stream_endpoint_close,      \
+    .connect = kumo__stream_connect, .send = kumo__stream_send,                                    \
+    .when_ready = kumo__stream_when_ready, .conn_close = kumo__stream_conn_close,                  \
+    .break_link = kumo__stream_break_link, .destroy = kumo__stream_destroy,                        \
+    .address_str = kumo__stream_address_str, .max_message = kumo__stream_max_message
 
 #endif
