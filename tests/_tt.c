@@ -637,6 +637,29 @@ static bool echo_hook(tt_ep *e, const kumo_event *ev)
     }
 }
 
+tt_pair tt_pair_new(struct kumo__engine *eng, kumo_transport *t)
+{
+    tt_log_capture();
+    tt_pair p = {.eng = eng, .t = t};
+    p.srv = tt_ep_new(t, 1, "server");
+    p.cl = tt_ep_new(t, 0, "client");
+    p.c = tt_connect(p.cl, &p.srv->addr);
+    tt_ev o = tt_expect(p.srv, KUMO_EV_CONNECTION_OPENED);
+    cr_assert(kumo_address_eq(&o.addr, &p.cl->addr));
+    return p;
+}
+
+void tt_pair_finish(tt_pair *p)
+{
+    kumo_transport_free(p->t);
+    tt_ep_check(p->srv);
+    tt_ep_check(p->cl);
+    tt_ep_free(p->srv);
+    tt_ep_free(p->cl);
+    kumo_log_set_sink(NULL, NULL);
+    tt_stop(p->eng);
+}
+
 tt_ep *tt_echo_new(kumo_transport *t, unsigned shard)
 {
     struct echo *es = calloc(1, sizeof *es);

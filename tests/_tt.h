@@ -121,6 +121,23 @@ void tt_send(kumo_conn c, const void *data, size_t len);
 /* Receives the next message on `e`: skips nothing, asserts the kind. */
 tt_ev tt_recv(tt_ep *e);
 
+/* ---- a client and a server ---- */
+
+/* A "client" endpoint on shard 0 connected (c) to a "server" on shard 1 of
+ * transport t, the server having seen the connection open from the
+ * client's address; Kumo's log goes to the capture (tt_log_capture). */
+typedef struct tt_pair {
+    struct kumo__engine *eng;
+    kumo_transport *t;
+    tt_ep *srv, *cl;
+    kumo_conn c;
+} tt_pair;
+
+tt_pair tt_pair_new(struct kumo__engine *eng, kumo_transport *t);
+/* Frees the transport, checks and frees both recorders, restores the log
+ * and stops the engine (with its leak check). */
+void tt_pair_finish(tt_pair *p);
+
 /* ---- an echo server ---- */
 
 /*

@@ -141,80 +141,88 @@ static kumo_transport *limited(struct kumo__engine *eng, const char *tr)
     return tt_transport_cfg(eng, tr, &s);
 }
 
+/* A sender (endpoint tx, shard 0) with two connections, c and c2, whose
+ * link to a held receiver (rx, shard 1) is full and stays busy. */
+struct stuck {
+    struct kumo__engine *eng;
+    kumo_transport *t;
+    struct gate g;
+    tt_ep *rx, *tx;
+    kumo_conn c, c2;
+    struct fill f;
+};
+
+static void stuck_start(struct stuck *s, const char *tr)
+{
+    s->eng = tt_start(2);
+    kumo_log_set_level(KUMO_LOG_ERROR);
+    s->t = limited(s->eng, tr);
+    s->g = (struct gate){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0};
+    s->rx = tt_ep_new_hook(s->t, 1, "receiver", gate_hook, &s->g);
+    s->tx = tt_ep_new(s->t, 0, "sender");
+    s->c = tt_connect(s->tx, &s->rx->addr);
+    s->c2 = tt_connect(s->tx, &s->rx->addr);
+    tt_expect(s->rx, KUMO_EV_CONNECTION_OPENED);
+    tt_expect(s->rx, KUMO_EV_CONNECTION_OPENED);
+    s->f = (struct fill){.c = s->c};
+    fill_until_stuck(s->eng, &s->f);
+}
+
+/* Lets the receiver go, then frees everything (and checks for leaks). */
+static void stuck_finish(struct stuck *s)
+{
+    gate_open(&s->g);
+    kumo_transport_free(s->t);
+    tt_ep_check(s->rx);
+    tt_ep_free(s->rx);
+    tt_ep_free(s->tx);
+    tt_stop(s->eng);
+}
+
 static void busy_then_ready(const char *tr)
 {
-    struct kumo__engine *eng = tt_start(2);
-    kumo_log_set_level(KUMO_LOG_ERROR);
-    kumo_transport *t = limited(eng, tr);
-    static struct gate g;
-    g = (struct gate){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0};
-    tt_ep *rx = tt_ep_new_hook(t, 1, "receiver", gate_hook, &g);
-    tt_ep *tx = tt_ep_new(t, 0, "sender");
-    kumo_conn c = tt_connect(tx, &rx->addr);
-    kumo_conn c2 = tt_connect(tx, &rx->addr);
-    tt_expect(rx, KUMO_EV_CONNECTION_OPENED);
-    tt_expect(rx, KUMO_EV_CONNECTION_OPENED);
-
-    struct fill f = {.c = c};
-    fill_until_stuck(eng, &f);
+    static struct stuck s;
+    stuck_start(&s, tr);
     /* Busy is per link: the other connection, and a send from this (plain)
      * thread, are refused too; nothing was taken. */
     uint8_t one[MSG] = {0};
-    cr_assert_eq(kumo_conn_send(c2, &(struct iovec){one, MSG}, 1, NULL, NULL), -KUMO_EBUSY);
-    cr_assert_eq(kumo_conn_send(c, &(struct iovec){one, MSG}, 1, NULL, NULL), -KUMO_EBUSY);
+    cr_assert_eq(kumo_conn_send(s.c2, &(struct iovec){one, MSG}, 1, NULL, NULL), -KUMO_EBUSY);
+    cr_assert_eq(kumo_conn_send(s.c, &(struct iovec){one, MSG}, 1, NULL, NULL), -KUMO_EBUSY);
 
     static struct ready r;
     r = (struct ready){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
-    cr_assert_eq(kumo_conn_when_ready(c, ready_fn, &r), 0);
+    cr_assert_eq(kumo_conn_when_ready(s.c, ready_fn, &r), 0);
     /* Two round trips through the sender's shard: the wait is registered,
      * and with the receiver held nothing drains, so it has not fired. */
-    tt_on_shard(eng, 0, noop, NULL);
-    tt_on_shard(eng, 0, noop, NULL);
+    tt_on_shard(s.eng, 0, noop, NULL);
+    tt_on_shard(s.eng, 0, noop, NULL);
     pthread_mutex_lock(&r.mu);
     int early = r.calls;
     pthread_mutex_unlock(&r.mu);
     cr_assert_eq(early, 0, "ready while the peer reads nothing");
 
-    gate_open(&g);
+    gate_open(&s.g);
     cr_assert_eq(ready_wait(&r), 0);
     /* Sends are taken again, and everything arrives in order. */
     uint8_t buf[MSG];
-    memcpy(buf, &f.sent, sizeof f.sent);
-    int err = kumo_conn_send(c, &(struct iovec){buf, MSG}, 1, NULL, NULL);
+    memcpy(buf, &s.f.sent, sizeof s.f.sent);
+    int err = kumo_conn_send(s.c, &(struct iovec){buf, MSG}, 1, NULL, NULL);
     cr_assert_eq(err, 0, "send after ready: %s", kumo_transport_strerror(err));
-    tt_wait_counter(rx, &rx->received, f.sent + 1, "received");
-
-    kumo_transport_free(t);
-    tt_ep_check(rx);
-    tt_ep_free(rx);
-    tt_ep_free(tx);
-    tt_stop(eng);
+    tt_wait_counter(s.rx, &s.rx->received, s.f.sent + 1, "received");
+    stuck_finish(&s);
 }
 
 static void busy_then_lost(const char *tr)
 {
-    struct kumo__engine *eng = tt_start(2);
-    kumo_log_set_level(KUMO_LOG_ERROR);
-    kumo_transport *t = limited(eng, tr);
-    static struct gate g;
-    g = (struct gate){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, 0};
-    tt_ep *rx = tt_ep_new_hook(t, 1, "receiver", gate_hook, &g);
-    tt_ep *tx = tt_ep_new(t, 0, "sender");
-    kumo_conn c = tt_connect(tx, &rx->addr);
-    tt_expect(rx, KUMO_EV_CONNECTION_OPENED);
-    struct fill f = {.c = c};
-    fill_until_stuck(eng, &f);
+    static struct stuck s;
+    stuck_start(&s, tr);
     static struct ready r;
     r = (struct ready){PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
-    cr_assert_eq(kumo_conn_when_ready(c, ready_fn, &r), 0);
-    cr_assert_eq(kumo_transport_break_link(tx->ep, &rx->addr), 0);
+    cr_assert_eq(kumo_conn_when_ready(s.c, ready_fn, &r), 0);
+    cr_assert_eq(kumo_transport_break_link(s.tx->ep, &s.rx->addr), 0);
     cr_assert_eq(ready_wait(&r), -KUMO_ECONNLOST);
-    cr_assert_eq(kumo_conn_send(c, &(struct iovec){"x", 1}, 1, NULL, NULL), -KUMO_ECONNLOST);
-    gate_open(&g);
-    kumo_transport_free(t);
-    tt_ep_free(rx);
-    tt_ep_free(tx);
-    tt_stop(eng);
+    cr_assert_eq(kumo_conn_send(s.c, &(struct iovec){"x", 1}, 1, NULL, NULL), -KUMO_ECONNLOST);
+    stuck_finish(&s);
 }
 
 Test(backpressure, tcp_busy_then_ready, .timeout = BP_TIMEOUT)

@@ -280,27 +280,13 @@ static int make_memfd(uint64_t size, bool seal, void **map)
     return mfd;
 }
 
-struct setup {
-    struct kumo__engine *eng;
-    kumo_transport *t;
-    tt_ep *srv, *cl;
-    kumo_conn c;
-};
-
-static struct setup setup(void)
+static tt_pair setup(void)
 {
-    struct setup s;
-    s.eng = tt_start(2);
-    tt_log_capture();
-    s.t = tt_transport(s.eng, "shm");
-    s.srv = tt_ep_new(s.t, 1, "server");
-    s.cl = tt_ep_new(s.t, 0, "client");
-    s.c = tt_connect(s.cl, &s.srv->addr);
-    tt_expect(s.srv, KUMO_EV_CONNECTION_OPENED);
-    return s;
+    struct kumo__engine *eng = tt_start(2);
+    return tt_pair_new(eng, tt_transport(eng, "shm"));
 }
 
-static void still_serves(struct setup *s)
+static void still_serves(tt_pair *s)
 {
     for (int i = 0; i < 10; i++) {
         tt_send(s->c, "fine", 4);
@@ -310,20 +296,9 @@ static void still_serves(struct setup *s)
     }
 }
 
-static void finish(struct setup *s)
-{
-    kumo_transport_free(s->t);
-    tt_ep_check(s->srv);
-    tt_ep_check(s->cl);
-    tt_ep_free(s->srv);
-    tt_ep_free(s->cl);
-    kumo_log_set_sink(NULL, NULL);
-    tt_stop(s->eng);
-}
-
 Test(shm, bad_handshakes_close_that_link, .timeout = SHM_TIMEOUT)
 {
-    struct setup s = setup();
+    tt_pair s = setup();
     kumo_address me = fake_shm_addr(1);
     /* No descriptors at all. */
     int fd = raw_unix(&s.srv->addr);
@@ -352,14 +327,14 @@ Test(shm, bad_handshakes_close_that_link, .timeout = SHM_TIMEOUT)
     munmap(map, kumo__shm_map_len(4096));
     tt_expect_empty(s.srv);
     still_serves(&s);
-    finish(&s);
+    tt_pair_finish(&s);
     cr_assert(tt_logged("without its shared memory"), "log:\n%s", tt_log_text());
     cr_assert(tt_logged("not sealed"), "log:\n%s", tt_log_text());
     cr_assert(tt_logged("bad ring header"), "log:\n%s", tt_log_text());
 }
 
 /* Raw connector with rings: one OPEN done.  Then `variant` misbehaves. */
-static void hostile_variant(struct setup *s, int variant)
+static void hostile_variant(tt_pair *s, int variant)
 {
     kumo_address me = fake_shm_addr(0x100u + (unsigned)variant);
     void *map;
@@ -416,11 +391,11 @@ static void hostile_variant(struct setup *s, int variant)
 
 Test(shm, hostile_ring_contents_close_that_link, .timeout = SHM_TIMEOUT)
 {
-    struct setup s = setup();
+    tt_pair s = setup();
     for (int v = 0; v < 3; v++)
         hostile_variant(&s, v);
     still_serves(&s);
-    finish(&s);
+    tt_pair_finish(&s);
     cr_assert(tt_logged("write index is impossible"), "log:\n%s", tt_log_text());
     cr_assert(tt_logged("unknown frame version"), "log:\n%s", tt_log_text());
     cr_assert(tt_logged("over the maximum frame size"), "log:\n%s", tt_log_text());

@@ -258,41 +258,15 @@ Test(tcp, decoder_checks_every_field, .timeout = TCP_TIMEOUT)
 /* Raw peers                                                           */
 /* ------------------------------------------------------------------ */
 
-struct setup {
-    struct kumo__engine *eng;
-    kumo_transport *t;
-    tt_ep *srv, *cl;
-    kumo_conn c;
-};
-
-static struct setup setup(kumo_tcp_config cfg)
+static tt_pair setup(kumo_tcp_config cfg)
 {
-    struct setup s;
-    s.eng = tt_start(2);
-    tt_log_capture();
-    s.t = tcp_with(s.eng, cfg);
-    s.srv = tt_ep_new(s.t, 1, "server");
-    s.cl = tt_ep_new(s.t, 0, "client");
-    s.c = tt_connect(s.cl, &s.srv->addr);
-    tt_ev o = tt_expect(s.srv, KUMO_EV_CONNECTION_OPENED);
-    cr_assert(kumo_address_eq(&o.addr, &s.cl->addr));
-    return s;
-}
-
-static void finish(struct setup *s)
-{
-    kumo_transport_free(s->t);
-    tt_ep_check(s->srv);
-    tt_ep_check(s->cl);
-    tt_ep_free(s->srv);
-    tt_ep_free(s->cl);
-    kumo_log_set_sink(NULL, NULL);
-    tt_stop(s->eng);
+    struct kumo__engine *eng = tt_start(2);
+    return tt_pair_new(eng, tcp_with(eng, cfg));
 }
 
 Test(tcp, garbage_before_hello_closes_that_link, .timeout = TCP_TIMEOUT)
 {
-    struct setup s = setup((kumo_tcp_config){0});
+    tt_pair s = setup((kumo_tcp_config){0});
     int fd = raw_connect(&s.srv->addr);
     uint8_t junk[300];
     unsigned seed = 5;
@@ -303,13 +277,13 @@ Test(tcp, garbage_before_hello_closes_that_link, .timeout = TCP_TIMEOUT)
     close(fd);
     still_serves(s.srv, s.cl, s.c);
     tt_expect_empty(s.srv); /* the raw peer never had a connection: no event */
-    finish(&s);
+    tt_pair_finish(&s);
     cr_assert(tt_logged("malformed input"), "the reason is logged:\n%s", tt_log_text());
 }
 
 Test(tcp, garbage_after_hello_loses_its_connections_only, .timeout = TCP_TIMEOUT)
 {
-    struct setup s = setup((kumo_tcp_config){0});
+    tt_pair s = setup((kumo_tcp_config){0});
     kumo_address me = fake_addr(0x1234);
     int fd = raw_connect(&s.srv->addr);
     cr_assert_eq(raw_hello(fd, &me, &s.srv->addr), KUMO__ACK_OK);
@@ -331,13 +305,13 @@ Test(tcp, garbage_after_hello_loses_its_connections_only, .timeout = TCP_TIMEOUT
     raw_expect_closed(fd);
     close(fd);
     still_serves(s.srv, s.cl, s.c);
-    finish(&s);
+    tt_pair_finish(&s);
     cr_assert(tt_logged("unknown frame version"), "log:\n%s", tt_log_text());
 }
 
 Test(tcp, unknown_connection_and_double_open_are_malformed, .timeout = TCP_TIMEOUT)
 {
-    struct setup s = setup((kumo_tcp_config){0});
+    tt_pair s = setup((kumo_tcp_config){0});
     for (int variant = 0; variant < 3; variant++) {
         kumo_address me = fake_addr(0x2000u + (unsigned)variant);
         int fd = raw_connect(&s.srv->addr);
@@ -358,7 +332,7 @@ Test(tcp, unknown_connection_and_double_open_are_malformed, .timeout = TCP_TIMEO
         close(fd);
     }
     still_serves(s.srv, s.cl, s.c);
-    finish(&s);
+    tt_pair_finish(&s);
     cr_assert(tt_logged("DATA for an unknown connection"), "log:\n%s", tt_log_text());
     cr_assert(tt_logged("OPEN of a connection already open"), "log:\n%s", tt_log_text());
     cr_assert(tt_logged("continuation without a first piece"), "log:\n%s", tt_log_text());
@@ -366,7 +340,7 @@ Test(tcp, unknown_connection_and_double_open_are_malformed, .timeout = TCP_TIMEO
 
 Test(tcp, truncated_frame_then_close, .timeout = TCP_TIMEOUT)
 {
-    struct setup s = setup((kumo_tcp_config){0});
+    tt_pair s = setup((kumo_tcp_config){0});
     kumo_address me = fake_addr(0x3000);
     int fd = raw_connect(&s.srv->addr);
     cr_assert_eq(raw_hello(fd, &me, &s.srv->addr), KUMO__ACK_OK);
@@ -391,13 +365,13 @@ Test(tcp, truncated_frame_then_close, .timeout = TCP_TIMEOUT)
     raw_expect_closed(fd);
     close(fd);
     still_serves(s.srv, s.cl, s.c);
-    finish(&s);
+    tt_pair_finish(&s);
     cr_assert(tt_logged("truncated"), "log:\n%s", tt_log_text());
 }
 
 Test(tcp, absurd_lengths_close_the_link, .timeout = TCP_TIMEOUT)
 {
-    struct setup s = setup((kumo_tcp_config){.max_message = 1u << 20});
+    tt_pair s = setup((kumo_tcp_config){.max_message = 1u << 20});
     for (int variant = 0; variant < 3; variant++) {
         kumo_address me = fake_addr(0x4000u + (unsigned)variant);
         int fd = raw_connect(&s.srv->addr);
@@ -425,7 +399,7 @@ Test(tcp, absurd_lengths_close_the_link, .timeout = TCP_TIMEOUT)
     int err = kumo_conn_send(s.c, &(struct iovec){p, big}, 1, NULL, NULL);
     cr_assert_eq(err, -KUMO_ETOOBIG, "send over max_message: %s", kumo_transport_strerror(err));
     free(p);
-    finish(&s);
+    tt_pair_finish(&s);
     cr_assert(tt_logged("over the maximum frame size"), "log:\n%s", tt_log_text());
     cr_assert(tt_logged("over the maximum message size"), "log:\n%s", tt_log_text());
     cr_assert(tt_logged("control frame over its maximum"), "log:\n%s", tt_log_text());
@@ -433,7 +407,7 @@ Test(tcp, absurd_lengths_close_the_link, .timeout = TCP_TIMEOUT)
 
 Test(tcp, hello_to_another_incarnation_is_not_found, .timeout = TCP_TIMEOUT)
 {
-    struct setup s = setup((kumo_tcp_config){0});
+    tt_pair s = setup((kumo_tcp_config){0});
     kumo_address me = fake_addr(0x5000), wrong = s.srv->addr;
     wrong.bytes[15] ^= 0xff;
     int fd = raw_connect(&s.srv->addr);
@@ -442,7 +416,7 @@ Test(tcp, hello_to_another_incarnation_is_not_found, .timeout = TCP_TIMEOUT)
     close(fd);
     tt_expect_empty(s.srv);
     still_serves(s.srv, s.cl, s.c);
-    finish(&s);
+    tt_pair_finish(&s);
 }
 
 /* ------------------------------------------------------------------ */
@@ -490,7 +464,7 @@ Test(tcp, heartbeat_detects_a_silent_peer, .timeout = TCP_TIMEOUT)
      * with 300 ms the third ping and the timeout raced (1 run in ~10). */
     kumo_tcp_config cfg = {.heartbeat_interval_ns = 50 * TT_MS,
                            .heartbeat_timeout_ns = 600 * TT_MS};
-    struct setup s = setup(cfg);
+    tt_pair s = setup(cfg);
     kumo_address me = fake_addr(0x6000);
     int fd = raw_connect(&s.srv->addr);
     cr_assert_eq(raw_hello(fd, &me, &s.srv->addr), KUMO__ACK_OK);
@@ -513,7 +487,7 @@ Test(tcp, heartbeat_detects_a_silent_peer, .timeout = TCP_TIMEOUT)
     close(fd);
     /* The healthy client, pinged too, is still alive. */
     still_serves(s.srv, s.cl, s.c);
-    finish(&s);
+    tt_pair_finish(&s);
     cr_assert(tt_logged("heartbeat timeout"), "log:\n%s", tt_log_text());
 }
 
@@ -521,7 +495,7 @@ Test(tcp, killed_peer_process_is_lost, .timeout = TCP_TIMEOUT)
 {
     kumo_tcp_config cfg = {.heartbeat_interval_ns = 100 * TT_MS,
                            .heartbeat_timeout_ns = 1000 * TT_MS};
-    struct setup s = setup(cfg);
+    tt_pair s = setup(cfg);
     kumo_address me = fake_addr(0x7000);
     /* Everything the child sends is built before fork (it only makes
      * system calls). */
@@ -579,7 +553,7 @@ Test(tcp, killed_peer_process_is_lost, .timeout = TCP_TIMEOUT)
     cr_assert_lt(took, cfg.heartbeat_timeout_ns + 500 * TT_MS, "lost after %" PRIu64 " ms",
                  took / TT_MS);
     still_serves(s.srv, s.cl, s.c);
-    finish(&s);
+    tt_pair_finish(&s);
 }
 
 /* ------------------------------------------------------------------ */
