@@ -284,9 +284,10 @@ static void kumo_stream(const char *label, size_t size, long n, bool lend, const
     struct kumo__engine *eng = bench_engine(2, 0);
     kumo_transport *t;
     kumo_tcp_config cfg = {.bind_host = "127.0.0.1", .max_message = 64u << 20};
-    if (!strcmp(variant, "zc"))
+    if (!strcmp(variant, "zc")) {
         cfg.zerocopy_min = 1;
-    else if (!strcmp(variant, "copy"))
+        cfg.zerocopy_on_host = true;
+    } else if (!strcmp(variant, "copy"))
         cfg.zerocopy_min = SIZE_MAX;
     int err = kumo__transport_new(eng, "tcp", &cfg, &t);
     if (err)

@@ -764,7 +764,8 @@ Test(tcp, zerocopy_sends_arrive_whole_and_release_after_the_kernel, .timeout = T
     tt_log_capture();
     kumo_log_set_level(KUMO_LOG_DEBUG);
     /* Every lent batch by SENDMSG_ZC; copied messages in between. */
-    kumo_transport *t = tcp_with(eng, (kumo_tcp_config){.zerocopy_min = 1});
+    kumo_transport *t =
+        tcp_with(eng, (kumo_tcp_config){.zerocopy_min = 1, .zerocopy_on_host = true});
     tt_ep *rx = tt_ep_new(t, 1, "receiver");
     tt_ep *tx = tt_ep_new(t, 0, "sender");
     kumo_conn c = tt_connect(tx, &rx->addr);

@@ -474,11 +474,13 @@ typedef struct kumo_tcp_config {
      * them.  Below the threshold the kernel's copy is cheaper than pinning
      * pages and waiting for the notification.  0 = the default
      * (KUMO_TCP_ZEROCOPY_MIN), SIZE_MAX = never.  Links whose peer is on
-     * this host (127/8, or our own address) never use it unless the value
-     * is 1: the kernel copies on local delivery anyway, and measured here
-     * zero-copy over loopback is 2.5-4x slower than the copying send.
-     * Ignored where the kernel lacks SENDMSG_ZC. */
+     * this host (127/8, or our own address) use it only with
+     * zerocopy_on_host: the kernel copies on local delivery anyway, and
+     * measured here zero-copy over loopback is 2.5-4x slower than the
+     * copying send.  Ignored where the kernel lacks SENDMSG_ZC. */
     size_t zerocopy_min;
+    /* Zero-copy on links within this host too (for tests and measuring). */
+    bool zerocopy_on_host;
     /* Bytes a link queues before its connections are busy (see
      * kumo_conn_when_ready); 0 = 32 MiB. */
     size_t send_queue_max;

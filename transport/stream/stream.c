@@ -933,7 +933,7 @@ static void link_up(struct link *l)
 {
     l->state = L_UP;
     struct tcp_t *t = l->ep->t;
-    l->zc_ok = t->zc && (t->cfg.zerocopy_min <= 1 || link_leaves_host(l));
+    l->zc_ok = t->zc && (t->cfg.zerocopy_on_host || link_leaves_host(l));
     l->last_rx = kumo__now_ns();
     /* shm needs no heartbeats: the socket's EOF tells a dead peer */
     if (!l->ep->t->shm)
