@@ -111,6 +111,9 @@
 %% Kumo and Erlang from the same run, and distrust a wide spread.
 -module(kumo_bench).
 -export([main/1]).
+%% The credit-flow sender and receiver of the stream workload; kumo_dist
+%% runs the same two across nodes.
+-export([pump/5, stream_recv/4]).
 
 -define(WARMUP, 1).
 -define(REPS, 5).

@@ -214,26 +214,11 @@ oneway(Peer, Size, N) ->
     Bin = binary:copy(<<0>>, Size),
     Size = byte_size(Bin),
     Self = self(),
-    R = spawn_link(Peer, fun() -> sink(Self, N, AckEvery, AckEvery) end),
+    R = spawn_link(Peer, kumo_bench, stream_recv, [Self, N, AckEvery, AckEvery]),
     T0 = now_ns(),
-    pump(R, Bin, N, Window, AckEvery),
+    kumo_bench:pump(R, Bin, N, Window, AckEvery),
     receive done -> ok end,
     T1 = now_ns(),
     Dt = T1 - T0,
     [N / Dt * 1.0e3, N * Size / Dt * 1.0e3].  % per ns * 1e9 / 1e6
 
-pump(_R, _Bin, 0, _Credit, _AckEvery) -> ok;
-pump(R, Bin, Left, 0, AckEvery) ->
-    receive ack -> pump(R, Bin, Left, AckEvery, AckEvery) end;
-pump(R, Bin, Left, Credit, AckEvery) ->
-    R ! Bin,
-    pump(R, Bin, Left - 1, Credit - 1, AckEvery).
-
-sink(Sender, 0, _AckEvery, _Until) ->
-    Sender ! done;
-sink(Sender, Left, AckEvery, 1) ->
-    receive _Bin -> Sender ! ack,
-                    sink(Sender, Left - 1, AckEvery, AckEvery)
-    end;
-sink(Sender, Left, AckEvery, Until) ->
-    receive _Bin -> sink(Sender, Left - 1, AckEvery, Until - 1) end.
