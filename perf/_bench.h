@@ -38,6 +38,16 @@ static inline void bench_report(const char *name, double *v, int n, const char *
     fflush(stdout);
 }
 
+/* A one-way workload's two lines: `name` in Mmsg/s and `name`_MBps in
+ * MB/s, from the repetitions' message rates v[] and byte rates mb[]. */
+static inline void bench_report_rates(const char *name, double *v, double *mb)
+{
+    char mbname[128];
+    bench_report(name, v, BENCH_REPS, "Mmsg/s");
+    snprintf(mbname, sizeof mbname, "%s_MBps", name);
+    bench_report(mbname, mb, BENCH_REPS, "MB/s");
+}
+
 static inline void bench_die(const char *what, int err)
 {
     fprintf(stderr, "%s: %s\n", what, kumo_strerror(err));

@@ -53,6 +53,13 @@ static inline void flag_set(struct flag *f)
     pthread_mutex_unlock(&f->mu);
 }
 
+static inline void flag_init(struct flag *f)
+{
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cv, NULL);
+    f->set = false;
+}
+
 /* Waits until set, then clears it for the next round. */
 static inline void flag_wait(struct flag *f)
 {

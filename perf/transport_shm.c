@@ -225,9 +225,7 @@ static void oneway(const char *label, size_t size, long n)
     }
     char name[64];
     snprintf(name, sizeof name, "shm_oneway_%s_kumo", label);
-    bench_report(name, v, BENCH_REPS, "Mmsg/s");
-    snprintf(name, sizeof name, "shm_oneway_%s_kumo_MBps", label);
-    bench_report(name, mb, BENCH_REPS, "MB/s");
+    bench_report_rates(name, v, mb);
     free(K.buf);
 }
 

@@ -7,7 +7,7 @@
  *   tcp_rtt_64B_raw_blocking   raw C ping-pong, blocking recv
  *   tcp_oneway_<size>_kumo     Kumo one-way, messages/s and MB/s
  *   tcp_oneway_<size>_raw      raw writev stream of the same messages
- *   tcp_oneway_<size>_kumo_{zc,copy}_MBps
+ *   tcp_oneway_<size>_kumo_{zc,copy}[_MBps]
  *                              lent sends with SENDMSG_ZC forced on / off
  *                              (the measurement behind KUMO_TCP_ZEROCOPY_MIN)
  *
@@ -102,10 +102,8 @@ static void kumo_rtt(const char *name, uint64_t spin_ns, long n)
         bench_die("transport", err);
     static struct rtt r;
     memset(&r, 0, sizeof r);
-    pthread_mutex_init(&r.done.mu, NULL);
-    pthread_cond_init(&r.done.cv, NULL);
-    pthread_mutex_init(&r.ready.mu, NULL);
-    pthread_cond_init(&r.ready.cv, NULL);
+    flag_init(&r.done);
+    flag_init(&r.ready);
     if ((err = kumo_endpoint_new(t, 0, rtt_a, &r, &r.a)) ||
         (err = kumo_endpoint_new(t, 1, rtt_b, &r, &r.b)))
         bench_die("endpoint", err);
@@ -294,10 +292,8 @@ static void kumo_stream(const char *label, size_t size, long n, bool lend, const
         bench_die("transport", err);
     static struct stream s;
     memset(&s, 0, sizeof s);
-    pthread_mutex_init(&s.done.mu, NULL);
-    pthread_cond_init(&s.done.cv, NULL);
-    pthread_mutex_init(&s.ready.mu, NULL);
-    pthread_cond_init(&s.ready.cv, NULL);
+    flag_init(&s.done);
+    flag_init(&s.ready);
     s.size = size;
     s.lend = lend;
     s.eng = eng;
@@ -328,13 +324,8 @@ static void kumo_stream(const char *label, size_t size, long n, bool lend, const
         }
     }
     char name[96];
-    const char *sep = *variant ? "_" : "";
-    if (!*variant) {
-        snprintf(name, sizeof name, "tcp_oneway_%s_kumo", label);
-        bench_report(name, v, BENCH_REPS, "Mmsg/s");
-    }
-    snprintf(name, sizeof name, "tcp_oneway_%s_kumo%s%s_MBps", label, sep, variant);
-    bench_report(name, mb, BENCH_REPS, "MB/s");
+    snprintf(name, sizeof name, "tcp_oneway_%s_kumo%s%s", label, *variant ? "_" : "", variant);
+    bench_report_rates(name, v, mb);
     kumo_transport_free(t);
     kumo__engine_stop(eng);
     kumo__engine_destroy(eng);
@@ -425,9 +416,7 @@ static void raw_stream(const char *label, size_t size, long n)
     }
     char name[96];
     snprintf(name, sizeof name, "tcp_oneway_%s_raw_writev", label);
-    bench_report(name, v, BENCH_REPS, "Mmsg/s");
-    snprintf(name, sizeof name, "tcp_oneway_%s_raw_writev_MBps", label);
-    bench_report(name, mb, BENCH_REPS, "MB/s");
+    bench_report_rates(name, v, mb);
     free(iov);
     free(buf);
 }

@@ -296,9 +296,7 @@ static void run(const struct work *w)
         bench_report(name, v, BENCH_REPS, "us");
     } else {
         snprintf(name, sizeof name, "zmq_%s_oneway_%s", w->tr, w->label);
-        bench_report(name, v, BENCH_REPS, "Mmsg/s");
-        snprintf(name, sizeof name, "zmq_%s_oneway_%s_MBps", w->tr, w->label);
-        bench_report(name, mb, BENCH_REPS, "MB/s");
+        bench_report_rates(name, v, mb);
     }
 }
 
