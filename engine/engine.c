@@ -57,10 +57,21 @@ static void probe_features(struct kumo__features *f)
         free(mem);
     }
     io_uring_queue_exit(&r);
+    f->membarrier = kumo__membarrier_register(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
+}
+
+bool kumo__membarrier_register(int cmd)
+{
+    int reg = cmd == MEMBARRIER_CMD_PRIVATE_EXPEDITED  ? MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED
+              : cmd == MEMBARRIER_CMD_GLOBAL_EXPEDITED ? MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED
+                                                       : -1;
     int cmds = (int)syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
-    if (cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
-        syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0)
-        f->membarrier = true;
+    return reg >= 0 && cmds > 0 && (cmds & cmd) && syscall(SYS_membarrier, reg, 0, 0) == 0;
+}
+
+void kumo__membarrier(int cmd)
+{
+    syscall(SYS_membarrier, cmd, 0, 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -328,7 +339,7 @@ static void park(struct kumo__shard *sh, bool backlog)
     atomic_store_explicit(&sh->sleeping, 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_seq_cst);
     if (sh->eng->feat.membarrier)
-        syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+        kumo__membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
     if (inbound_nonempty(sh) || (sh->pollers && prepark_pollers(sh))) {
         atomic_store_explicit(&sh->sleeping, 0, memory_order_relaxed);
         return;

@@ -183,6 +183,13 @@ int kumo__engine_start(struct kumo__engine *eng);
 void kumo__engine_stop(struct kumo__engine *eng);
 void kumo__engine_destroy(struct kumo__engine *eng);
 
+/* membarrier(2), for asymmetric barriers.  Registers this process for
+ * `cmd` (MEMBARRIER_CMD_PRIVATE_EXPEDITED or _GLOBAL_EXPEDITED, from
+ * <linux/membarrier.h>); true if the kernel has it and it worked. */
+bool kumo__membarrier_register(int cmd);
+/* Issues `cmd` (registered before). */
+void kumo__membarrier(int cmd);
+
 /* The shard the calling thread runs, or NULL for a foreign thread. */
 struct kumo__shard *kumo__shard_current(void);
 

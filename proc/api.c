@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <stdio.h>
 #include <linux/membarrier.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -558,7 +557,7 @@ int kumo_register(kumo_node *node, const char *name, kumo_pid pid)
      * Death orders its own store->load only with a compiler barrier when
      * membarrier is available; this side then pays for both. */
     if (node->eng->feat.membarrier)
-        syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0);
+        kumo__membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
     if (!kumo__pid_alive(node, pid)) {
         kumo__names_remove(&node->names, name, &pid);
         return -KUMO_ENOPROC;

@@ -87,7 +87,6 @@
 #include <sys/socket.h>
 #include <linux/membarrier.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -2018,9 +2017,7 @@ _Atomic bool kumo__shm_asym;
 
 static void shm_barrier_once(void)
 {
-    int cmds = (int)syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
-    if (cmds > 0 && (cmds & MEMBARRIER_CMD_GLOBAL_EXPEDITED) &&
-        syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0)
+    if (kumo__membarrier_register(MEMBARRIER_CMD_GLOBAL_EXPEDITED))
         atomic_store(&kumo__shm_asym, true);
 }
 
@@ -2034,7 +2031,7 @@ void kumo__shm_wait_barrier(void)
 {
     atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&kumo__shm_asym, memory_order_relaxed))
-        syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0);
+        kumo__membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED);
 }
 
 /* About to park: raise our flags on every ring, one barrier for all of
