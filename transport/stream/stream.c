@@ -311,6 +311,7 @@ struct tcp_ep {
     struct link *rings; /* links with rings up */
     struct kumo__poller poller;
     bool poller_on;
+    unsigned nrings; /* links in `rings` */
     struct link **pollv;
     unsigned pollcap;
     struct sockaddr_un sun;
@@ -1890,6 +1891,7 @@ static void ring_start(struct link *l)
     struct tcp_ep *ep = l->ep;
     l->ring = true;
     KUMO__LIST_PUSH(ep->rings, l, ring_prev, ring_next);
+    ep->nrings++;
     if (!ep->poller_on) {
         kumo__shard_poller_add(ep_sh(ep), &ep->poller);
         ep->poller_on = true;
@@ -1901,6 +1903,7 @@ static void ring_stop(struct link *l)
 {
     struct tcp_ep *ep = l->ep;
     KUMO__LIST_REMOVE(ep->rings, l, ring_prev, ring_next);
+    ep->nrings--;
     l->ring_next = l->ring_prev = NULL;
     if (!ep->rings && ep->poller_on) {
         kumo__shard_poller_remove(ep_sh(ep), &ep->poller);
@@ -1971,9 +1974,7 @@ static long ring_drain(struct link *l)
 static unsigned shm_poll(struct kumo__shard *sh, struct kumo__poller *p)
 {
     struct tcp_ep *ep = CONTAINER(p, struct tcp_ep, poller);
-    unsigned n = 0, work = 0;
-    for (struct link *l = ep->rings; l; l = l->ring_next)
-        n++;
+    unsigned n = ep->nrings, work = 0;
     if (n > ep->pollcap) {
         struct link **nv = kumo__alloc(sizeof(*nv) * n * 2);
         if (!nv)
