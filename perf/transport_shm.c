@@ -1,9 +1,12 @@
 /*
- * shm transport between two processes, against a raw shared-memory
- * ping-pong measured in the same run.
+ * shm transport between two processes, against raw shared-memory round
+ * trips measured in the same run (both processes spinning, one per CPU).
  *
- *   shm_rtt_64B_raw      two processes bouncing a counter through shared
- *                        memory, both spinning (the limit)
+ *   shm_rtt_8B_raw_flag  a counter bounced through one cache line each way,
+ *                        no payload: the floor of any shared-memory path
+ *   shm_rtt_64B_raw      64 B through a plain SPSC byte ring per direction
+ *                        (the issue's baseline: what a hand-written ring
+ *                        with no framework around it costs)
  *   shm_rtt_64B_kumo     Kumo round trip, 64 B, one spinning shard per
  *                        process
  *   shm_oneway_<size>_kumo   one-way 64 B (copied) and 1 MiB (lent)
@@ -64,13 +67,18 @@ static void peer_event(kumo_endpoint *ep, const kumo_event *ev, void *arg)
         atomic_store_explicit(&sh_mem->counted, peer_count, memory_order_release);
 }
 
-/* Puts the calling process on one CPU (its shard is pinned to the first
- * CPU of its mask: without this both processes' shards share CPU 0). */
+/* The CPUs the program was given (main reads it before pinning itself). */
+static cpu_set_t all_cpus;
+
+/* Puts the calling process on the cpu-th CPU it was given (its shard is
+ * pinned to the first CPU of its mask: without this both processes' shards
+ * share CPU 0). */
 static void use_cpu(int cpu)
 {
-    cpu_set_t all, one;
+    const cpu_set_t all = all_cpus;
+    cpu_set_t one;
     CPU_ZERO(&one);
-    if (sched_getaffinity(0, sizeof all, &all) || CPU_COUNT(&all) < 2)
+    if (CPU_COUNT(&all) < 2)
         return;
     for (int c = 0, k = 0; c < CPU_SETSIZE; c++)
         if (CPU_ISSET(c, &all) && k++ == cpu) {
@@ -98,15 +106,18 @@ static void peer_main(void)
         pause();
 }
 
-/* ---- raw shared-memory ping-pong ---- */
+/* ---- raw shared memory: a bare flag and a plain SPSC ring ---- */
 
-static void raw_rtt(long n)
+/* The floor: one counter each way, one cache line per direction, no
+ * payload. */
+static void raw_flag_rtt(long n)
 {
     atomic_store(&sh_mem->ping, 0);
     atomic_store(&sh_mem->pong, 0);
     pid_t pid = fork();
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
+        use_cpu(1);
         for (long i = 1; i <= n * (BENCH_REPS + 1); i++) {
             while (atomic_load_explicit(&sh_mem->ping, memory_order_acquire) != i)
                 __builtin_ia32_pause();
@@ -114,6 +125,7 @@ static void raw_rtt(long n)
         }
         _exit(0);
     }
+    use_cpu(0);
     double v[BENCH_REPS];
     long k = 0;
     for (int rep = -1; rep < BENCH_REPS; rep++) {
@@ -128,6 +140,97 @@ static void raw_rtt(long n)
             v[rep] = (bench_now() - t0) / (double)n * 1e9;
     }
     waitpid(pid, NULL, 0);
+    bench_report("shm_rtt_8B_raw_flag", v, BENCH_REPS, "ns");
+}
+
+/* The issue's baseline: a plain single-producer single-consumer byte ring
+ * per direction, indices on their own cache lines, each message an 8-byte
+ * length and its bytes; the producer keeps the last head it read. */
+#define RAW_RING (64u << 10)
+
+struct raw_ring {
+    _Alignas(64) _Atomic uint64_t tail;
+    _Alignas(64) _Atomic uint64_t head;
+    _Alignas(64) uint8_t data[RAW_RING];
+};
+
+struct raw_side {
+    struct raw_ring *r;
+    uint64_t mine, seen; /* our index; producer: the head last read */
+};
+
+static void raw_put(struct raw_side *s, const void *msg, uint64_t len)
+{
+    uint64_t need = 8 + ((len + 7) & ~7ull);
+    while (RAW_RING - (s->mine - s->seen) < need) {
+        s->seen = atomic_load_explicit(&s->r->head, memory_order_acquire);
+        __builtin_ia32_pause();
+    }
+    uint64_t pos = s->mine & (RAW_RING - 1);
+    if (RAW_RING - pos < need) { /* no wrapped records: pad to the end */
+        memset(s->r->data + pos, 0xff, 8);
+        s->mine += RAW_RING - pos;
+        raw_put(s, msg, len);
+        return;
+    }
+    memcpy(s->r->data + pos, &len, 8);
+    memcpy(s->r->data + pos + 8, msg, len);
+    s->mine += need;
+    atomic_store_explicit(&s->r->tail, s->mine, memory_order_release);
+}
+
+static uint64_t raw_get(struct raw_side *s, void *out)
+{
+    for (;;) {
+        while (atomic_load_explicit(&s->r->tail, memory_order_acquire) == s->mine)
+            __builtin_ia32_pause();
+        uint64_t pos = s->mine & (RAW_RING - 1), len;
+        memcpy(&len, s->r->data + pos, 8);
+        if (len == UINT64_MAX) {
+            s->mine += RAW_RING - pos;
+            atomic_store_explicit(&s->r->head, s->mine, memory_order_release);
+            continue;
+        }
+        memcpy(out, s->r->data + pos + 8, len);
+        s->mine += 8 + ((len + 7) & ~7ull);
+        atomic_store_explicit(&s->r->head, s->mine, memory_order_release);
+        return len;
+    }
+}
+
+static void raw_ring_rtt(long n)
+{
+    struct raw_ring *rings = mmap(NULL, 2 * sizeof *rings, PROT_READ | PROT_WRITE,
+                                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (rings == MAP_FAILED)
+        bench_die("mmap", -errno);
+    uint8_t msg[64] = {'E'}, in[64];
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        use_cpu(1);
+        struct raw_side rx = {.r = &rings[0]}, tx = {.r = &rings[1]};
+        for (long i = 0; i < n * (BENCH_REPS + 1); i++) {
+            uint64_t len = raw_get(&rx, in);
+            raw_put(&tx, in, len);
+        }
+        _exit(0);
+    }
+    use_cpu(0);
+    struct raw_side tx = {.r = &rings[0]}, rx = {.r = &rings[1]};
+    double v[BENCH_REPS];
+    for (int rep = -1; rep < BENCH_REPS; rep++) {
+        double t0 = bench_now();
+        for (long i = 0; i < n; i++) {
+            raw_put(&tx, msg, sizeof msg);
+            if (raw_get(&rx, in) != sizeof msg || in[0] != 'E')
+                bench_die("raw ring", -EPROTO);
+        }
+        if (rep >= 0)
+            v[rep] = (bench_now() - t0) / (double)n * 1e9;
+    }
+    waitpid(pid, NULL, 0);
+    munmap(rings, 2 * sizeof *rings);
     bench_report("shm_rtt_64B_raw", v, BENCH_REPS, "ns");
 }
 
@@ -234,7 +337,10 @@ int main(void)
     sh_mem = mmap(NULL, sizeof *sh_mem, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (sh_mem == MAP_FAILED)
         bench_die("mmap", -errno);
-    raw_rtt(200000);
+    if (sched_getaffinity(0, sizeof all_cpus, &all_cpus))
+        CPU_ZERO(&all_cpus);
+    raw_flag_rtt(200000);
+    raw_ring_rtt(200000);
 
     pid_t pid = fork();
     if (pid == 0) {
