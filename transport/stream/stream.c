@@ -1577,6 +1577,12 @@ static void submit_send(struct link *l)
     if (l->zc) {
         io_uring_prep_sendmsg_zc(sqe, l->fd, &l->msg, MSG_NOSIGNAL);
         io_uring_sqe_set_data(sqe, &l->zc->c);
+    } else if (l->msg.msg_iovlen == 1 && !l->ntx_fds) {
+        /* One piece (a staged run of small messages): a plain send skips
+         * importing a msghdr and its iovec array. */
+        io_uring_prep_send(sqe, l->fd, l->msg.msg_iov[0].iov_base, l->msg.msg_iov[0].iov_len,
+                           MSG_NOSIGNAL);
+        io_uring_sqe_set_data(sqe, &l->c_send);
     } else {
         io_uring_prep_sendmsg(sqe, l->fd, &l->msg, MSG_NOSIGNAL);
         io_uring_sqe_set_data(sqe, &l->c_send);
