@@ -365,6 +365,12 @@ static void park(struct kumo__shard *sh, bool backlog)
     atomic_store_explicit(&sh->sleeping, 0, memory_order_relaxed);
 }
 
+static void read_clock(struct kumo__shard *sh)
+{
+    sh->now = kumo__now_ns();
+    sh->now_cycles = kumo__cycles();
+}
+
 static void loop(struct kumo__shard *sh)
 {
     struct kumo__engine *eng = sh->eng;
@@ -381,11 +387,15 @@ static void loop(struct kumo__shard *sh)
         submit_pending(sh);
         work += reap(sh);
         /* Timers after the iteration's sends are out, so reading the clock
-         * is not on the way from a message in to its answer out; while
-         * spinning idle, once per 64 polls.  What a timer defers or
-         * submits goes out on the next iteration (work is non-zero). */
-        if (sh->timers.n && (work || !eng->spin_ns || (idle_polls & 63) == 0)) {
-            sh->now = kumo__now_ns();
+         * is not on the way from a message in to its answer out.  A busy
+         * shard reads it once KUMO__CLOCK_CYCLES have passed (the cycle
+         * counter costs less than half the clock, and a round trip takes
+         * less than that); one spinning idle, once per 256 polls (below);
+         * one that parks without spinning, every time.  What a timer defers or submits
+         * goes out on the next iteration (work is non-zero). */
+        if (sh->timers.n && (work ? kumo__cycles() - sh->now_cycles >= KUMO__CLOCK_CYCLES
+                                  : !eng->spin_ns || sh->shut_done)) {
+            read_clock(sh);
             work += fire_timers(sh, sh->now);
         }
 
@@ -408,14 +418,21 @@ static void loop(struct kumo__shard *sh)
         if (eng->spin_ns && !sh->shut_done) {
             /* One pause per poll: a pause costs ~140 cycles on recent x86,
              * and every one of them delays noticing the next message.  The
-             * clock is read once per 64 polls. */
+             * clock is read once per 256 polls, for the timers and the
+             * spin's end, and not on the first: a shard answering messages
+             * goes idle between every two of them. */
             cpu_relax();
-            if ((++idle_polls & 63) != 1)
+            if ((++idle_polls & 255) != 0)
                 continue;
-            uint64_t now = sh->now = kumo__now_ns();
+            read_clock(sh);
+            if (sh->timers.n && fire_timers(sh, sh->now)) {
+                idle_since = 0;
+                idle_polls = 0;
+                continue;
+            }
             if (!idle_since)
-                idle_since = now;
-            if (now - idle_since < eng->spin_ns)
+                idle_since = sh->now;
+            if (sh->now - idle_since < eng->spin_ns)
                 continue;
         }
         park(sh, backlog);
@@ -444,7 +461,7 @@ static void *shard_main(void *arg)
     struct kumo__shard *sh = arg;
     struct kumo__engine *eng = sh->eng;
     tls_shard = sh;
-    sh->now = kumo__now_ns();
+    read_clock(sh);
     kumo__blk_cache_enable();
     if (sh->cpu >= 0) {
         cpu_set_t set;

@@ -131,6 +131,7 @@ struct kumo__shard {
     unsigned pending_sqes;
     struct kumo__timer_heap timers;
     uint64_t now;                   /* kumo__shard_now */
+    uint64_t now_cycles;            /* kumo__cycles() when `now` was read */
     void *user;                     /* the upper layer's per-shard state */
     struct kumo__defer *defer_head; /* kumo__shard_defer */
     struct kumo__poller *pollers;   /* kumo__shard_poller_add */
@@ -203,10 +204,11 @@ static inline void kumo__shard_put(struct kumo__shard *sh, unsigned dst, struct 
     }
 }
 
-/* The clock as the loop last read it: in every iteration that did work
- * while timers are armed, and every 64 polls while spinning idle.  For
- * bookkeeping such as "last heard from" that must not read the clock per
- * message; never later than kumo__now_ns(). */
+/* The clock as the loop last read it: while timers are armed, after an
+ * iteration that did work once KUMO__CLOCK_CYCLES have passed since the
+ * last reading, and every 256 polls while spinning idle.  For bookkeeping
+ * such as "last heard from" that must not read the clock per message; never
+ * later than kumo__now_ns(). */
 static inline uint64_t kumo__shard_now(const struct kumo__shard *sh)
 {
     return sh->now;
