@@ -280,6 +280,13 @@ static void kick_fn(struct kumo__shard *sh, struct kumo__task *t)
 
 static void noop_release(void *arg) {}
 
+static void ready_fn(kumo_conn c, int err, void *arg)
+{
+    if (err)
+        bench_die("when ready", err);
+    kumo__task_post(K.eng, 0, &K.pump);
+}
+
 static void pump_fn(struct kumo__shard *sh, struct kumo__task *t)
 {
     if (!sh)
@@ -288,8 +295,12 @@ static void pump_fn(struct kumo__shard *sh, struct kumo__task *t)
     for (int k = 0; k < 1024 && K.sent < K.total && K.sent - counted < K.window; k++) {
         int err = kumo_conn_send(K.c, &(struct iovec){K.buf, K.size}, 1,
                                  K.size > 1024 ? noop_release : NULL, NULL);
-        if (err == -KUMO_EBUSY)
-            break; /* the link's queue is full: try again on the next turn */
+        if (err == -KUMO_EBUSY) {
+            /* the link's queue is full: go on once it has drained */
+            if ((err = kumo_conn_when_ready(K.c, ready_fn, NULL)))
+                bench_die("when ready", err);
+            return;
+        }
         if (err)
             bench_die("send", err);
         K.sent++;

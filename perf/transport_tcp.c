@@ -247,6 +247,14 @@ static void stream_rx(kumo_endpoint *ep, const kumo_event *ev, void *arg)
 
 static void stream_tx(kumo_endpoint *ep, const kumo_event *ev, void *arg) {}
 
+static void stream_ready(kumo_conn c, int err, void *arg)
+{
+    struct stream *s = arg;
+    if (err)
+        bench_die("when ready", err);
+    kumo__task_post(s->eng, 0, &s->task);
+}
+
 static void stream_pump(struct kumo__shard *sh, struct kumo__task *t)
 {
     struct stream *s = (struct stream *)((char *)t - offsetof(struct stream, task));
@@ -256,8 +264,12 @@ static void stream_pump(struct kumo__shard *sh, struct kumo__task *t)
     for (int k = 0; k < 1024 && s->sent < s->total && s->sent - r < s->window; k++) {
         int err = kumo_conn_send(s->c, &(struct iovec){s->buf, s->size}, 1,
                                  s->lend ? noop_release : NULL, NULL);
-        if (err == -KUMO_EBUSY)
-            break; /* the link's queue is full: try again on the next turn */
+        if (err == -KUMO_EBUSY) {
+            /* the link's queue is full: go on once it has drained */
+            if ((err = kumo_conn_when_ready(s->c, stream_ready, s)))
+                bench_die("when ready", err);
+            return;
+        }
         if (err)
             bench_die("send", err);
         s->sent++;
