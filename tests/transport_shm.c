@@ -406,6 +406,18 @@ struct seqc {
     uint64_t next;
 };
 
+/* Message v's size: mostly small ones (framed straight into the ring),
+ * and every 97th larger than a 4 KiB ring (queued, sent in pieces). */
+static size_t seq_len(uint64_t v)
+{
+    return v % 97 == 0 ? 5000 + v % 3000 : 8 + v % 300;
+}
+
+static void free_release(void *arg)
+{
+    free(arg);
+}
+
 static bool seq_hook(tt_ep *e, const kumo_event *ev)
 {
     struct seqc *s = e->user;
@@ -420,9 +432,13 @@ static bool seq_hook(tt_ep *e, const kumo_event *ev)
     }
     uint64_t v;
     memcpy(&v, b, 8);
-    if (v != s->next || ev->len != 8 + v % 300)
+    if (v != s->next || ev->len != seq_len(v))
         tt_ep_failf(e, "message %" PRIu64 " (%zu bytes) where %" PRIu64 " was due", v, ev->len,
                     s->next);
+    const struct iovec *last = &ev->iov[ev->iovcnt - 1];
+    if (last->iov_len && ((const uint8_t *)last->iov_base)[last->iov_len - 1] != (uint8_t)v &&
+        ev->len > 8)
+        tt_ep_failf(e, "message %" PRIu64 " ends with the wrong byte", v);
     s->next++;
     return false;
 }
@@ -436,16 +452,26 @@ struct burst {
 static void burst_run(void *arg)
 {
     struct burst *b = arg;
-    uint8_t buf[512];
+    uint8_t buf[8192];
     for (uint64_t i = 0; i < b->n && !b->err; i++) {
         uint64_t v = b->from + i;
-        memcpy(buf, &v, 8);
-        memset(buf + 8, (int)v, v % 300);
-        b->err = kumo_conn_send(b->c, &(struct iovec){buf, 8 + v % 300}, 1, NULL, NULL);
+        size_t len = seq_len(v);
+        /* every 89th is lent rather than copied */
+        uint8_t *p = v % 89 == 0 ? malloc(len) : buf;
+        if (!p) {
+            b->err = -ENOMEM;
+            break;
+        }
+        memcpy(p, &v, 8);
+        memset(p + 8, (int)v, len - 8);
+        b->err = kumo_conn_send(b->c, &(struct iovec){p, len}, 1,
+                                p != buf ? free_release : NULL, p != buf ? p : NULL);
+        if (b->err && p != buf)
+            free(p);
     }
 }
 
-Test(shm, small_ring_wraps_in_order, .timeout = SHM_TIMEOUT)
+Test(shm, small_ring_wraps_in_order_with_mixed_sizes, .timeout = SHM_TIMEOUT)
 {
     struct kumo__engine *eng = tt_start(2);
     kumo_shm_config cfg = {.ring_bytes = 4096};

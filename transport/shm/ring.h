@@ -129,6 +129,18 @@ static inline int64_t kumo__shm_space(struct kumo__shm_ring *r, uint64_t want)
     return (int64_t)(r->size - used);
 }
 
+/* Producer: copies `len` bytes to `at` bytes past our index, wrapping (the
+ * caller made sure of the space; nothing is published). */
+static inline void kumo__shm_write(struct kumo__shm_ring *r, uint64_t at, const void *src,
+                                   size_t len)
+{
+    uint64_t pos = (r->mine + at) & (r->size - 1);
+    size_t first = (size_t)(r->size - pos) < len ? (size_t)(r->size - pos) : len;
+    memcpy(r->data + pos, src, first);
+    if (len > first)
+        memcpy(r->data, (const uint8_t *)src + first, len - first);
+}
+
 /* Producer: copies up to `max` bytes of iov[0..n) (starting at piece *i,
  * offset *off, both advanced) into the ring.  Returns the bytes copied (not
  * yet published). */
@@ -136,7 +148,6 @@ static inline size_t kumo__shm_put(struct kumo__shm_ring *r, const struct iovec 
                                    unsigned *i, size_t *off, size_t max)
 {
     size_t done = 0;
-    uint64_t mask = r->size - 1;
     while (*i < n && done < max) {
         size_t left = iov[*i].iov_len - *off;
         if (!left) {
@@ -145,12 +156,7 @@ static inline size_t kumo__shm_put(struct kumo__shm_ring *r, const struct iovec 
             continue;
         }
         size_t k = left < max - done ? left : max - done;
-        uint64_t pos = (r->mine + done) & mask;
-        size_t first = (size_t)(r->size - pos) < k ? (size_t)(r->size - pos) : k;
-        const uint8_t *src = (const uint8_t *)iov[*i].iov_base + *off;
-        memcpy(r->data + pos, src, first);
-        if (k > first)
-            memcpy(r->data, src + first, k - first);
+        kumo__shm_write(r, done, (const uint8_t *)iov[*i].iov_base + *off, k);
         done += k;
         *off += k;
     }
