@@ -1971,18 +1971,28 @@ static bool ring_send_now(struct link *l, struct out_conn *oc, const struct iove
     if (l->send_inflight || l->ring_blocked || l->stage_len || l->rr_head || l->ctlq_len ||
         l->bye_pending || oc->qh)
         return false;
-    uint8_t hd[KUMO__TCP_HDR_MAX];
-    unsigned hl = kumo__tcp_hdr_encode(hd, KUMO__T_DATA, 0, oc->wid, (uint32_t)len, 0);
-    size_t at = l->ring_unpub, end = at + hl + len;
-    if (kumo__shm_space(&l->rout, end) < (int64_t)end)
+    struct kumo__shm_ring *r = &l->rout;
+    size_t at = l->ring_unpub, end = at + KUMO__TCP_HDR_MAX + len;
+    if (kumo__shm_space(r, end) < (int64_t)end)
         return false;
-    kumo__shm_write(&l->rout, at, hd, hl);
-    at += hl;
-    for (int i = 0; i < n; i++) {
-        kumo__shm_write(&l->rout, at, iov[i].iov_base, iov[i].iov_len);
-        at += iov[i].iov_len;
+    uint64_t pos = (r->mine + at) & (r->size - 1);
+    if (r->size - pos >= KUMO__TCP_HDR_MAX + len) {
+        /* (the usual case: no wrap) */
+        uint8_t *p = r->data + pos;
+        unsigned hl = kumo__tcp_hdr_encode(p, KUMO__T_DATA, 0, oc->wid, (uint32_t)len, 0);
+        kumo__iov_gather(p + hl, iov, n);
+        at += hl + len;
+    } else {
+        uint8_t hd[KUMO__TCP_HDR_MAX];
+        unsigned hl = kumo__tcp_hdr_encode(hd, KUMO__T_DATA, 0, oc->wid, (uint32_t)len, 0);
+        kumo__shm_write(r, at, hd, hl);
+        at += hl;
+        for (int i = 0; i < n; i++) {
+            kumo__shm_write(r, at, iov[i].iov_base, iov[i].iov_len);
+            at += iov[i].iov_len;
+        }
     }
-    l->ring_unpub = end;
+    l->ring_unpub = at;
     if (!l->dirty)
         ring_publish(l); /* the first this iteration: a reply goes out now */
     mark_dirty(l);
