@@ -50,6 +50,7 @@ FORMAT_DIRS = ["include", "engine", "proc", "registry", "transport", "tests", "p
 APT_PACKAGES = [
     "liburing-dev", "libjemalloc-dev", "libxxhash-dev", "libcriterion-dev",
     "ninja-build", "pkg-config", "gcc", "gnuplot-nox", "erlang-base", "libzmq3-dev",
+    "libsodium-dev",
 ]
 
 SONAME = "libkumo.so.0"
@@ -82,6 +83,10 @@ def dependencies(use_jemalloc):
             "void *p = mallocx(16, 0); sdallocx(p, 16, 0); return 0;", needed=use_jemalloc),
         Dep("libxxhash", "libxxhash", "libxxhash-dev", "xxhash.h", ["-lxxhash"],
             "return (int)(XXH3_64bits(\"k\", 1) & 1);"),
+        # HMAC-SHA256 and random nonces for the links' cookie handshake
+        # (transport/stream/auth.c): a crypto library, not our own SHA-256.
+        Dep("libsodium", "libsodium", "libsodium-dev", "sodium.h", ["-lsodium"],
+            "return sodium_init() < -1;"),
         Dep("criterion", "criterion", "libcriterion-dev", "criterion/criterion.h",
             ["-lcriterion"], None),
         Dep("libzmq", "libzmq", "libzmq3-dev", "zmq.h", ["-lzmq"],

@@ -3,11 +3,13 @@
 #include "_kt.h"
 
 #include "engine/alloc.h"
+#include "transport/stream/auth.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -63,6 +65,7 @@ static struct kumo__engine *engine_new(unsigned shards)
 struct kumo__engine *tt_start(unsigned shards)
 {
     kumo_log_set_level(KUMO_LOG_WARN);
+    setenv("KUMO_COOKIE", TT_COOKIE, 0);
 #if KT_LEAKS_JEMALLOC
     /* As in _kt.c: glibc's one-time allocations and the transport list go
      * into the baseline. */
@@ -752,4 +755,38 @@ bool tt_logged(const char *needle)
 const char *tt_log_text(void)
 {
     return logcap.text;
+}
+
+/* ---- raw peers ---- */
+
+_Static_assert(sizeof(((tt_hs *)0)->nonce_c) == KUMO__NONCE, "tt_hs's nonce");
+
+size_t tt_hs_hello(tt_hs *hs, const kumo_address *from, const kumo_address *to, uint8_t *out)
+{
+    uint8_t hello[KUMO__TCP_HELLO_MAX];
+    hs->from = *from;
+    hs->to = *to;
+    kumo__auth_nonce(hs->nonce_c);
+    size_t n = kumo__tcp_hello_encode(hello, from, to, 0, hs->nonce_c);
+    unsigned h = kumo__tcp_hdr_encode(out, KUMO__T_HELLO, 0, 0, (uint32_t)n, 0);
+    memcpy(out + h, hello, n);
+    return h + n;
+}
+
+bool tt_hs_auth(tt_hs *hs, const char *cookie, const uint8_t *ack, size_t ack_len, uint8_t *out,
+                size_t *len)
+{
+    cr_assert_eq(ack_len, (size_t)KUMO__TCP_ACK_OK, "an OK HELLO_ACK is %d bytes, not %zu",
+                 KUMO__TCP_ACK_OK, ack_len);
+    const uint8_t *nonce_a = ack + KUMO__TCP_ACK;
+    uint8_t want[KUMO__MAC], mac[KUMO__MAC];
+    const uint8_t *key = (const uint8_t *)cookie;
+    size_t klen = strlen(cookie);
+    kumo__auth_mac(key, klen, true, hs->nonce_c, nonce_a, &hs->from, &hs->to, want);
+    bool ok = kumo__auth_equal(ack + KUMO__TCP_ACK + KUMO__NONCE, want);
+    kumo__auth_mac(key, klen, false, hs->nonce_c, nonce_a, &hs->from, &hs->to, mac);
+    unsigned h = kumo__tcp_hdr_encode(out, KUMO__T_AUTH, 0, 0, KUMO__MAC, 0);
+    memcpy(out + h, mac, KUMO__MAC);
+    *len = h + KUMO__MAC;
+    return ok;
 }

@@ -30,6 +30,11 @@
 #define TT_WAIT_NS (20LL * 1000 * 1000 * 1000)
 #define TT_MS (1000LL * 1000)
 
+/* The cookie tt_start puts in KUMO_COOKIE (unless a test set it first), so
+ * every transport a test makes without one of its own shares it and no
+ * test reads ~/.kumo.cookie. */
+#define TT_COOKIE "kumo-test-cookie"
+
 /* ---- engine ---- */
 
 /* A bare engine with `shards` shards (unpinned, short spin); records the
@@ -162,5 +167,22 @@ const char *tt_log_text(void);
 void tt_on_shard(struct kumo__engine *eng, unsigned shard, void (*fn)(void *arg), void *arg);
 
 uint64_t tt_now_ns(void);
+
+/* ---- raw peers: the stream transports' handshake by hand ---- */
+
+/* A connector's side of one handshake (transport/stream/auth.h). */
+typedef struct tt_hs {
+    kumo_address from, to;
+    uint8_t nonce_c[32];
+} tt_hs;
+
+/* Writes the HELLO frame (header and payload) as `from` to the endpoint at
+ * `to`, with a fresh nonce kept in *hs; returns its length (at most 512). */
+size_t tt_hs_hello(tt_hs *hs, const kumo_address *from, const kumo_address *to, uint8_t *out);
+/* Given an OK HELLO_ACK's payload, checks the acceptor's MAC under `cookie`
+ * (true: it is right) and writes the AUTH frame that answers it (with a MAC
+ * under `cookie`) to out (64 bytes); *len gets its length. */
+bool tt_hs_auth(tt_hs *hs, const char *cookie, const uint8_t *ack, size_t ack_len, uint8_t *out,
+                size_t *len);
 
 #endif

@@ -98,6 +98,7 @@ static pid_t fork_peer(kumo_address *addr)
 {
     int p[2];
     cr_assert_eq(pipe(p), 0);
+    setenv("KUMO_COOKIE", TT_COOKIE, 1); /* the child's transport shares ours */
     pid_t pid = fork();
     cr_assert_geq(pid, 0);
     if (pid == 0) {
@@ -197,15 +198,13 @@ static kumo_address fake_shm_addr(uint64_t inc)
     return a;
 }
 
-/* Sends HELLO with `nfds` descriptors. */
-static void raw_hello(int fd, const kumo_address *from, const kumo_address *to, const int *fds,
-                      int nfds)
+/* Sends HELLO with `nfds` descriptors (the handshake's state goes to *hs). */
+static void raw_hello(int fd, tt_hs *hs, const kumo_address *from, const kumo_address *to,
+                      const int *fds, int nfds)
 {
-    uint8_t hello[KUMO__TCP_HELLO_MAX], buf[512];
-    size_t n = kumo__tcp_hello_encode(hello, from, to, 0);
-    unsigned h = kumo__tcp_hdr_encode(buf, KUMO__T_HELLO, 0, 0, (uint32_t)n, 0);
-    memcpy(buf + h, hello, n);
-    struct iovec iov = {buf, h + n};
+    uint8_t buf[512];
+    size_t len = tt_hs_hello(hs, from, to, buf);
+    struct iovec iov = {buf, len};
     union {
         struct cmsghdr h;
         char b[CMSG_SPACE(sizeof(int) * 2)];
@@ -220,14 +219,14 @@ static void raw_hello(int fd, const kumo_address *from, const kumo_address *to, 
         c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
         memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
     }
-    cr_assert_eq(sendmsg(fd, &m, MSG_NOSIGNAL), (ssize_t)(h + n), "sendmsg: %s", strerror(errno));
+    cr_assert_eq(sendmsg(fd, &m, MSG_NOSIGNAL), (ssize_t)len, "sendmsg: %s", strerror(errno));
 }
 
-/* Reads the ACK; returns its status and the descriptor that came with it
- * (-1 if none). */
-static int raw_ack(int fd, int *efd)
+/* Reads an OK ACK (its payload to ack[]); returns its status and the
+ * descriptor that came with it (-1 if none). */
+static int raw_ack(int fd, int *efd, uint8_t ack[KUMO__TCP_ACK_OK])
 {
-    uint8_t b[KUMO__TCP_HDR + 16];
+    uint8_t b[KUMO__TCP_HDR + KUMO__TCP_ACK_OK];
     union {
         struct cmsghdr h;
         char b[CMSG_SPACE(sizeof(int) * 2)];
@@ -244,6 +243,7 @@ static int raw_ack(int fd, int *efd)
     struct cmsghdr *c = CMSG_FIRSTHDR(&m);
     if (c && c->cmsg_type == SCM_RIGHTS)
         memcpy(efd, CMSG_DATA(c), sizeof(int));
+    memcpy(ack, b + KUMO__TCP_HDR, KUMO__TCP_ACK_OK);
     return b[KUMO__TCP_HDR];
 }
 
@@ -300,9 +300,10 @@ Test(shm, bad_handshakes_close_that_link, .timeout = SHM_TIMEOUT)
 {
     tt_pair s = setup();
     kumo_address me = fake_shm_addr(1);
+    tt_hs hs;
     /* No descriptors at all. */
     int fd = raw_unix(&s.srv->addr);
-    raw_hello(fd, &me, &s.srv->addr, NULL, 0);
+    raw_hello(fd, &hs, &me, &s.srv->addr, NULL, 0);
     expect_closed(fd);
     close(fd);
     /* Memory that could shrink under the mapping. */
@@ -310,7 +311,7 @@ Test(shm, bad_handshakes_close_that_link, .timeout = SHM_TIMEOUT)
     int mfd = make_memfd(4096, false, &map);
     int efd = eventfd(0, EFD_CLOEXEC);
     fd = raw_unix(&s.srv->addr);
-    raw_hello(fd, &me, &s.srv->addr, (int[]){mfd, efd}, 2);
+    raw_hello(fd, &hs, &me, &s.srv->addr, (int[]){mfd, efd}, 2);
     expect_closed(fd);
     close(fd);
     close(mfd);
@@ -319,7 +320,7 @@ Test(shm, bad_handshakes_close_that_link, .timeout = SHM_TIMEOUT)
     mfd = make_memfd(4096, true, &map);
     ((struct kumo__shm_ring_hdr *)map)->size = 8192;
     fd = raw_unix(&s.srv->addr);
-    raw_hello(fd, &me, &s.srv->addr, (int[]){mfd, efd}, 2);
+    raw_hello(fd, &hs, &me, &s.srv->addr, (int[]){mfd, efd}, 2);
     expect_closed(fd);
     close(fd);
     close(mfd);
@@ -342,15 +343,21 @@ static void hostile_variant(tt_pair *s, int variant)
     int mfd = make_memfd(size, true, &map);
     int efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     int fd = raw_unix(&s->srv->addr);
-    raw_hello(fd, &me, &s->srv->addr, (int[]){mfd, efd}, 2);
+    tt_hs hs;
+    raw_hello(fd, &hs, &me, &s->srv->addr, (int[]){mfd, efd}, 2);
     int peer_efd;
-    cr_assert_eq(raw_ack(fd, &peer_efd), KUMO__ACK_OK);
+    uint8_t ack[KUMO__TCP_ACK_OK];
+    cr_assert_eq(raw_ack(fd, &peer_efd, ack), KUMO__ACK_OK);
     cr_assert_geq(peer_efd, 0, "the ACK carries the acceptor's eventfd");
-    /* OPEN connection 1 through ring 0, publish, wake the server. */
+    /* AUTH, then OPEN connection 1, through ring 0; publish, wake the
+     * server. */
     struct kumo__shm_ring r;
     kumo__shm_ring_view(&r, map, size, 0);
-    uint8_t frame[64];
-    unsigned h = kumo__tcp_hdr_encode(frame, KUMO__T_OPEN, 0, 1, 1, 0);
+    uint8_t frame[128];
+    size_t alen;
+    cr_assert(tt_hs_auth(&hs, TT_COOKIE, ack, sizeof ack, frame, &alen), "the acceptor's MAC");
+    unsigned h = (unsigned)alen;
+    h += kumo__tcp_hdr_encode(frame + h, KUMO__T_OPEN, 0, 1, 1, 0);
     frame[h++] = 0;
     unsigned i = 0;
     size_t off = 0;

@@ -101,21 +101,40 @@ static void raw_read(int fd, void *p, size_t n)
     }
 }
 
-/* HELLO as `from` to the endpoint at `to`; returns the ACK status. */
-static int raw_hello(int fd, const kumo_address *from, const kumo_address *to)
+/* HELLO as `from` to the endpoint at `to`, and its ACK (the payload to
+ * ack[], its length to *len); returns the ACK status. */
+static int raw_hello_ack(int fd, tt_hs *hs, const kumo_address *from, const kumo_address *to,
+                         uint8_t ack[KUMO__TCP_ACK_OK], size_t *len)
 {
-    uint8_t hello[KUMO__TCP_HELLO_MAX], buf[512];
-    size_t n = kumo__tcp_hello_encode(hello, from, to, 0);
-    raw_write(fd, buf, frame(buf, KUMO__T_HELLO, 0, 0, hello, (uint32_t)n));
-    uint8_t ack[KUMO__TCP_HDR + 16];
-    raw_read(fd, ack, sizeof ack);
+    uint8_t buf[512];
+    raw_write(fd, buf, tt_hs_hello(hs, from, to, buf));
+    uint8_t hdr[KUMO__TCP_HDR];
+    raw_read(fd, hdr, sizeof hdr);
     struct kumo__tcp_hdr h;
     const char *why = NULL;
-    cr_assert_eq(kumo__tcp_hdr_decode(ack, sizeof ack, 65536, 1 << 20, &h, &why), 0, "ack: %s",
+    cr_assert_eq(kumo__tcp_hdr_decode(hdr, sizeof hdr, 65536, 1 << 20, &h, &why), 0, "ack: %s",
                  why);
     cr_assert_eq(h.type, KUMO__T_HELLO_ACK);
-    cr_assert_eq(h.len, 16u);
-    return ack[KUMO__TCP_HDR];
+    cr_assert(h.len == KUMO__TCP_ACK || h.len == KUMO__TCP_ACK_OK, "ACK of %u bytes", h.len);
+    raw_read(fd, ack, h.len);
+    *len = h.len;
+    return ack[0];
+}
+
+/* The whole handshake as `from` to the endpoint at `to`, with the cookie
+ * every test transport has: HELLO, the ACK, and AUTH when the ACK says OK
+ * (after checking the acceptor's MAC).  Returns the ACK status. */
+static int raw_hello(int fd, const kumo_address *from, const kumo_address *to)
+{
+    tt_hs hs;
+    uint8_t ack[KUMO__TCP_ACK_OK], buf[64];
+    size_t len, n;
+    int status = raw_hello_ack(fd, &hs, from, to, ack, &len);
+    if (status == KUMO__ACK_OK) {
+        cr_assert(tt_hs_auth(&hs, TT_COOKIE, ack, len, buf, &n), "the acceptor's MAC is wrong");
+        raw_write(fd, buf, n);
+    }
+    return status;
 }
 
 static void raw_open(int fd, uint32_t conn)
@@ -174,7 +193,7 @@ Test(tcp, decoder_checks_every_field, .timeout = TCP_TIMEOUT)
     kumo__tcp_hdr_encode(b, KUMO__T_DATA, 0, 7, 100, 0);
     cr_assert_eq(dec(b, 12, &why), 0);
     cr_assert_eq(dec(b, 11, &why), 12, "short header asks for 12 bytes");
-    b[4] = 2;
+    b[4] = KUMO__TCP_VERSION + 1;
     cr_assert_eq(dec(b, 12, &why), -1);
     cr_assert_str_eq(why, "unknown frame version");
     kumo__tcp_hdr_encode(b, KUMO__T_DATA, 0, 7, 100, 0);
@@ -219,19 +238,26 @@ Test(tcp, decoder_checks_every_field, .timeout = TCP_TIMEOUT)
     kumo_address from = fake_addr(1), to = fake_addr(2), f2, t2;
     uint8_t hb[KUMO__TCP_HELLO_MAX + 8];
     uint64_t caps;
-    size_t n = kumo__tcp_hello_encode(hb, &from, &to, 0);
-    cr_assert_eq(kumo__tcp_hello_decode(hb, n, &f2, &t2, &caps, &why), 0);
+    uint8_t nonce[KUMO__NONCE];
+    const uint8_t *n2;
+    for (int i = 0; i < KUMO__NONCE; i++)
+        nonce[i] = (uint8_t)(i * 7 + 1);
+    size_t n = kumo__tcp_hello_encode(hb, &from, &to, 0, nonce);
+    cr_assert_eq(kumo__tcp_hello_decode(hb, n, &f2, &t2, &caps, &n2, &why), 0);
     cr_assert(kumo_address_eq(&f2, &from) && kumo_address_eq(&t2, &to));
+    cr_assert_arr_eq(n2, nonce, KUMO__NONCE);
     for (size_t k = 0; k < n; k++)
-        cr_assert_eq(kumo__tcp_hello_decode(hb, k, &f2, &t2, &caps, &why), -1, "HELLO cut at %zu",
-                     k);
+        cr_assert_eq(kumo__tcp_hello_decode(hb, k, &f2, &t2, &caps, &n2, &why), -1,
+                     "HELLO cut at %zu", k);
     hb[n] = 0;
-    cr_assert_eq(kumo__tcp_hello_decode(hb, n + 1, &f2, &t2, &caps, &why), -1, "trailing byte");
+    cr_assert_eq(kumo__tcp_hello_decode(hb, n + 1, &f2, &t2, &caps, &n2, &why), -1,
+                 "trailing byte");
     hb[0] ^= 1;
-    cr_assert_eq(kumo__tcp_hello_decode(hb, n, &f2, &t2, &caps, &why), -1, "magic");
+    cr_assert_eq(kumo__tcp_hello_decode(hb, n, &f2, &t2, &caps, &n2, &why), -1, "magic");
     hb[0] ^= 1;
-    hb[16] = KUMO_ADDRESS_MAX + 1;
-    cr_assert_eq(kumo__tcp_hello_decode(hb, n, &f2, &t2, &caps, &why), -1, "address length");
+    hb[16 + KUMO__NONCE] = KUMO_ADDRESS_MAX + 1;
+    cr_assert_eq(kumo__tcp_hello_decode(hb, n, &f2, &t2, &caps, &n2, &why), -1,
+                 "address length");
 
     /* Random headers: never a read past `have`, and a decoded header is
      * always within bounds. */
@@ -307,6 +333,80 @@ Test(tcp, garbage_after_hello_loses_its_connections_only, .timeout = TCP_TIMEOUT
     still_serves(s.srv, s.cl, s.c);
     tt_pair_finish(&s);
     cr_assert(tt_logged("unknown frame version"), "log:\n%s", tt_log_text());
+}
+
+/* Raw peers that do not prove the cookie: nothing they send is taken, the
+ * endpoint sees no event and goes on serving. */
+Test(tcp, a_wrong_mac_or_no_auth_closes_that_link, .timeout = TCP_TIMEOUT)
+{
+    tt_pair s = setup((kumo_tcp_config){0});
+    for (int variant = 0; variant < 3; variant++) {
+        kumo_address me = fake_addr(0x2000u + (unsigned)variant);
+        int fd = raw_connect(&s.srv->addr);
+        tt_hs hs;
+        uint8_t ack[KUMO__TCP_ACK_OK], buf[128];
+        size_t len, n;
+        cr_assert_eq(raw_hello_ack(fd, &hs, &me, &s.srv->addr, ack, &len), KUMO__ACK_OK);
+        /* The acceptor's MAC is under its cookie, not under another. */
+        cr_assert(tt_hs_auth(&hs, TT_COOKIE, ack, len, buf, &n));
+        cr_assert_not(tt_hs_auth(&hs, "another cookie", ack, len, buf, &n));
+        if (variant == 0) {
+            raw_write(fd, buf, n); /* AUTH under "another cookie" */
+        } else if (variant == 1) {
+            raw_open(fd, 1); /* OPEN and DATA, no AUTH */
+            n = frame(buf, KUMO__T_DATA, 0, 1, "in", 2);
+            raw_write(fd, buf, n);
+        } else {
+            /* the right MAC, but for other nonces (a replay) */
+            tt_hs other = hs;
+            other.nonce_c[0] ^= 1;
+            tt_hs_auth(&other, TT_COOKIE, ack, len, buf, &n);
+            raw_write(fd, buf, n);
+        }
+        raw_expect_closed(fd);
+        close(fd);
+    }
+    still_serves(s.srv, s.cl, s.c);
+    tt_expect_empty(s.srv);
+    tt_pair_finish(&s);
+    cr_assert(tt_logged("it does not know our cookie"), "log:\n%s", tt_log_text());
+    cr_assert(tt_logged("a frame before AUTH"), "log:\n%s", tt_log_text());
+}
+
+/* A peer that stops after the ACK is dropped when the handshake times out,
+ * and one claiming another endpoint's address does not hold up that
+ * endpoint's own link meanwhile. */
+Test(tcp, a_silent_impostor_neither_stays_nor_blocks_the_real_peer, .timeout = TCP_TIMEOUT)
+{
+    tt_pair s = setup((kumo_tcp_config){.connect_timeout_ns = 1500 * TT_MS});
+    tt_ep *real = tt_ep_new(s.t, 0, "real");
+    int fd = raw_connect(&s.srv->addr);
+    tt_hs hs;
+    uint8_t ack[KUMO__TCP_ACK_OK];
+    size_t len;
+    uint64_t t0 = tt_now_ns();
+    cr_assert_eq(raw_hello_ack(fd, &hs, &real->addr, &s.srv->addr, ack, &len), KUMO__ACK_OK);
+    /* The real endpoint connects at once, while the impostor's link waits
+     * for its AUTH. */
+    kumo_conn c = tt_connect(real, &s.srv->addr);
+    tt_ev o = tt_expect(s.srv, KUMO_EV_CONNECTION_OPENED);
+    cr_assert(kumo_address_eq(&o.addr, &real->addr));
+    cr_assert_lt(tt_now_ns() - t0, 1000 * TT_MS, "the real peer waited for the impostor");
+    tt_send(c, "real", 4);
+    tt_ev r = tt_recv(s.srv);
+    cr_assert_arr_eq(r.data, "real", 4);
+    tt_ev_free(&r);
+    /* The impostor is dropped at the handshake's deadline. */
+    raw_expect_closed(fd);
+    close(fd);
+    cr_assert_lt(tt_now_ns() - t0, 1500 * TT_MS + 1000 * TT_MS, "dropped late");
+    still_serves(s.srv, s.cl, s.c);
+    tt_expect_empty(s.srv);
+    kumo_transport_free(s.t);
+    tt_ep_check(real);
+    tt_ep_free(real);
+    s.t = NULL;
+    tt_pair_finish(&s);
 }
 
 Test(tcp, unknown_connection_and_double_open_are_malformed, .timeout = TCP_TIMEOUT)
@@ -499,9 +599,9 @@ Test(tcp, killed_peer_process_is_lost, .timeout = TCP_TIMEOUT)
     kumo_address me = fake_addr(0x7000);
     /* Everything the child sends is built before fork (it only makes
      * system calls). */
-    uint8_t hello[KUMO__TCP_HELLO_MAX], msgs[1024];
-    size_t hn = kumo__tcp_hello_encode(hello, &me, &s.srv->addr, 0);
-    size_t off = frame(msgs, KUMO__T_HELLO, 0, 0, hello, (uint32_t)hn);
+    uint8_t msgs[1024];
+    tt_hs hs;
+    size_t off = tt_hs_hello(&hs, &me, &s.srv->addr, msgs);
     size_t hello_len = off;
     uint8_t rel = 0;
     off += frame(msgs + off, KUMO__T_OPEN, 0, 1, &rel, 1);
@@ -517,8 +617,8 @@ Test(tcp, killed_peer_process_is_lost, .timeout = TCP_TIMEOUT)
             _exit(1);
         if (send(fd, msgs, hello_len, 0) != (ssize_t)hello_len)
             _exit(2);
-        uint8_t ack[KUMO__TCP_HDR + 16];
-        size_t got = 0;
+        uint8_t ack[KUMO__TCP_HDR + KUMO__TCP_ACK_OK], auth[64];
+        size_t got = 0, alen;
         while (got < sizeof ack) {
             ssize_t r = recv(fd, ack + got, sizeof ack - got, 0);
             if (r <= 0)
@@ -527,7 +627,10 @@ Test(tcp, killed_peer_process_is_lost, .timeout = TCP_TIMEOUT)
         }
         if (ack[KUMO__TCP_HDR] != KUMO__ACK_OK)
             _exit(4);
-        if (send(fd, msgs + hello_len, off - hello_len, 0) != (ssize_t)(off - hello_len))
+        if (!tt_hs_auth(&hs, TT_COOKIE, ack + KUMO__TCP_HDR, KUMO__TCP_ACK_OK, auth, &alen))
+            _exit(6);
+        if (send(fd, auth, alen, 0) != (ssize_t)alen ||
+            send(fd, msgs + hello_len, off - hello_len, 0) != (ssize_t)(off - hello_len))
             _exit(5);
         (void)!write(pipefd[1], "r", 1);
         for (;;)

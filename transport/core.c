@@ -45,6 +45,8 @@ const char *kumo_transport_strerror(int err)
         return "connection lost";
     case KUMO_EBUSY:
         return "link busy: its send queue is full";
+    case KUMO_EAUTH:
+        return "authentication failed: the peer's cookie differs";
     default:
         return kumo_strerror(err);
     }

@@ -141,6 +141,8 @@ enum {
     KUMO_ECONNLOST,    /* the connection's heavyweight link failed */
     KUMO_EBUSY,        /* send: the link's send queue is full; nothing was
                           taken (kumo_conn_when_ready) */
+    KUMO_EAUTH,        /* connect: the peer failed the cookie handshake (its
+                          cookie differs from ours, or it is no Kumo node) */
     KUMO_ETRANSPORT_LAST
 };
 
@@ -484,6 +486,15 @@ typedef struct kumo_tcp_config {
     /* Bytes a link queues before its connections are busy (see
      * kumo_conn_when_ready); 0 = 32 MiB. */
     size_t send_queue_max;
+    /* The secret both ends of a link must share (1 to 1024 bytes, copied).
+     * A link carries nothing before each side has proven it knows the
+     * cookie by HMAC-SHA256 over fresh nonces of both; the cookie never
+     * crosses the wire.  A connect to a peer with another cookie fails
+     * with -KUMO_EAUTH, the peer logs and drops the link.  NULL = the
+     * environment's KUMO_COOKIE, else ~/.kumo.cookie (created with a
+     * random cookie, mode 0400, if missing; it must be accessible by its
+     * owner only), as Erlang's ~/.erlang.cookie. */
+    const char *cookie;
 } kumo_tcp_config;
 
 /*
@@ -505,6 +516,9 @@ typedef struct kumo_shm_config {
     uint32_t fragment_size;
     /* As kumo_tcp_config's; 0 = 32 MiB. */
     size_t send_queue_max;
+    /* As kumo_tcp_config's: any process of the host may reach an abstract
+     * Unix socket, so shm links prove the cookie too. */
+    const char *cookie;
 } kumo_shm_config;
 
 #ifdef __cplusplus

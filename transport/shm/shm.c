@@ -29,6 +29,7 @@ static int shm_create(struct kumo__engine *eng, const void *vcfg, struct kumo_tr
         .fragment_size = s.fragment_size,
         .rx_buffer_size = 4096, /* the handshake's receive buffer */
         .send_queue_max = s.send_queue_max,
+        .cookie = s.cookie,
     };
     return kumo__stream_create(eng, &c, true, s.ring_bytes, out);
 }

@@ -93,6 +93,8 @@
 #include "transport/shm/ring.h"
 #include "transport/stream/stream.h"
 
+#include "transport/stream/auth.h"
+
 #define TCP_TAG 't'
 #define TCP_ADDR_LEN 16 /* version, tag, IPv4 (4), port (2, big-endian), incarnation (8) */
 #define SHM_TAG 's'
@@ -120,6 +122,8 @@ struct tcp_t {
     bool zc;             /* tcp with SENDMSG_ZC */
     uint32_t ring_bytes; /* shm: bytes per ring direction */
     struct in_addr ip;
+    uint8_t *cookie; /* the shared secret links prove (auth.h) */
+    size_t cookie_len;
     _Atomic unsigned next_k;
     pthread_mutex_t mu;
     struct tcp_ep *eps;
@@ -179,6 +183,7 @@ enum lstate {
     L_WAIT_HELLO,     /* accepted, waiting for HELLO */
     L_REJECTING,      /* sending a refusing HELLO_ACK, then closing */
     L_ACK_SENDING,    /* shm: sending HELLO_ACK with our eventfd; rings next */
+    L_WAIT_AUTH,      /* accepted, HELLO_ACK sent: only AUTH may come */
     L_UP,
     L_CLOSING, /* our endpoint is closing: flush, BYE, half-close, wait */
     L_DEAD,
@@ -217,6 +222,7 @@ struct link {
     struct kumo__timer timer;
     uint64_t last_rx, last_tx, deadline, retry_at;
     unsigned retries;
+    uint8_t nonce_c[KUMO__NONCE], nonce_a[KUMO__NONCE]; /* the handshake's (auth.h) */
     struct kumo__connect_req *waiters;
     int sockbuf; /* SO_SNDBUF/RCVBUF from hints, 0 = default */
 
@@ -670,10 +676,15 @@ static struct link *link_new(struct tcp_ep *ep, int fd)
     return l;
 }
 
+/* The link to `peer`, if any.  An incoming link whose peer has not proven
+ * the cookie yet (ACK sent, AUTH not checked) is not one: anybody can
+ * claim an address in a HELLO, and such a link must not stand in the way
+ * of the real peer's link until its handshake times out. */
 static struct link *find_link(struct tcp_ep *ep, const kumo_address *peer, struct link *except)
 {
     for (struct link *l = ep->links; l; l = l->next)
         if (l != except && l->peer_known && l->state != L_DEAD && l->state != L_REJECTING &&
+            l->state != L_ACK_SENDING && l->state != L_WAIT_AUTH &&
             kumo_address_eq(&l->peer, peer))
             return l;
     return NULL;
@@ -785,7 +796,7 @@ static void link_kill(struct link *l, int err, bool report, const char *why)
                   "%s: link to %s closed: %s", TNAME(l->ep), peer_str(l, pb, sizeof pb), why);
     }
     int werr = err == -KUMO_ENOTFOUND || err == -KUMO_ETIMEOUT || err == -KUMO_ENORESOURCES ||
-                       err == -KUMO_ECLOSED
+                       err == -KUMO_ECLOSED || err == -KUMO_EAUTH
                    ? err
                    : -KUMO_ECONNFAILED;
     fail_waiters(l, werr);
@@ -978,6 +989,7 @@ static void deliver(struct link *l, struct in_conn *ic, struct kumo_rx *rx)
 
 static bool process_hello(struct link *l, const uint8_t *p, uint32_t len);
 static bool process_ack(struct link *l, const uint8_t *p, uint32_t len);
+static bool process_auth(struct link *l, const uint8_t *p, uint32_t len);
 
 /* The peer's endpoint is closing: its connections to us close, ours to it
  * are lost; then the link ends quietly. */
@@ -1020,6 +1032,11 @@ static bool frame(struct link *l, const uint8_t *p, uint32_t len)
         return true; /* nothing more is read from a link we are refusing */
     if (l->state == L_ACK_SENDING)
         return malformed(l, "frames on the shm socket after HELLO");
+    if (l->state == L_WAIT_AUTH) {
+        if (h->type != KUMO__T_AUTH)
+            return malformed(l, "a frame before AUTH");
+        return process_auth(l, p, len);
+    }
     if (h->type == KUMO__T_HELLO || h->type == KUMO__T_HELLO_ACK)
         return malformed(l, "second handshake");
     bool ev = events_on(l);
@@ -1703,7 +1720,7 @@ static void send_result(struct kumo__shard *sh, struct link *l, int res)
                 link_kill(l, -KUMO_ECLOSED, false, NULL);
             } else if (l->state == L_ACK_SENDING) {
                 ring_start(l); /* the peer has our eventfd: rings are live */
-                link_up(l);
+                l->state = L_WAIT_AUTH; /* AUTH comes through the ring */
             } else {
                 if (l->state == L_CLOSING && l->bye_sent && !l->shut_wr && !l->ring) {
                     shutdown(l->fd, SHUT_WR);
@@ -2150,8 +2167,43 @@ static bool shm_prepark(struct kumo__shard *sh, struct kumo__poller *p)
 
 static void send_ack(struct link *l, uint8_t status)
 {
-    uint8_t p[16] = {status};
+    uint8_t p[KUMO__TCP_ACK] = {status};
     ctl_queue(l, KUMO__T_HELLO_ACK, p, sizeof p);
+}
+
+/* Acceptor: the ACK that takes the link: our nonce and our MAC over both
+ * nonces (auth.h).  Only AUTH may come next. */
+static void send_ack_ok(struct link *l)
+{
+    struct tcp_t *t = l->ep->t;
+    uint8_t p[KUMO__TCP_ACK_OK] = {KUMO__ACK_OK};
+    kumo__auth_nonce(l->nonce_a);
+    memcpy(p + KUMO__TCP_ACK, l->nonce_a, KUMO__NONCE);
+    kumo__auth_mac(t->cookie, t->cookie_len, true, l->nonce_c, l->nonce_a, &l->peer,
+                   &l->ep->base.addr, p + KUMO__TCP_ACK + KUMO__NONCE);
+    ctl_queue(l, KUMO__T_HELLO_ACK, p, sizeof p);
+}
+
+/* Acceptor: the connector's proof that it knows the cookie. */
+static bool process_auth(struct link *l, const uint8_t *p, uint32_t len)
+{
+    struct tcp_t *t = l->ep->t;
+    uint8_t want[KUMO__MAC];
+    if (len != KUMO__MAC)
+        return malformed(l, "AUTH of the wrong length");
+    kumo__auth_mac(t->cookie, t->cookie_len, false, l->nonce_c, l->nonce_a, &l->peer,
+                   &l->ep->base.addr, want);
+    if (!kumo__auth_equal(p, want)) {
+        char pb[128];
+        kumo__log(KUMO_LOG_WARN,
+                  "%s: link from %s refused: authentication failed (it does not know our "
+                  "cookie)",
+                  TNAME(l->ep), peer_str(l, pb, sizeof pb));
+        link_kill(l, -KUMO_EAUTH, false, NULL);
+        return false;
+    }
+    link_up(l);
+    return l->state != L_DEAD;
 }
 
 static void reject(struct link *l, uint8_t status, const char *why)
@@ -2169,9 +2221,11 @@ static bool process_hello(struct link *l, const uint8_t *p, uint32_t len)
     struct tcp_ep *ep = l->ep;
     kumo_address from, to;
     uint64_t caps;
+    const uint8_t *nonce;
     const char *why = NULL;
-    if (kumo__tcp_hello_decode(p, len, &from, &to, &caps, &why))
+    if (kumo__tcp_hello_decode(p, len, &from, &to, &caps, &nonce, &why))
         return malformed(l, why);
+    memcpy(l->nonce_c, nonce, KUMO__NONCE);
     if (!kumo_address_eq(&to, &ep->base.addr)) {
         reject(l, KUMO__ACK_NOT_FOUND, "not addressed to this endpoint (incarnation)");
         return true;
@@ -2207,28 +2261,46 @@ static bool process_hello(struct link *l, const uint8_t *p, uint32_t len)
         if (bad)
             return malformed(l, bad);
         /* Rings go live once the peer has our eventfd (send_done). */
-        send_ack(l, KUMO__ACK_OK);
+        send_ack_ok(l);
         l->state = L_ACK_SENDING;
         return true;
     }
-    send_ack(l, KUMO__ACK_OK);
-    link_up(l);
-    return l->state != L_DEAD;
+    send_ack_ok(l);
+    l->state = L_WAIT_AUTH;
+    return true;
 }
 
 static void start_connect(struct link *l);
 
 static bool process_ack(struct link *l, const uint8_t *p, uint32_t len)
 {
-    if (len != 16)
+    if (len != (p[0] == KUMO__ACK_OK ? KUMO__TCP_ACK_OK : KUMO__TCP_ACK))
         return malformed(l, "HELLO_ACK of the wrong length");
     for (int i = 1; i < 8; i++)
         if (p[i])
             return malformed(l, "HELLO_ACK with reserved bytes set");
     switch (p[0]) {
-    case KUMO__ACK_OK:
+    case KUMO__ACK_OK: {
+        struct tcp_t *t = l->ep->t;
+        uint8_t want[KUMO__MAC], mine[KUMO__MAC];
+        memcpy(l->nonce_a, p + KUMO__TCP_ACK, KUMO__NONCE);
+        kumo__auth_mac(t->cookie, t->cookie_len, true, l->nonce_c, l->nonce_a,
+                       &l->ep->base.addr, &l->peer, want);
+        if (!kumo__auth_equal(p + KUMO__TCP_ACK + KUMO__NONCE, want)) {
+            char pb[128];
+            kumo__log(KUMO_LOG_WARN,
+                      "%s: link to %s refused: authentication failed (its cookie differs from "
+                      "ours)",
+                      TNAME(l->ep), peer_str(l, pb, sizeof pb));
+            link_kill(l, -KUMO_EAUTH, false, NULL);
+            return false;
+        }
+        kumo__auth_mac(t->cookie, t->cookie_len, false, l->nonce_c, l->nonce_a,
+                       &l->ep->base.addr, &l->peer, mine);
+        /* AUTH goes before anything the connects queue (control first) */
+        ctl_queue(l, KUMO__T_AUTH, mine, sizeof mine);
         l->retries = 0;
-        if (l->ep->t->shm) {
+        if (t->shm) {
             if (l->nrx_fds != 1)
                 return malformed(l, "HELLO_ACK without the peer's eventfd");
             l->peer_efd = l->rx_fds[0];
@@ -2237,6 +2309,7 @@ static bool process_ack(struct link *l, const uint8_t *p, uint32_t len)
         }
         link_up(l);
         return l->state != L_DEAD;
+    }
     case KUMO__ACK_NOT_FOUND:
         link_kill(l, -KUMO_ENOTFOUND, false, "peer: no such endpoint");
         return false;
@@ -2333,7 +2406,8 @@ static void connect_done(struct kumo__shard *sh, struct kumo__completion *c,
             link_kill(l, -KUMO_ENORESOURCES, false, why);
         } else {
             uint8_t hello[KUMO__TCP_HELLO_MAX];
-            size_t n = kumo__tcp_hello_encode(hello, &l->ep->base.addr, &l->peer, 0);
+            kumo__auth_nonce(l->nonce_c);
+            size_t n = kumo__tcp_hello_encode(hello, &l->ep->base.addr, &l->peer, 0, l->nonce_c);
             l->state = L_HELLO_SENT;
             ctl_queue(l, KUMO__T_HELLO, hello, (uint32_t)n);
             arm_recv(l);
@@ -2411,11 +2485,15 @@ static void link_timer_fn(struct kumo__shard *sh, struct kumo__timer *t)
     case L_WAIT_HELLO:
     case L_REJECTING:
     case L_ACK_SENDING:
+    case L_WAIT_AUTH: {
+        /* (our own connects may wait on an incoming link's handshake) */
+        uint64_t next = expire_waiters(l, now);
         if (now >= l->deadline)
             link_kill(l, -KUMO_ETIMEOUT, false, "handshake timed out");
         else
-            link_arm_timer(l, l->deadline);
+            link_arm_timer(l, next < l->deadline ? next : l->deadline);
         break;
+    }
     case L_UP:
         if (tt->shm)
             break; /* no heartbeats (this was the connect's deadline) */
@@ -2887,6 +2965,15 @@ int kumo__stream_create(struct kumo__engine *eng, const kumo_tcp_config *cfg, bo
         }
     }
     t->cfg.bind_host = NULL; /* not kept: the caller's string */
+    const char *why = NULL;
+    int err = kumo__cookie_resolve(c.cookie, &t->cookie, &t->cookie_len, &why);
+    if (err) {
+        kumo__log(KUMO_LOG_ERROR, "%s transport: no cookie: %s (%s)", shm ? "shm" : "tcp", why,
+                  strerror(-err));
+        kumo__free(t, sizeof *t);
+        return err;
+    }
+    t->cfg.cookie = NULL; /* (the copy is t->cookie) */
     pthread_mutex_init(&t->mu, NULL);
     *out = &t->base;
     return 0;
@@ -2909,5 +2996,6 @@ void kumo__stream_destroy(struct kumo_transport *bt)
         kumo__free(ep, sizeof *ep);
     }
     pthread_mutex_destroy(&t->mu);
+    kumo__cookie_free(t->cookie, t->cookie_len);
     kumo__free(t, sizeof *t);
 }

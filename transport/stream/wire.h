@@ -1,5 +1,5 @@
 /*
- * The wire format of the stream transports (tcp, shm) (version 1).  Shared by the transport
+ * The wire format of the stream transports (tcp, shm) (version 2).  Shared by the transport
  * and by tests that play a raw peer.
  *
  * Every frame starts with a 12-byte header, little-endian:
@@ -13,13 +13,20 @@
  * A DATA frame with F_FIRST (the first piece of a fragmented message)
  * carries 8 more header bytes: u64 total message length.
  *
- * A link starts with HELLO (connector -> acceptor) and HELLO_ACK (back);
- * nothing else may come first.  HELLO's payload:
+ * A link starts with HELLO (connector -> acceptor), HELLO_ACK (back) and,
+ * when the ACK says OK, AUTH (connector -> acceptor); nothing else may come
+ * before them.  HELLO's payload:
  *     u32 magic "KUMO", u16 protocol version, u16 zero, u64 capability bits,
- *     sender address (kumo_address_encode), target address (same)
- * HELLO_ACK's payload: u8 status (ACK_*), 7 zero bytes, u64 capability bits.
- * Capability bits are negotiated (the link uses the intersection); version
- * 1 defines none, so both sides send 0 and ignore bits they do not know.
+ *     32-byte connector nonce, sender address (kumo_address_encode),
+ *     target address (same)
+ * HELLO_ACK's payload: u8 status (ACK_*), 7 zero bytes, u64 capability
+ * bits; with ACK_OK, then the 32-byte acceptor nonce and the acceptor's
+ * 32-byte MAC.  AUTH's payload: the connector's 32-byte MAC.  The MACs
+ * prove each side knows the shared cookie without sending it
+ * (transport/stream/auth.h); until the acceptor has checked AUTH, any other
+ * frame closes the link.  Capability bits are negotiated (the link uses
+ * the intersection); none are defined, so both sides send 0 and ignore
+ * bits they do not know.
  *
  * The decoder checks every length against what arrived before reading it:
  * frames over their type's maximum, unknown versions, types or flags,
@@ -33,8 +40,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
-#define KUMO__TCP_VERSION 1
+#define KUMO__TCP_VERSION 2
 #define KUMO__TCP_MAGIC 0x4f4d554bu /* "KUMO" little-endian */
 #define KUMO__TCP_HDR 12
 #define KUMO__TCP_HDR_MAX 20
@@ -48,6 +56,7 @@ enum {
     KUMO__T_DATA,
     KUMO__T_PING, /* no payload; any frame counts as life */
     KUMO__T_BYE,  /* the sender's endpoint is closing; no payload */
+    KUMO__T_AUTH, /* payload: the connector's MAC (handshake) */
     KUMO__T_LAST
 };
 
@@ -167,27 +176,36 @@ static inline int kumo__tcp_hdr_decode(const uint8_t *p, size_t have, uint32_t m
     return 0;
 }
 
-/* HELLO payload: 4 + 2 + 2 + 8 + two addresses. */
-#define KUMO__TCP_HELLO_MAX (16 + 2 * KUMO_ADDRESS_WIRE_MAX)
+#define KUMO__NONCE 32 /* handshake nonces */
+#define KUMO__MAC 32   /* HMAC-SHA256 */
+
+/* HELLO payload: 4 + 2 + 2 + 8 + nonce + two addresses. */
+#define KUMO__TCP_HELLO_MAX (16 + KUMO__NONCE + 2 * KUMO_ADDRESS_WIRE_MAX)
+/* HELLO_ACK payload: refusals 16 bytes, OK 16 + nonce + MAC. */
+#define KUMO__TCP_ACK 16
+#define KUMO__TCP_ACK_OK (KUMO__TCP_ACK + KUMO__NONCE + KUMO__MAC)
 
 static inline size_t kumo__tcp_hello_encode(uint8_t *p, const kumo_address *from,
-                                            const kumo_address *to, uint64_t caps)
+                                            const kumo_address *to, uint64_t caps,
+                                            const uint8_t nonce[KUMO__NONCE])
 {
     kumo__put32(p, KUMO__TCP_MAGIC);
     kumo__put16(p + 4, KUMO__TCP_VERSION);
     kumo__put16(p + 6, 0);
     kumo__put64(p + 8, caps);
-    size_t n = 16;
+    memcpy(p + 16, nonce, KUMO__NONCE);
+    size_t n = 16 + KUMO__NONCE;
     n += kumo_address_encode(from, p + n);
     n += kumo_address_encode(to, p + n);
     return n;
 }
 
-/* Returns 0, or -1 with *why set. */
+/* Returns 0 (*nonce points into p), or -1 with *why set. */
 static inline int kumo__tcp_hello_decode(const uint8_t *p, size_t len, kumo_address *from,
-                                         kumo_address *to, uint64_t *caps, const char **why)
+                                         kumo_address *to, uint64_t *caps, const uint8_t **nonce,
+                                         const char **why)
 {
-    if (len < 16) {
+    if (len < 16 + KUMO__NONCE) {
         *why = "short HELLO";
         return -1;
     }
@@ -200,17 +218,20 @@ static inline int kumo__tcp_hello_decode(const uint8_t *p, size_t len, kumo_addr
         return -1;
     }
     *caps = kumo__get64(p + 8);
-    int a = kumo_address_decode(p + 16, len - 16, from);
+    *nonce = p + 16;
+    size_t at = 16 + KUMO__NONCE;
+    int a = kumo_address_decode(p + at, len - at, from);
     if (a < 0) {
         *why = "HELLO with a bad sender address";
         return -1;
     }
-    int b = kumo_address_decode(p + 16 + a, len - 16 - (size_t)a, to);
+    at += (size_t)a;
+    int b = kumo_address_decode(p + at, len - at, to);
     if (b < 0) {
         *why = "HELLO with a bad target address";
         return -1;
     }
-    if (16 + (size_t)a + (size_t)b != len) {
+    if (at + (size_t)b != len) {
         *why = "HELLO with trailing bytes";
         return -1;
     }
