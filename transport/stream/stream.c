@@ -2171,37 +2171,50 @@ static void send_ack(struct link *l, uint8_t status)
     ctl_queue(l, KUMO__T_HELLO_ACK, p, sizeof p);
 }
 
-/* Acceptor: the ACK that takes the link: our nonce and our MAC over both
- * nonces (auth.h).  Only AUTH may come next. */
-static void send_ack_ok(struct link *l)
+/* The handshake MAC of the acceptor's role (`acceptor`) or the
+ * connector's, for this link's nonces and ends (auth.h). */
+static void link_mac(struct link *l, bool acceptor, uint8_t out[KUMO__MAC])
 {
     struct tcp_t *t = l->ep->t;
+    const kumo_address *me = &l->ep->base.addr;
+    kumo__auth_mac(t->cookie, t->cookie_len, acceptor, l->nonce_c, l->nonce_a,
+                   l->outgoing ? me : &l->peer, l->outgoing ? &l->peer : me, out);
+}
+
+/* Whether the peer's MAC (of the other role than ours) is right; if not,
+ * the link ends, logged, with -KUMO_EAUTH for the connects waiting on it. */
+static bool peer_mac_ok(struct link *l, const uint8_t *got)
+{
+    uint8_t want[KUMO__MAC];
+    link_mac(l, l->outgoing, want);
+    if (kumo__auth_equal(got, want))
+        return true;
+    char pb[128];
+    kumo__log(KUMO_LOG_WARN, "%s: link %s %s refused: authentication failed (%s)", TNAME(l->ep),
+              l->outgoing ? "to" : "from", peer_str(l, pb, sizeof pb),
+              l->outgoing ? "its cookie differs from ours" : "it does not know our cookie");
+    link_kill(l, -KUMO_EAUTH, false, NULL);
+    return false;
+}
+
+/* Acceptor: the ACK that takes the link: our nonce and our MAC over both
+ * nonces.  Only AUTH may come next. */
+static void send_ack_ok(struct link *l)
+{
     uint8_t p[KUMO__TCP_ACK_OK] = {KUMO__ACK_OK};
     kumo__auth_nonce(l->nonce_a);
     memcpy(p + KUMO__TCP_ACK, l->nonce_a, KUMO__NONCE);
-    kumo__auth_mac(t->cookie, t->cookie_len, true, l->nonce_c, l->nonce_a, &l->peer,
-                   &l->ep->base.addr, p + KUMO__TCP_ACK + KUMO__NONCE);
+    link_mac(l, true, p + KUMO__TCP_ACK + KUMO__NONCE);
     ctl_queue(l, KUMO__T_HELLO_ACK, p, sizeof p);
 }
 
 /* Acceptor: the connector's proof that it knows the cookie. */
 static bool process_auth(struct link *l, const uint8_t *p, uint32_t len)
 {
-    struct tcp_t *t = l->ep->t;
-    uint8_t want[KUMO__MAC];
     if (len != KUMO__MAC)
         return malformed(l, "AUTH of the wrong length");
-    kumo__auth_mac(t->cookie, t->cookie_len, false, l->nonce_c, l->nonce_a, &l->peer,
-                   &l->ep->base.addr, want);
-    if (!kumo__auth_equal(p, want)) {
-        char pb[128];
-        kumo__log(KUMO_LOG_WARN,
-                  "%s: link from %s refused: authentication failed (it does not know our "
-                  "cookie)",
-                  TNAME(l->ep), peer_str(l, pb, sizeof pb));
-        link_kill(l, -KUMO_EAUTH, false, NULL);
+    if (!peer_mac_ok(l, p))
         return false;
-    }
     link_up(l);
     return l->state != L_DEAD;
 }
@@ -2281,26 +2294,15 @@ static bool process_ack(struct link *l, const uint8_t *p, uint32_t len)
             return malformed(l, "HELLO_ACK with reserved bytes set");
     switch (p[0]) {
     case KUMO__ACK_OK: {
-        struct tcp_t *t = l->ep->t;
-        uint8_t want[KUMO__MAC], mine[KUMO__MAC];
+        uint8_t mine[KUMO__MAC];
         memcpy(l->nonce_a, p + KUMO__TCP_ACK, KUMO__NONCE);
-        kumo__auth_mac(t->cookie, t->cookie_len, true, l->nonce_c, l->nonce_a,
-                       &l->ep->base.addr, &l->peer, want);
-        if (!kumo__auth_equal(p + KUMO__TCP_ACK + KUMO__NONCE, want)) {
-            char pb[128];
-            kumo__log(KUMO_LOG_WARN,
-                      "%s: link to %s refused: authentication failed (its cookie differs from "
-                      "ours)",
-                      TNAME(l->ep), peer_str(l, pb, sizeof pb));
-            link_kill(l, -KUMO_EAUTH, false, NULL);
+        if (!peer_mac_ok(l, p + KUMO__TCP_ACK + KUMO__NONCE))
             return false;
-        }
-        kumo__auth_mac(t->cookie, t->cookie_len, false, l->nonce_c, l->nonce_a,
-                       &l->ep->base.addr, &l->peer, mine);
+        link_mac(l, false, mine);
         /* AUTH goes before anything the connects queue (control first) */
         ctl_queue(l, KUMO__T_AUTH, mine, sizeof mine);
         l->retries = 0;
-        if (t->shm) {
+        if (l->ep->t->shm) {
             if (l->nrx_fds != 1)
                 return malformed(l, "HELLO_ACK without the peer's eventfd");
             l->peer_efd = l->rx_fds[0];
