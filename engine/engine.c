@@ -391,8 +391,9 @@ static void loop(struct kumo__shard *sh)
          * shard reads it once KUMO__CLOCK_CYCLES have passed (the cycle
          * counter costs less than half the clock, and a round trip takes
          * less than that); one spinning idle, once per 256 polls (below);
-         * one that parks without spinning, every time.  What a timer defers or submits
-         * goes out on the next iteration (work is non-zero). */
+         * one that parks without spinning, every time.  What a timer
+         * defers or submits goes out on the next iteration (work is
+         * non-zero). */
         if (sh->timers.n && (work ? kumo__cycles() - sh->now_cycles >= KUMO__CLOCK_CYCLES
                                   : !eng->spin_ns || sh->shut_done)) {
             read_clock(sh);

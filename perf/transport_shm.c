@@ -200,8 +200,8 @@ static uint64_t raw_get(struct raw_side *s, void *out)
 
 static void raw_ring_rtt(long n)
 {
-    struct raw_ring *rings = mmap(NULL, 2 * sizeof *rings, PROT_READ | PROT_WRITE,
-                                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    struct raw_ring *rings =
+        mmap(NULL, 2 * sizeof *rings, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (rings == MAP_FAILED)
         bench_die("mmap", -errno);
     uint8_t msg[64] = {'E'}, in[64];

@@ -471,8 +471,8 @@ static void burst_run(void *arg)
         }
         memcpy(p, &v, 8);
         memset(p + 8, (int)v, len - 8);
-        b->err = kumo_conn_send(b->c, &(struct iovec){p, len}, 1,
-                                p != buf ? free_release : NULL, p != buf ? p : NULL);
+        b->err = kumo_conn_send(b->c, &(struct iovec){p, len}, 1, p != buf ? free_release : NULL,
+                                p != buf ? p : NULL);
         if (b->err && p != buf)
             free(p);
     }

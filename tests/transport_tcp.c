@@ -256,8 +256,7 @@ Test(tcp, decoder_checks_every_field, .timeout = TCP_TIMEOUT)
     cr_assert_eq(kumo__tcp_hello_decode(hb, n, &f2, &t2, &caps, &n2, &why), -1, "magic");
     hb[0] ^= 1;
     hb[16 + KUMO__NONCE] = KUMO_ADDRESS_MAX + 1;
-    cr_assert_eq(kumo__tcp_hello_decode(hb, n, &f2, &t2, &caps, &n2, &why), -1,
-                 "address length");
+    cr_assert_eq(kumo__tcp_hello_decode(hb, n, &f2, &t2, &caps, &n2, &why), -1, "address length");
 
     /* Random headers: never a read past `have`, and a decoded header is
      * always within bounds. */

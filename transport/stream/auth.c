@@ -107,8 +107,8 @@ static int cookie_read(const char *path, uint8_t **key, size_t *len, const char 
         }
     }
     close(fd);
-    while (!err && n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
-                             buf[n - 1] == '\t'))
+    while (!err && n > 0 &&
+           (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
         n--;
     if (!err && n == 0) {
         err = -EINVAL;

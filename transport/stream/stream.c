@@ -684,8 +684,7 @@ static struct link *find_link(struct tcp_ep *ep, const kumo_address *peer, struc
 {
     for (struct link *l = ep->links; l; l = l->next)
         if (l != except && l->peer_known && l->state != L_DEAD && l->state != L_REJECTING &&
-            l->state != L_ACK_SENDING && l->state != L_WAIT_AUTH &&
-            kumo_address_eq(&l->peer, peer))
+            l->state != L_ACK_SENDING && l->state != L_WAIT_AUTH && kumo_address_eq(&l->peer, peer))
             return l;
     return NULL;
 }
@@ -1719,7 +1718,7 @@ static void send_result(struct kumo__shard *sh, struct link *l, int res)
             if (l->close_after_send) {
                 link_kill(l, -KUMO_ECLOSED, false, NULL);
             } else if (l->state == L_ACK_SENDING) {
-                ring_start(l); /* the peer has our eventfd: rings are live */
+                ring_start(l);          /* the peer has our eventfd: rings are live */
                 l->state = L_WAIT_AUTH; /* AUTH comes through the ring */
             } else {
                 if (l->state == L_CLOSING && l->bye_sent && !l->shut_wr && !l->ring) {
@@ -2287,7 +2286,7 @@ static void start_connect(struct link *l);
 
 static bool process_ack(struct link *l, const uint8_t *p, uint32_t len)
 {
-    if (len != (p[0] == KUMO__ACK_OK ? KUMO__TCP_ACK_OK : KUMO__TCP_ACK))
+    if (!len || len != (p[0] == KUMO__ACK_OK ? KUMO__TCP_ACK_OK : KUMO__TCP_ACK))
         return malformed(l, "HELLO_ACK of the wrong length");
     for (int i = 1; i < 8; i++)
         if (p[i])
