@@ -39,10 +39,14 @@ static inline void bench_report(const char *name, double *v, int n, const char *
 }
 
 /* A one-way workload's two lines: `name` in Mmsg/s and `name`_MBps in
- * MB/s, from the repetitions' message rates v[] and byte rates mb[]. */
-static inline void bench_report_rates(const char *name, double *v, double *mb)
+ * MB/s, from the repetitions' message rates v[] (Mmsg/s) of `size`-byte
+ * messages. */
+static inline void bench_report_rates(const char *name, double *v, size_t size)
 {
     char mbname[128];
+    double mb[BENCH_REPS];
+    for (int i = 0; i < BENCH_REPS; i++)
+        mb[i] = v[i] * (double)size; /* 1e6 messages of `size` bytes: MB */
     bench_report(name, v, BENCH_REPS, "Mmsg/s");
     snprintf(mbname, sizeof mbname, "%s_MBps", name);
     bench_report(mbname, mb, BENCH_REPS, "MB/s");

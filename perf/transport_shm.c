@@ -318,7 +318,7 @@ static void oneway(const char *label, size_t size, long n)
     if (K.window < 128)
         K.window = 128;
     K.pump.fn = pump_fn;
-    double v[BENCH_REPS], mb[BENCH_REPS];
+    double v[BENCH_REPS];
     for (int rep = -1; rep < BENCH_REPS; rep++) {
         /* The peer publishes its count every 64 messages: whole multiples
          * of 64, so the count reaches the total only once the pump has
@@ -332,14 +332,12 @@ static void oneway(const char *label, size_t size, long n)
         while (atomic_load_explicit(&sh_mem->counted, memory_order_acquire) < K.total)
             usleep(50);
         double dt = bench_now() - t0;
-        if (rep >= 0) {
+        if (rep >= 0)
             v[rep] = (double)k / dt / 1e6;
-            mb[rep] = (double)k * (double)size / dt / 1e6;
-        }
     }
     char name[64];
     snprintf(name, sizeof name, "shm_oneway_%s_kumo", label);
-    bench_report_rates(name, v, mb);
+    bench_report_rates(name, v, size);
     free(K.buf);
 }
 

@@ -321,7 +321,7 @@ static void kumo_stream(const char *label, size_t size, long n, bool lend, const
                             stream_connected, &s)))
         bench_die("connect", err);
     flag_wait(&s.ready);
-    double v[BENCH_REPS], mb[BENCH_REPS];
+    double v[BENCH_REPS];
     for (int rep = -1; rep < BENCH_REPS; rep++) {
         long k = rep < 0 ? n / 10 : n;
         s.total = s.recvd_local + k;
@@ -330,14 +330,12 @@ static void kumo_stream(const char *label, size_t size, long n, bool lend, const
         kumo__task_post(eng, 0, &s.task);
         flag_wait(&s.done);
         double dt = bench_now() - t0;
-        if (rep >= 0) {
+        if (rep >= 0)
             v[rep] = (double)k / dt / 1e6;
-            mb[rep] = (double)k * (double)size / dt / 1e6;
-        }
     }
     char name[96];
     snprintf(name, sizeof name, "tcp_oneway_%s_kumo%s%s", label, *variant ? "_" : "", variant);
-    bench_report_rates(name, v, mb);
+    bench_report_rates(name, v, size);
     kumo_transport_free(t);
     kumo__engine_stop(eng);
     kumo__engine_destroy(eng);
@@ -380,7 +378,7 @@ static void raw_stream(const char *label, size_t size, long n)
     struct iovec *iov = malloc(sizeof *iov * (size_t)per);
     for (int i = 0; i < per; i++)
         iov[i] = (struct iovec){buf, size};
-    double v[BENCH_REPS], mb[BENCH_REPS];
+    double v[BENCH_REPS];
     for (int rep = -1; rep < BENCH_REPS; rep++) {
         long k = rep < 0 ? n / 10 : n;
         int a, b;
@@ -421,14 +419,12 @@ static void raw_stream(const char *label, size_t size, long n)
         double dt = bench_now() - t0;
         close(a);
         close(b);
-        if (rep >= 0) {
+        if (rep >= 0)
             v[rep] = (double)k / dt / 1e6;
-            mb[rep] = (double)k * (double)size / dt / 1e6;
-        }
     }
     char name[96];
     snprintf(name, sizeof name, "tcp_oneway_%s_raw_writev", label);
-    bench_report_rates(name, v, mb);
+    bench_report_rates(name, v, size);
     free(iov);
     free(buf);
 }
