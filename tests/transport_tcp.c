@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 /* One timeout for the whole binary (see transport_conformance.c). */
@@ -838,6 +839,115 @@ Test(tcp, small_fragments_reassemble, .timeout = TCP_TIMEOUT)
     tt_ep_free(rx);
     tt_ep_free(tx);
     tt_stop(eng);
+}
+
+/* Waits (bounded) until the log has a line containing `needle`. */
+static void wait_logged(const char *needle)
+{
+    for (int64_t waited = 0; !tt_logged(needle); waited += 1000000) {
+        cr_assert_lt(waited, TT_WAIT_NS, "never logged \"%s\":\n%s", needle, tt_log_text());
+        nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
+    }
+}
+
+#define DIRECT_LOG "received straight into messages"
+
+static uint8_t pattern(size_t i, unsigned k)
+{
+    return (uint8_t)(i * 31 + k * 7 + (i >> 12));
+}
+
+Test(tcp, big_frames_go_straight_into_messages_between_small_ones, .timeout = TCP_TIMEOUT)
+{
+    /* Frames of half a receive buffer or more are received into their
+     * messages, with the next header read after each body; small frames
+     * on another connection, and control frames, come between them.  Every
+     * message must arrive whole, in order on its connection. */
+    struct kumo__engine *eng = tt_start(2);
+    tt_log_capture();
+    kumo_log_set_level(KUMO_LOG_DEBUG);
+    kumo_transport *t = tcp_with(eng, (kumo_tcp_config){.send_queue_max = 256u << 20});
+    tt_ep *rx = tt_ep_new(t, 1, "receiver");
+    tt_ep *tx = tt_ep_new(t, 0, "sender");
+    kumo_conn big = tt_connect(tx, &rx->addr);
+    kumo_conn small = tt_connect(tx, &rx->addr);
+    tt_ev o1 = tt_expect(rx, KUMO_EV_CONNECTION_OPENED);
+    tt_ev o2 = tt_expect(rx, KUMO_EV_CONNECTION_OPENED);
+    (void)o2;
+    /* Below, at and around the threshold (32 KiB) and the fragment size
+     * (64 KiB), and several fragments with a short last one. */
+    static const size_t sizes[] = {32767,    32768,          40000, 65535,  65536, 65537,
+                                   1u << 20, (3u << 20) + 7, 100,   131072, 70000};
+    enum { NS = sizeof sizes / sizeof *sizes, SMALL = 5 };
+    static uint8_t msg[(3u << 20) + 7];
+    for (unsigned k = 0; k < NS; k++) {
+        for (size_t i = 0; i < sizes[k]; i++)
+            msg[i] = pattern(i, k);
+        tt_send(big, msg, sizes[k]);
+        for (unsigned j = 0; j < SMALL; j++) {
+            uint32_t v = k * SMALL + j;
+            tt_send(small, &v, sizeof v);
+        }
+    }
+    unsigned nbig = 0, nsmall = 0;
+    while (nbig < NS || nsmall < NS * SMALL) {
+        tt_ev r = tt_recv(rx);
+        if (r.conn == o1.conn) {
+            cr_assert_lt(nbig, NS);
+            cr_assert_eq(r.len, sizes[nbig], "message %u: %zu bytes, sent %zu", nbig, r.len,
+                         sizes[nbig]);
+            for (size_t i = 0; i < r.len; i++)
+                if (r.data[i] != pattern(i, nbig))
+                    cr_assert_fail("message %u differs at byte %zu", nbig, i);
+            nbig++;
+        } else {
+            uint32_t v;
+            cr_assert_eq(r.len, sizeof v);
+            memcpy(&v, r.data, sizeof v);
+            cr_assert_eq(v, nsmall, "small message %u came as %u", nsmall, v);
+            nsmall++;
+        }
+        tt_ev_free(&r);
+    }
+    kumo_transport_free(t);
+    tt_ep_check(rx);
+    tt_ep_free(rx);
+    tt_ep_free(tx);
+    kumo_log_set_sink(NULL, NULL);
+    kumo_log_set_level(KUMO_LOG_WARN);
+    tt_stop(eng);
+    cr_assert(tt_logged(DIRECT_LOG), "no frame was received directly: the test tests nothing");
+}
+
+Test(tcp, a_link_broken_during_a_direct_receive_is_lost_cleanly, .timeout = TCP_TIMEOUT)
+{
+    /* A raw peer sends part of a big frame and stops: the endpoint waits
+     * in a receive into the message.  Breaking the link then must not
+     * free the message under the kernel (it is kept until the receive
+     * ends; the sanitizer build checks it is freed), and the endpoint
+     * goes on serving. */
+    tt_pair s = setup((kumo_tcp_config){0});
+    kumo_log_set_level(KUMO_LOG_DEBUG);
+    kumo_address me = fake_addr(0x3000);
+    int fd = raw_connect(&s.srv->addr);
+    cr_assert_eq(raw_hello(fd, &me, &s.srv->addr), KUMO__ACK_OK);
+    raw_open(fd, 1);
+    tt_ev o = tt_expect(s.srv, KUMO_EV_CONNECTION_OPENED);
+    (void)o;
+    static uint8_t buf[KUMO__TCP_HDR_MAX + 40000];
+    unsigned h =
+        kumo__tcp_hdr_encode(buf, KUMO__T_DATA, KUMO__F_FIRST | KUMO__F_MORE, 1, 65536, 1u << 20);
+    memset(buf + h, 0x5a, 40000);
+    raw_write(fd, buf, h + 40000);
+    wait_logged(DIRECT_LOG);
+    cr_assert_eq(kumo_transport_break_link(s.srv->ep, &me), 0);
+    tt_ev l = tt_expect_error(s.srv, KUMO_ERR_CONNECTION_LOST);
+    cr_assert(kumo_address_eq(&l.addr, &me));
+    raw_expect_closed(fd);
+    close(fd);
+    still_serves(s.srv, s.cl, s.c);
+    kumo_log_set_level(KUMO_LOG_WARN);
+    tt_pair_finish(&s);
 }
 
 /* Lent sends counted by a test thread. */

@@ -15,7 +15,9 @@
  *
  * Each tcp endpoint listens on its own socket (multishot accept) and receives
  * into a provided-buffer ring registered on its shard's ring (multishot
- * recv; a plain recv per link when the kernel lacks buffer rings).  All
+ * recv; a plain recv into the link's buffer when the kernel lacks buffer
+ * rings).  While big DATA frames come, the link cancels its multishot recv
+ * and receives their bodies straight into the messages (big_frame).  All
  * lightweight connections between two endpoints share one socket (the
  * link).  The wire format is in wire.h.
  *
@@ -53,7 +55,9 @@
  * Receiving.  A complete single-frame message that lies whole in one
  * received buffer is delivered in place (zero copy); fragmented messages
  * are reassembled into one heap block that kumo_event_keep hands over
- * without a copy.
+ * without a copy.  The bulk of a large body is received straight into that
+ * block (recvmsg into [rest of the body, rtail]); only what shares a
+ * provided buffer with a frame header is copied.
  *
  * Failure.  EOF, a socket error, a malformed frame, or no frame for
  * heartbeat_timeout ends the link: every connection on it fails and the
@@ -237,6 +241,16 @@ struct link {
     struct hrx *single;
     uint8_t ctl[KUMO__TCP_CTL_MAX];
     uint8_t *rbuf; /* plain recv (no buffer ring) */
+    /* direct receive (arm_recv): the rest of a DATA body straight into its
+     * message, then up to a header's worth of what follows into rtail */
+    bool rx_direct;      /* such a receive is in flight */
+    bool rx_switch;      /* the multishot recv is being cancelled for it */
+    bool rx_logged;      /* (the first switch is logged) */
+    size_t rx_body;      /* its body part (dio[0]); 0: rtail only */
+    struct hrx *rx_hold; /* its message, kept for the kernel after link_kill */
+    uint8_t rtail[KUMO__TCP_HDR_MAX];
+    struct iovec dio[2];
+    struct msghdr dmsg;
     struct in_conn **ht;
     unsigned htcap, nins;
     struct in_conn *ins;
@@ -705,6 +719,8 @@ static void link_maybe_free(struct link *l)
     kumo__free(l->hdrs, sizeof(*l->hdrs) * (MAX_FRAMES + 1));
     kumo__free(l->fr, sizeof(*l->fr) * MAX_FRAMES);
     kumo__free(l->rbuf, ep->t->cfg.rx_buffer_size);
+    if (l->rx_hold)
+        hrx_free_fn(&l->rx_hold->rx);
     kumo__free(l->stage, l->stage_cap);
     kumo__free(l->stage_fly, l->stage_fly_cap);
     kumo__free(l, sizeof *l);
@@ -813,6 +829,17 @@ static void link_kill(struct link *l, int err, bool report, const char *why)
     l->rr_head = NULL;
     l->rr_tail = &l->rr_head;
     readies_done(l, -KUMO_ECONNLOST); /* after the sends fail, so a waiter sees that */
+    if (l->rx_direct && l->rx_body) {
+        /* The kernel may still write into the message being received: it
+         * lives until the receive has completed (link_maybe_free). */
+        if (l->single) {
+            l->rx_hold = l->single;
+            l->single = NULL;
+        } else {
+            l->rx_hold = l->cur->asm_;
+            l->cur->asm_ = NULL;
+        }
+    }
     while (l->ins) {
         struct in_conn *ic = l->ins;
         l->ins = ic->next;
@@ -1234,7 +1261,8 @@ static bool rx_feed(struct link *l, const uint8_t *p, size_t n)
         {
             uint64_t want = l->h.len - l->body_have;
             size_t take = want < n ? (size_t)want : n;
-            memcpy(l->dest + l->body_have, p, take);
+            if (p != l->dest + l->body_have) /* (a direct receive put it there) */
+                memcpy(l->dest + l->body_have, p, take);
             l->body_have += take;
             p += take;
             n -= take;
@@ -1260,6 +1288,21 @@ static void return_buffer(struct tcp_ep *ep, unsigned bid)
     io_uring_buf_ring_advance(ep->br, 1);
 }
 
+/* The frame in l->h (being received, or the last one) is a DATA frame of
+ * at least half a receive buffer.  Such frames mostly straddle provided
+ * buffers, so they are received directly: the body straight into its
+ * message (the kernel's copy is the only one), and then rtail, which
+ * takes at most a header of what follows.  A big frame's successor is
+ * often big too (the next piece of the message), and so each piece
+ * takes one receive.  Smaller frames come by the multishot recv, many to
+ * a provided buffer, and one whole in its buffer is delivered in place;
+ * the multishot recv stays armed between them, which keeps a round trip
+ * of small messages free of re-arming. */
+static bool big_frame(const struct link *l)
+{
+    return l->h.type == KUMO__T_DATA && l->h.len >= l->ep->t->cfg.rx_buffer_size / 2;
+}
+
 static void arm_recv(struct link *l)
 {
     if (l->recv_armed || l->state == L_DEAD || l->fd < 0)
@@ -1275,6 +1318,23 @@ static void arm_recv(struct link *l)
         l->rmsg.msg_control = l->rcm.buf;
         l->rmsg.msg_controllen = sizeof l->rcm.buf;
         io_uring_prep_recvmsg(sqe, l->fd, &l->rmsg, MSG_CMSG_CLOEXEC);
+    } else if (!ep->t->shm && big_frame(l)) {
+        /* (rtail alone when the body is done: the next header, so that
+         * the next body is direct too) */
+        unsigned n = 0;
+        l->rx_body = l->in_body ? (size_t)(l->h.len - l->body_have) : 0;
+        if (l->rx_body)
+            l->dio[n++] = (struct iovec){l->dest + l->body_have, l->rx_body};
+        l->dio[n++] = (struct iovec){l->rtail, sizeof l->rtail};
+        l->dmsg = (struct msghdr){.msg_iov = l->dio, .msg_iovlen = n};
+        io_uring_prep_recvmsg(sqe, l->fd, &l->dmsg, 0);
+        l->rx_direct = true;
+        if (!l->rx_logged) {
+            char pb[128];
+            l->rx_logged = true;
+            kumo__log(KUMO_LOG_DEBUG, "%s: link to %s: big frames, received straight into messages",
+                      TNAME(ep), peer_str(l, pb, sizeof pb));
+        }
     } else if (ep->bgid >= 0) {
         io_uring_prep_recv_multishot(sqe, l->fd, NULL, 0, 0);
         sqe->flags |= IOSQE_BUFFER_SELECT;
@@ -1287,18 +1347,40 @@ static void arm_recv(struct link *l)
     l->ops++;
 }
 
+/* A big frame came by the multishot recv: cancel it, so that the next
+ * receive (armed at its last completion) is a direct one. */
+static void rx_switch(struct link *l)
+{
+    struct io_uring_sqe *sqe = get_sqe(ep_sh(l->ep));
+    io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)&l->c_recv, 0);
+    io_uring_sqe_set_data(sqe, NULL);
+    l->rx_switch = true;
+}
+
 static void recv_done(struct kumo__shard *sh, struct kumo__completion *c, struct io_uring_cqe *cqe)
 {
     struct link *l = CONTAINER(c, struct link, c_recv);
     struct tcp_ep *ep = l->ep;
     bool more = cqe->flags & IORING_CQE_F_MORE;
     int res = cqe->res;
+    bool switching = !more && l->rx_switch;
     if (!more) {
         l->ops--;
         l->recv_armed = false;
+        l->rx_switch = false;
     }
+    bool direct = l->rx_direct;
+    l->rx_direct = false;
     l->busy++;
-    if (res > 0 && l->ring) {
+    if (res > 0 && direct) {
+        if (l->state != L_DEAD) {
+            l->last_rx = kumo__shard_now(sh);
+            size_t body = (size_t)res < l->rx_body ? (size_t)res : l->rx_body;
+            if ((!body || rx_feed(l, l->dio[0].iov_base, body)) && (size_t)res > body)
+                rx_feed(l, l->rtail, (size_t)res - body);
+        }
+        arm_recv(l);
+    } else if (res > 0 && l->ring) {
         malformed(l, "bytes on the shm socket after the handshake");
     } else if (res > 0) {
         if (ep->t->shm) {
@@ -1333,6 +1415,8 @@ static void recv_done(struct kumo__shard *sh, struct kumo__completion *c, struct
             return_buffer(ep, (unsigned)bid);
         if (!more)
             arm_recv(l);
+        else if (l->in_body && big_frame(l) && !l->rx_switch && l->state != L_DEAD)
+            rx_switch(l);
     } else if (res == -ENOBUFS) {
         /* Every provided buffer was in use: the ones this batch of
          * completions holds come back as it is processed, before the
@@ -1340,6 +1424,8 @@ static void recv_done(struct kumo__shard *sh, struct kumo__completion *c, struct
         kumo__log(KUMO_LOG_DEBUG, "%s: receive buffers exhausted (ENOBUFS): re-arming", TNAME(ep));
         if (!more)
             arm_recv(l);
+    } else if (res == -ECANCELED && switching) {
+        arm_recv(l); /* (rx_switch: now the direct one) */
     } else if (l->state != L_DEAD && l->state != L_RETRY_WAIT && res != -ECANCELED) {
         /* shm: frames the peer wrote before it went (BYE) come first */
         if (res == 0 && l->ring)
