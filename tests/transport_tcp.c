@@ -741,6 +741,26 @@ static void rel(void *arg)
     pthread_mutex_unlock(&mu);
 }
 
+/* A receiver on shard 1 and a sender on shard 0 with two connections to
+ * it, for large messages and for small ones. */
+struct big_small {
+    tt_ep *rx, *tx;
+    kumo_conn big, small;
+    uint64_t big_id; /* the receiver's id of `big` */
+};
+
+static struct big_small big_small_new(kumo_transport *t)
+{
+    struct big_small b;
+    b.rx = tt_ep_new(t, 1, "receiver");
+    b.tx = tt_ep_new(t, 0, "sender");
+    b.big = tt_connect(b.tx, &b.rx->addr);
+    b.small = tt_connect(b.tx, &b.rx->addr);
+    b.big_id = tt_expect(b.rx, KUMO_EV_CONNECTION_OPENED).conn;
+    tt_expect(b.rx, KUMO_EV_CONNECTION_OPENED);
+    return b;
+}
+
 Test(tcp, large_message_does_not_hold_up_small_ones, .timeout = TCP_TIMEOUT)
 {
     struct kumo__engine *eng = tt_start(2);
@@ -748,13 +768,9 @@ Test(tcp, large_message_does_not_hold_up_small_ones, .timeout = TCP_TIMEOUT)
      * busy (transport_backpressure.c tests that) before the small ones are
      * taken. */
     kumo_transport *t = tcp_with(eng, (kumo_tcp_config){.send_queue_max = 128u << 20});
-    tt_ep *rx = tt_ep_new(t, 1, "receiver");
-    tt_ep *tx = tt_ep_new(t, 0, "sender");
-    kumo_conn bigc = tt_connect(tx, &rx->addr);
-    kumo_conn small = tt_connect(tx, &rx->addr);
-    tt_ev o1 = tt_expect(rx, KUMO_EV_CONNECTION_OPENED);
-    tt_ev o2 = tt_expect(rx, KUMO_EV_CONNECTION_OPENED);
-    (void)o2;
+    struct big_small b = big_small_new(t);
+    tt_ep *rx = b.rx, *tx = b.tx;
+    kumo_conn bigc = b.big, small = b.small;
     size_t big = 64u << 20;
     uint8_t *p = malloc(big);
     memset(p, 7, big);
@@ -765,12 +781,12 @@ Test(tcp, large_message_does_not_hold_up_small_ones, .timeout = TCP_TIMEOUT)
     /* The small messages arrive while the 64 MiB one is still on its way. */
     for (int i = 0; i < 10; i++) {
         tt_ev r = tt_recv(rx);
-        cr_assert_neq(r.conn, o1.conn, "message %d: the large message came first", i);
+        cr_assert_neq(r.conn, b.big_id, "message %d: the large message came first", i);
         cr_assert_eq(r.len, 1u);
         tt_ev_free(&r);
     }
     tt_ev r = tt_recv(rx);
-    cr_assert_eq(r.conn, o1.conn);
+    cr_assert_eq(r.conn, b.big_id);
     cr_assert_eq(r.len, big);
     tt_ev_free(&r);
     pthread_mutex_lock(&mu);
@@ -867,13 +883,9 @@ Test(tcp, big_frames_go_straight_into_messages_between_small_ones, .timeout = TC
     tt_log_capture();
     kumo_log_set_level(KUMO_LOG_DEBUG);
     kumo_transport *t = tcp_with(eng, (kumo_tcp_config){.send_queue_max = 256u << 20});
-    tt_ep *rx = tt_ep_new(t, 1, "receiver");
-    tt_ep *tx = tt_ep_new(t, 0, "sender");
-    kumo_conn big = tt_connect(tx, &rx->addr);
-    kumo_conn small = tt_connect(tx, &rx->addr);
-    tt_ev o1 = tt_expect(rx, KUMO_EV_CONNECTION_OPENED);
-    tt_ev o2 = tt_expect(rx, KUMO_EV_CONNECTION_OPENED);
-    (void)o2;
+    struct big_small b = big_small_new(t);
+    tt_ep *rx = b.rx, *tx = b.tx;
+    kumo_conn big = b.big, small = b.small;
     /* Below, at and around the threshold (32 KiB) and the fragment size
      * (64 KiB), and several fragments with a short last one. */
     static const size_t sizes[] = {32767,    32768,          40000, 65535,  65536, 65537,
@@ -892,7 +904,7 @@ Test(tcp, big_frames_go_straight_into_messages_between_small_ones, .timeout = TC
     unsigned nbig = 0, nsmall = 0;
     while (nbig < NS || nsmall < NS * SMALL) {
         tt_ev r = tt_recv(rx);
-        if (r.conn == o1.conn) {
+        if (r.conn == b.big_id) {
             cr_assert_lt(nbig, NS);
             cr_assert_eq(r.len, sizes[nbig], "message %u: %zu bytes, sent %zu", nbig, r.len,
                          sizes[nbig]);
