@@ -425,6 +425,21 @@ kumo_inbox *kt_inbox(kumo_node *node)
     return ib;
 }
 
+kt_env kt_env_start(unsigned shards)
+{
+    kt_env e;
+    e.node = kt_start(shards);
+    e.ib = kt_inbox(e.node);
+    e.me = kumo_inbox_proc(e.ib);
+    return e;
+}
+
+void kt_env_stop(kt_env *e)
+{
+    kumo_inbox_free(e->ib);
+    kt_stop(e->node);
+}
+
 /* ------------------------------------------------------------------ */
 /* Counters                                                            */
 /* ------------------------------------------------------------------ */

@@ -89,6 +89,19 @@ void kt_leak_baseline(void);
 
 kumo_inbox *kt_inbox(kumo_node *node);
 
+/* Most tests' setting: a node, an inbox on it where the test receives, and
+ * the inbox's process (`me`), which the test sends as. */
+typedef struct kt_env {
+    kumo_node *node;
+    kumo_inbox *ib;
+    kumo_proc *me;
+} kt_env;
+
+/* kt_start(shards) and an inbox on it. */
+kt_env kt_env_start(unsigned shards);
+/* Frees the inbox, then kt_stop (with its leak check). */
+void kt_env_stop(kt_env *e);
+
 /* A message type with a name kept for failure dumps. */
 uint64_t kt_type(const char *name);
 /* Name of a type registered with kt_type (or the engine's), else "0x...". */

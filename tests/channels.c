@@ -162,109 +162,97 @@ static void finish_owner(kumo_inbox *ib, kumo_pid pid, uint64_t mbox)
 KT_TEST(channels, send_and_receive_on_typed_channel)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     struct owner o = {.mode = SINGLE, .nch = 1, .count = 100};
     kumo_ref ref;
-    kumo_pid pid = spawn_owner(node, ib, kt_shards, &o, &ref);
+    kumo_pid pid = spawn_owner(env.node, env.ib, kt_shards, &o, &ref);
     kumo_send_port sp = o.sp[0];
     /* Mailbox noise before and after: it stays in the mailbox. */
-    kumo_send(me, pid, T_CH, "mbox", 5);
+    kumo_send(env.me, pid, T_CH, "mbox", 5);
     for (uint64_t i = 0; i < 100; i++)
-        chan_send(me, sp, i);
-    kumo_send(me, pid, T_CH, "mbox", 5);
-    kumo_send(me, pid, T_GO, NULL, 0);
+        chan_send(env.me, sp, i);
+    kumo_send(env.me, pid, T_CH, "mbox", 5);
+    kumo_send(env.me, pid, T_GO, NULL, 0);
     for (uint64_t i = 0; i < 100; i++) {
-        struct rep r = next_rep(ib);
+        struct rep r = next_rep(env.ib);
         cr_assert_eq(r.v, i, "channel message %llu out of order (%llu)", (unsigned long long)i,
                      (unsigned long long)r.v);
         cr_assert_eq(r.type, T_CH);
-        cr_assert(kumo_pid_eq(r.from, kumo_inbox_pid(ib)), "channel message from %s",
+        cr_assert(kumo_pid_eq(r.from, kumo_inbox_pid(env.ib)), "channel message from %s",
                   kt_pid(r.from));
     }
-    finish_owner(ib, pid, 2);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    finish_owner(env.ib, pid, 2);
+    kt_env_stop(&env);
 }
 
 KT_TEST(channels, merge_biased_prefers_first_port)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     struct owner o = {.mode = BIASED, .nch = 2, .count = 8};
     kumo_ref ref;
-    kumo_pid pid = spawn_owner(node, ib, kt_shards, &o, &ref);
+    kumo_pid pid = spawn_owner(env.node, env.ib, kt_shards, &o, &ref);
     /* Second port filled first: still drained last. */
     for (uint64_t i = 0; i < 4; i++)
-        chan_send(me, o.sp[1], 100 + i);
+        chan_send(env.me, o.sp[1], 100 + i);
     for (uint64_t i = 0; i < 4; i++)
-        chan_send(me, o.sp[0], i);
-    kumo_send(me, pid, T_GO, NULL, 0);
+        chan_send(env.me, o.sp[0], i);
+    kumo_send(env.me, pid, T_GO, NULL, 0);
     for (uint64_t i = 0; i < 4; i++)
-        cr_assert_eq(next_rep(ib).v, i);
+        cr_assert_eq(next_rep(env.ib).v, i);
     for (uint64_t i = 0; i < 4; i++)
-        cr_assert_eq(next_rep(ib).v, 100 + i);
-    finish_owner(ib, pid, 0);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+        cr_assert_eq(next_rep(env.ib).v, 100 + i);
+    finish_owner(env.ib, pid, 0);
+    kt_env_stop(&env);
 }
 
 KT_TEST(channels, merge_rr_alternates)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     struct owner o = {.mode = RR, .nch = 3, .count = 10};
     kumo_ref ref;
-    kumo_pid pid = spawn_owner(node, ib, kt_shards, &o, &ref);
+    kumo_pid pid = spawn_owner(env.node, env.ib, kt_shards, &o, &ref);
     /* 4 on port 0, 4 on port 1, 2 on port 2 (a different type: a merged
      * port may carry several). */
     for (uint64_t i = 0; i < 4; i++)
-        chan_send(me, o.sp[1], 100 + i);
+        chan_send(env.me, o.sp[1], 100 + i);
     for (uint64_t i = 0; i < 4; i++)
-        chan_send(me, o.sp[0], i);
+        chan_send(env.me, o.sp[0], i);
     for (uint64_t i = 0; i < 2; i++)
-        chan_send(me, o.sp[2], 200 + i);
-    kumo_send(me, pid, T_GO, NULL, 0);
+        chan_send(env.me, o.sp[2], 200 + i);
+    kumo_send(env.me, pid, T_GO, NULL, 0);
     const uint64_t want[] = {0, 100, 200, 1, 101, 201, 2, 102, 3, 103};
     for (unsigned i = 0; i < 10; i++) {
-        struct rep r = next_rep(ib);
+        struct rep r = next_rep(env.ib);
         cr_assert_eq(r.v, want[i], "take %u: got %llu, expected %llu", i, (unsigned long long)r.v,
                      (unsigned long long)want[i]);
         cr_assert_eq(r.type, want[i] >= 200 ? T_CH2 : T_CH);
     }
-    finish_owner(ib, pid, 0);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    finish_owner(env.ib, pid, 0);
+    kt_env_stop(&env);
 }
 
 KT_TEST(channels, merged_ports_nest)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     struct owner o = {.mode = NESTED, .nch = 3, .count = 6};
     kumo_ref ref;
-    kumo_pid pid = spawn_owner(node, ib, kt_shards, &o, &ref);
-    chan_send(me, o.sp[2], 200);
-    chan_send(me, o.sp[0], 0);
-    chan_send(me, o.sp[0], 1);
-    chan_send(me, o.sp[1], 100);
-    chan_send(me, o.sp[1], 101);
-    chan_send(me, o.sp[2], 201);
-    kumo_send(me, pid, T_GO, NULL, 0);
+    kumo_pid pid = spawn_owner(env.node, env.ib, kt_shards, &o, &ref);
+    chan_send(env.me, o.sp[2], 200);
+    chan_send(env.me, o.sp[0], 0);
+    chan_send(env.me, o.sp[0], 1);
+    chan_send(env.me, o.sp[1], 100);
+    chan_send(env.me, o.sp[1], 101);
+    chan_send(env.me, o.sp[2], 201);
+    kumo_send(env.me, pid, T_GO, NULL, 0);
     /* biased(rr(0, 1), 2): the inner alternation first, then port 2 */
     const uint64_t want[] = {0, 100, 1, 101, 200, 201};
     for (unsigned i = 0; i < 6; i++)
-        cr_assert_eq(next_rep(ib).v, want[i], "take %u", i);
-    finish_owner(ib, pid, 0);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+        cr_assert_eq(next_rep(env.ib).v, want[i], "take %u", i);
+    finish_owner(env.ib, pid, 0);
+    kt_env_stop(&env);
 }
 
 /* ------------------------------------------------------------------ */
@@ -274,9 +262,8 @@ KT_TEST(channels, merged_ports_nest)
 KT_TEST(channels, wire_encodings)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_pid pid = kumo_inbox_pid(ib);
+    kt_env env = kt_env_start(kt_shards);
+    kumo_pid pid = kumo_inbox_pid(env.ib);
     pid.slot = 0x01020304; /* every byte distinct */
 
     uint8_t w[KUMO_PID_WIRE_SIZE + 8];
@@ -330,8 +317,7 @@ KT_TEST(channels, wire_encodings)
     char tiny[4];
     kumo_pid_str(pid, tiny, sizeof tiny);
     cr_assert_eq(strlen(tiny), 3, "kumo_pid_str must truncate and terminate");
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_env_stop(&env);
 }
 
 /* A send port encoded into a message travels to another process, which
@@ -363,28 +349,25 @@ static void relay_init(kumo_proc *self, void *st)
 KT_TEST(channels, send_port_travels_in_message)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     struct owner o = {.mode = SINGLE, .nch = 1, .count = 3};
     kumo_ref ref, rref;
-    kumo_pid pid = spawn_owner(node, ib, kt_shards, &o, &ref);
-    struct relay r = {.ib = kumo_inbox_pid(ib)};
-    kumo_pid rp =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = 0, .monitor = &rref}, relay_init, &r);
+    kumo_pid pid = spawn_owner(env.node, env.ib, kt_shards, &o, &ref);
+    struct relay r = {.ib = kumo_inbox_pid(env.ib)};
+    kumo_pid rp = kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = 0, .monitor = &rref},
+                           relay_init, &r);
     uint8_t w[KUMO_SEND_PORT_WIRE_SIZE];
     kumo_send_port_encode(o.sp[0], w);
-    cr_assert_eq(kumo_send(me, rp, T_PORTMSG, w, sizeof w), 0);
-    kt_down(ib, rp, KUMO_NORMAL, ""); /* the relay has sent by now */
-    kumo_send(me, pid, T_GO, NULL, 0);
+    cr_assert_eq(kumo_send(env.me, rp, T_PORTMSG, w, sizeof w), 0);
+    kt_down(env.ib, rp, KUMO_NORMAL, ""); /* the relay has sent by now */
+    kumo_send(env.me, pid, T_GO, NULL, 0);
     for (uint64_t v = 7; v < 10; v++) {
-        struct rep x = next_rep(ib);
+        struct rep x = next_rep(env.ib);
         cr_assert_eq(x.v, v);
         cr_assert(kumo_pid_eq(x.from, rp));
     }
-    finish_owner(ib, pid, 0);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    finish_owner(env.ib, pid, 0);
+    kt_env_stop(&env);
 }
 
 /* ------------------------------------------------------------------ */
@@ -394,34 +377,31 @@ KT_TEST(channels, send_port_travels_in_message)
 KT_TEST(channels, channel_dies_with_owner)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     struct owner o = {.mode = RR, .nch = 2, .count = 1};
     kumo_ref ref;
-    kumo_pid pid = spawn_owner(node, ib, kt_shards, &o, &ref);
+    kumo_pid pid = spawn_owner(env.node, env.ib, kt_shards, &o, &ref);
     /* Messages queued on its channels when it dies are freed with them. */
     for (uint64_t i = 0; i < 50; i++) {
-        chan_send(me, o.sp[0], i);
-        chan_send(me, o.sp[1], i);
+        chan_send(env.me, o.sp[0], i);
+        chan_send(env.me, o.sp[1], i);
     }
-    kumo_kill(me, pid, NULL);
-    kt_down(ib, pid, KUMO_KILLED, "");
+    kumo_kill(env.me, pid, NULL);
+    kt_down(env.ib, pid, KUMO_KILLED, "");
     for (uint64_t i = 0; i < 50; i++)
-        chan_send(me, o.sp[i % 2], i); /* dropped, returns 0 */
+        chan_send(env.me, o.sp[i % 2], i); /* dropped, returns 0 */
 
     /* A live process, a channel id it never made: dropped too. */
     struct owner live = {.mode = SINGLE, .nch = 1, .count = 1};
-    kumo_pid lp = spawn_owner(node, ib, kt_shards, &live, &ref);
+    kumo_pid lp = spawn_owner(env.node, env.ib, kt_shards, &live, &ref);
     kumo_send_port forged = live.sp[0];
     forged.id += 1000;
-    chan_send(me, forged, 1);
-    chan_send(me, live.sp[0], 2);
-    kumo_send(me, lp, T_GO, NULL, 0);
-    cr_assert_eq(next_rep(ib).v, 2);
-    finish_owner(ib, lp, 0);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    chan_send(env.me, forged, 1);
+    chan_send(env.me, live.sp[0], 2);
+    kumo_send(env.me, lp, T_GO, NULL, 0);
+    cr_assert_eq(next_rep(env.ib).v, 2);
+    finish_owner(env.ib, lp, 0);
+    kt_env_stop(&env);
 }
 
 /* A process may not merge another's receive ports. */
@@ -455,27 +435,25 @@ static void thief_init(kumo_proc *self, void *st)
 KT_TEST(channels, merging_ports_not_owned_is_refused)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     struct owner o = {.mode = SINGLE, .nch = 1, .count = 1};
     kumo_ref ref, tref;
-    kumo_pid pid = spawn_owner(node, ib, kt_shards, &o, &ref); /* waits for GO: stays alive */
-    struct thief t = {.ib = kumo_inbox_pid(ib), .stolen = o.rp[0]};
-    kumo_pid tp =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = 0, .monitor = &tref}, thief_init, &t);
-    kumo_send(me, tp, T_GO, NULL, 0);
+    kumo_pid pid =
+        spawn_owner(env.node, env.ib, kt_shards, &o, &ref); /* waits for GO: stays alive */
+    struct thief t = {.ib = kumo_inbox_pid(env.ib), .stolen = o.rp[0]};
+    kumo_pid tp = kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = 0, .monitor = &tref},
+                           thief_init, &t);
+    kumo_send(env.me, tp, T_GO, NULL, 0);
     int64_t err[4];
-    KT_TAKE(kt_expect(ib, T_REP), err);
+    KT_TAKE(kt_expect(env.ib, T_REP), err);
     cr_assert_eq(err[0], -KUMO_ENOTOWNER);
     cr_assert_eq(err[1], -KUMO_ENOTOWNER);
     cr_assert_eq(err[2], 0);
     cr_assert_eq(err[3], -KUMO_ENOTOWNER);
-    kt_down(ib, tp, KUMO_NORMAL, "");
-    kumo_kill(me, pid, NULL);
-    kt_down(ib, pid, KUMO_KILLED, "");
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_down(env.ib, tp, KUMO_NORMAL, "");
+    kumo_kill(env.me, pid, NULL);
+    kt_down(env.ib, pid, KUMO_KILLED, "");
+    kt_env_stop(&env);
 }
 
 KT_TEST(channels, size_limit_and_shutdown)

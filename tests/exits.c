@@ -56,25 +56,23 @@ static kumo_pid spawn_child(kumo_node *node, kumo_inbox *ib, unsigned shards, st
 KT_TEST(exits, monitor_dead_or_unknown_pid_gives_unknown_id)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     struct child c = {.how = RETURN};
     kumo_ref r0;
-    kumo_pid dead = spawn_child(node, ib, kt_shards, &c, &r0, false);
-    kt_down(ib, dead, KUMO_NORMAL, "");
+    kumo_pid dead = spawn_child(env.node, env.ib, kt_shards, &c, &r0, false);
+    kt_down(env.ib, dead, KUMO_NORMAL, "");
 
     kumo_pid other_node = dead;
     other_node.node ^= 0x10;
     kumo_pid bad_shard = dead;
     bad_shard.shard = 999;
-    const kumo_pid targets[] = {dead, kt_forge_pid(dead), kt_forge_pid(kumo_inbox_pid(ib)),
+    const kumo_pid targets[] = {dead, kt_forge_pid(dead), kt_forge_pid(kumo_inbox_pid(env.ib)),
                                 other_node, bad_shard};
     for (unsigned i = 0; i < sizeof targets / sizeof *targets; i++) {
         kumo_ref ref = {0};
-        cr_assert_eq(kumo_monitor(me, targets[i], &ref), 0);
-        cr_assert_eq(ref.node, kumo_node_id(node));
-        kumo_msg *m = kt_expect_next(ib, kumo_type_down());
+        cr_assert_eq(kumo_monitor(env.me, targets[i], &ref), 0);
+        cr_assert_eq(ref.node, kumo_node_id(env.node));
+        kumo_msg *m = kt_expect_next(env.ib, kumo_type_down());
         kumo_down_msg d;
         KT_TAKE(m, d);
         cr_assert(kumo_pid_eq(d.pid, targets[i]), "DOWN about %s, monitored %s", kt_pid(d.pid),
@@ -82,11 +80,10 @@ KT_TEST(exits, monitor_dead_or_unknown_pid_gives_unknown_id)
         cr_assert(kumo_ref_eq(d.ref, ref));
         kt_assert_reason(&d.reason, KUMO_UNKNOWN_ID, NULL);
         /* The monitor is spent: cancelling it now finds nothing. */
-        cr_assert_eq(kumo_unmonitor(me, ref), -ENOENT);
+        cr_assert_eq(kumo_unmonitor(env.me, ref), -ENOENT);
     }
-    kt_expect_empty(ib);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_expect_empty(env.ib);
+    kt_env_stop(&env);
 }
 
 /* A process (not an inbox) monitoring and linking to a dead pid. */
@@ -123,58 +120,55 @@ static void prober_link_init(kumo_proc *self, void *st)
 KT_TEST(exits, link_to_dead_pid_gives_unknown_id)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     struct child c = {.how = RETURN};
     kumo_ref r0;
-    kumo_pid dead = spawn_child(node, ib, kt_shards, &c, &r0, false);
-    kt_down(ib, dead, KUMO_NORMAL, "");
+    kumo_pid dead = spawn_child(env.node, env.ib, kt_shards, &c, &r0, false);
+    kt_down(env.ib, dead, KUMO_NORMAL, "");
 
     /* The inbox traps: the signal arrives as a message. */
-    cr_assert_eq(kumo_link(me, dead), 0);
+    cr_assert_eq(kumo_link(env.me, dead), 0);
     kumo_exit_msg e;
-    KT_TAKE(kt_expect_next(ib, kumo_type_exit()), e);
+    KT_TAKE(kt_expect_next(env.ib, kumo_type_exit()), e);
     cr_assert(kumo_pid_eq(e.from, dead));
     kt_assert_reason(&e.reason, KUMO_UNKNOWN_ID, NULL);
-    cr_assert_eq(kumo_link(me, kt_forge_pid(dead)), 0);
-    KT_TAKE(kt_expect_next(ib, kumo_type_exit()), e);
+    cr_assert_eq(kumo_link(env.me, kt_forge_pid(dead)), 0);
+    KT_TAKE(kt_expect_next(env.ib, kumo_type_exit()), e);
     cr_assert(kumo_pid_eq(e.from, kt_forge_pid(dead)));
     kt_assert_reason(&e.reason, KUMO_UNKNOWN_ID, NULL);
 
     /* A trapping process gets it as a message too. */
-    struct prober p = {.ib = kumo_inbox_pid(ib), .target = dead};
+    struct prober p = {.ib = kumo_inbox_pid(env.ib), .target = dead};
     kumo_ref pref;
-    kumo_pid pp =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = 0, .trap_exit = true, .monitor = &pref},
-                 prober_link_init, &p);
-    KT_TAKE(kt_expect(ib, kumo_type_exit()), e);
+    kumo_pid pp = kt_spawn(env.node, env.ib,
+                           &(kumo_spawn_opts){.shard = 0, .trap_exit = true, .monitor = &pref},
+                           prober_link_init, &p);
+    KT_TAKE(kt_expect(env.ib, kumo_type_exit()), e);
     cr_assert(kumo_pid_eq(e.from, dead));
     kt_assert_reason(&e.reason, KUMO_UNKNOWN_ID, NULL);
-    kumo_kill(me, pp, NULL);
-    kt_down(ib, pp, KUMO_KILLED, "");
+    kumo_kill(env.me, pp, NULL);
+    kt_down(env.ib, pp, KUMO_KILLED, "");
 
     /* One that does not trap dies of it. */
-    struct prober q = {.ib = kumo_inbox_pid(ib), .target = dead};
+    struct prober q = {.ib = kumo_inbox_pid(env.ib), .target = dead};
     kumo_ref qref;
-    kumo_pid qp =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = 0, .monitor = &qref}, prober_link_init, &q);
-    kumo_down_msg d = kt_down(ib, qp, KUMO_UNKNOWN_ID, NULL);
+    kumo_pid qp = kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = 0, .monitor = &qref},
+                           prober_link_init, &q);
+    kumo_down_msg d = kt_down(env.ib, qp, KUMO_UNKNOWN_ID, NULL);
     cr_assert(kumo_ref_eq(d.ref, qref));
 
     /* And a process monitoring a never-existing pid gets the DOWN. */
-    struct prober m = {.ib = kumo_inbox_pid(ib), .target = kt_forge_pid(qp)};
+    struct prober m = {.ib = kumo_inbox_pid(env.ib), .target = kt_forge_pid(qp)};
     kumo_ref mref;
-    kumo_pid mp =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &mref},
-                 prober_mon_init, &m);
-    kumo_down_msg md = kt_expect_down(ib, m.target);
+    kumo_pid mp = kt_spawn(env.node, env.ib,
+                           &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &mref},
+                           prober_mon_init, &m);
+    kumo_down_msg md = kt_expect_down(env.ib, m.target);
     kt_assert_reason(&md.reason, KUMO_UNKNOWN_ID, NULL);
     cr_assert(kumo_ref_eq(md.ref, m.ref));
-    kumo_kill(me, mp, NULL);
-    kt_down(ib, mp, KUMO_KILLED, "");
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kumo_kill(env.me, mp, NULL);
+    kt_down(env.ib, mp, KUMO_KILLED, "");
+    kt_env_stop(&env);
 }
 
 /* ------------------------------------------------------------------ */
@@ -184,9 +178,7 @@ KT_TEST(exits, link_to_dead_pid_gives_unknown_id)
 KT_TEST(exits, reasons_reach_monitors_and_linkers)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     struct {
         struct child c;
         int signal; /* 0 none, 1 kill, 2 exit(exception) */
@@ -201,30 +193,29 @@ KT_TEST(exits, reasons_reach_monitors_and_linkers)
     };
     for (unsigned i = 0; i < sizeof cases / sizeof *cases; i++) {
         kumo_ref ref, ref2;
-        kumo_pid pid = spawn_child(node, ib, kt_shards, &cases[i].c, &ref, true);
+        kumo_pid pid = spawn_child(env.node, env.ib, kt_shards, &cases[i].c, &ref, true);
         /* A second monitor gets its own DOWN.  (Only for a child still
          * alive: one that ended in init may be gone, and then the right
          * answer is unknown-id.) */
         if (cases[i].c.how == WAIT) {
-            cr_assert_eq(kumo_monitor(me, pid, &ref2), 0);
+            cr_assert_eq(kumo_monitor(env.me, pid, &ref2), 0);
             cr_assert(!kumo_ref_eq(ref, ref2));
         }
         if (cases[i].signal == 1)
-            cr_assert_eq(kumo_kill(me, pid, "bye"), 0);
+            cr_assert_eq(kumo_kill(env.me, pid, "bye"), 0);
         else if (cases[i].signal == 2)
-            cr_assert_eq(kumo_exit(me, pid, KUMO_EXCEPTION, "told to"), 0);
-        kumo_exit_msg e = kt_exit(ib, pid, cases[i].kind, cases[i].text);
+            cr_assert_eq(kumo_exit(env.me, pid, KUMO_EXCEPTION, "told to"), 0);
+        kumo_exit_msg e = kt_exit(env.ib, pid, cases[i].kind, cases[i].text);
         cr_assert(kumo_pid_eq(e.from, pid));
-        kumo_down_msg d = kt_down(ib, pid, cases[i].kind, cases[i].text);
+        kumo_down_msg d = kt_down(env.ib, pid, cases[i].kind, cases[i].text);
         cr_assert(kumo_ref_eq(d.ref, ref)); /* the spawn's monitor was set first */
         if (cases[i].c.how == WAIT) {
-            kumo_down_msg d2 = kt_down(ib, pid, cases[i].kind, cases[i].text);
+            kumo_down_msg d2 = kt_down(env.ib, pid, cases[i].kind, cases[i].text);
             cr_assert(kumo_ref_eq(d2.ref, ref2));
         }
     }
-    kt_expect_empty(ib);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_expect_empty(env.ib);
+    kt_env_stop(&env);
 }
 
 /* A linker L spawns a child C with link (and, for the survival case, a
@@ -289,68 +280,59 @@ static kumo_pid spawn_linker(kumo_node *node, kumo_inbox *ib, unsigned shards, s
 KT_TEST(exits, trapping_linker_gets_exit_messages)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     struct child kinds[] = {{RETURN, NULL}, {DIE_EXCEPTION, "oops"}, {WAIT, NULL}};
     kumo_reason_kind want[] = {KUMO_NORMAL, KUMO_EXCEPTION, KUMO_KILLED};
     const char *want_text[] = {"", "oops", "k"};
     for (unsigned i = 0; i < 3; i++) {
         struct linker l = {.c = kinds[i], .trap = true};
         kumo_ref ref;
-        kumo_pid lp = spawn_linker(node, ib, kt_shards, &l, &ref);
+        kumo_pid lp = spawn_linker(env.node, env.ib, kt_shards, &l, &ref);
         if (kinds[i].how == WAIT)
-            kumo_kill(me, l.child, "k");
+            kumo_kill(env.me, l.child, "k");
         kumo_exit_msg e;
-        KT_TAKE(kt_expect(ib, T_REP), e);
+        KT_TAKE(kt_expect(env.ib, T_REP), e);
         cr_assert(kumo_pid_eq(e.from, l.child));
         kt_assert_reason(&e.reason, want[i], want_text[i]);
-        kumo_send(me, lp, kt_type_stop(), NULL, 0);
-        kt_down(ib, lp, KUMO_NORMAL, "");
+        kumo_send(env.me, lp, kt_type_stop(), NULL, 0);
+        kt_down(env.ib, lp, KUMO_NORMAL, "");
     }
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_env_stop(&env);
 }
 
 KT_TEST(exits, untrapped_linker_dies_with_abnormal_reason)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
 
     struct linker l = {.c = {DIE_EXCEPTION, "boom"}};
     kumo_ref ref;
-    kumo_pid lp = spawn_linker(node, ib, kt_shards, &l, &ref);
-    kt_down(ib, lp, KUMO_EXCEPTION, "boom");
+    kumo_pid lp = spawn_linker(env.node, env.ib, kt_shards, &l, &ref);
+    kt_down(env.ib, lp, KUMO_EXCEPTION, "boom");
 
     /* A killed child's "killed" reason also ends an untrapped linker. */
     struct linker k = {.c = {WAIT, NULL}};
-    kumo_pid kp = spawn_linker(node, ib, kt_shards, &k, &ref);
-    kumo_kill(me, k.child, "shot");
-    kt_down(ib, kp, KUMO_KILLED, "shot");
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kumo_pid kp = spawn_linker(env.node, env.ib, kt_shards, &k, &ref);
+    kumo_kill(env.me, k.child, "shot");
+    kt_down(env.ib, kp, KUMO_KILLED, "shot");
+    kt_env_stop(&env);
 }
 
 KT_TEST(exits, untrapped_linker_survives_normal_exit)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     struct child ends[] = {{RETURN, NULL}, {DIE_NORMAL, NULL}};
     for (unsigned i = 0; i < 2; i++) {
         struct linker l = {.c = ends[i], .with_monitor = true};
         kumo_ref ref;
-        kumo_pid lp = spawn_linker(node, ib, kt_shards, &l, &ref);
+        kumo_pid lp = spawn_linker(env.node, env.ib, kt_shards, &l, &ref);
         /* Next: the linker's report, not its DOWN. */
-        kumo_msg_free(kt_expect_next(ib, T_SURVIVED));
-        kumo_send(me, lp, kt_type_stop(), NULL, 0);
-        kt_down(ib, lp, KUMO_NORMAL, "");
+        kumo_msg_free(kt_expect_next(env.ib, T_SURVIVED));
+        kumo_send(env.me, lp, kt_type_stop(), NULL, 0);
+        kt_down(env.ib, lp, KUMO_NORMAL, "");
     }
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_env_stop(&env);
 }
 
 /* ------------------------------------------------------------------ */
@@ -360,54 +342,53 @@ KT_TEST(exits, untrapped_linker_survives_normal_exit)
 KT_TEST(exits, unlink_and_unmonitor_from_inbox)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     struct child c = {.how = WAIT};
 
     /* link, unlink, monitor, kill: only the DOWN comes (an exit signal
      * would come first, the link being older). */
-    kumo_pid p = spawn_child(node, ib, kt_shards, &c, NULL, false);
-    cr_assert_eq(kumo_link(me, p), 0);
-    cr_assert_eq(kumo_unlink(me, p), 0);
-    cr_assert_eq(kumo_unlink(me, p), 0); /* not linked: still 0 */
+    kumo_pid p = spawn_child(env.node, env.ib, kt_shards, &c, NULL, false);
+    cr_assert_eq(kumo_link(env.me, p), 0);
+    cr_assert_eq(kumo_unlink(env.me, p), 0);
+    cr_assert_eq(kumo_unlink(env.me, p), 0); /* not linked: still 0 */
     kumo_ref ref;
-    cr_assert_eq(kumo_monitor(me, p, &ref), 0);
-    kumo_kill(me, p, NULL);
-    kumo_msg_free(kt_expect_next(ib, kumo_type_down()));
+    cr_assert_eq(kumo_monitor(env.me, p, &ref), 0);
+    kumo_kill(env.me, p, NULL);
+    kumo_msg_free(kt_expect_next(env.ib, kumo_type_down()));
 
     /* A DOWN already queued is removed by unmonitor: monitor twice, take
      * the second DOWN (so the first is queued, ahead of it), cancel the
      * first: nothing is left. */
-    p = spawn_child(node, ib, kt_shards, &c, NULL, false);
+    p = spawn_child(env.node, env.ib, kt_shards, &c, NULL, false);
     kumo_ref r1, r2;
-    cr_assert_eq(kumo_monitor(me, p, &r1), 0);
-    cr_assert_eq(kumo_monitor(me, p, &r2), 0);
-    kumo_kill(me, p, NULL);
-    kumo_down_msg d = kt_expect_down_ref(ib, r2);
+    cr_assert_eq(kumo_monitor(env.me, p, &r1), 0);
+    cr_assert_eq(kumo_monitor(env.me, p, &r2), 0);
+    kumo_kill(env.me, p, NULL);
+    kumo_down_msg d = kt_expect_down_ref(env.ib, r2);
     kt_assert_reason(&d.reason, KUMO_KILLED, "");
-    cr_assert_eq(kumo_inbox_count(ib), 1);
-    cr_assert_eq(kumo_unmonitor(me, r1), 0);
-    kt_expect_empty(ib);
-    cr_assert_eq(kumo_unmonitor(me, r1), -ENOENT);
-    cr_assert_eq(kumo_unmonitor(me, r2), -ENOENT); /* delivered: spent */
+    cr_assert_eq(kumo_inbox_count(env.ib), 1);
+    cr_assert_eq(kumo_unmonitor(env.me, r1), 0);
+    kt_expect_empty(env.ib);
+    cr_assert_eq(kumo_unmonitor(env.me, r1), -ENOENT);
+    cr_assert_eq(kumo_unmonitor(env.me, r2), -ENOENT); /* delivered: spent */
 
     /* Unmonitor before death: no DOWN for that ref, the other one comes. */
-    p = spawn_child(node, ib, kt_shards, &c, NULL, false);
-    cr_assert_eq(kumo_monitor(me, p, &r1), 0);
-    cr_assert_eq(kumo_monitor(me, p, &r2), 0);
-    cr_assert_eq(kumo_unmonitor(me, r1), 0);
-    kumo_kill(me, p, NULL);
-    KT_TAKE(kt_expect_next(ib, kumo_type_down()), d);
+    p = spawn_child(env.node, env.ib, kt_shards, &c, NULL, false);
+    cr_assert_eq(kumo_monitor(env.me, p, &r1), 0);
+    cr_assert_eq(kumo_monitor(env.me, p, &r2), 0);
+    cr_assert_eq(kumo_unmonitor(env.me, r1), 0);
+    kumo_kill(env.me, p, NULL);
+    KT_TAKE(kt_expect_next(env.ib, kumo_type_down()), d);
     cr_assert(kumo_ref_eq(d.ref, r2));
 
     /* Refs that are not monitors of the caller. */
-    cr_assert_eq(kumo_unmonitor(me, (kumo_ref){.node = kumo_node_id(node), .id = 12345}), -ENOENT);
-    cr_assert_eq(kumo_unmonitor(me, (kumo_ref){.node = kumo_node_id(node) ^ 1, .id = r2.id}),
+    cr_assert_eq(kumo_unmonitor(env.me, (kumo_ref){.node = kumo_node_id(env.node), .id = 12345}),
                  -ENOENT);
-    kt_expect_empty(ib);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    cr_assert_eq(
+        kumo_unmonitor(env.me, (kumo_ref){.node = kumo_node_id(env.node) ^ 1, .id = r2.id}),
+        -ENOENT);
+    kt_expect_empty(env.ib);
+    kt_env_stop(&env);
 }
 
 /*
@@ -460,30 +441,27 @@ static void canc_init(kumo_proc *self, void *st)
 KT_TEST(exits, unlink_and_unmonitor_drop_signals_in_flight)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     for (unsigned placement = 0; placement < kt_shards; placement++) {
         struct child c = {.how = WAIT};
         kumo_pid p =
-            kt_spawn(node, ib, &(kumo_spawn_opts){.shard = (int)placement}, child_init, &c);
-        struct canceller q = {.ib = kumo_inbox_pid(ib), .target = p};
+            kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = (int)placement}, child_init, &c);
+        struct canceller q = {.ib = kumo_inbox_pid(env.ib), .target = p};
         kumo_ref qref;
-        kumo_pid qp =
-            kt_spawn(node, ib, &(kumo_spawn_opts){.shard = 0, .trap_exit = true, .monitor = &qref},
-                     canc_init, &q);
-        kumo_msg_free(kt_expect(ib, T_READY));
-        kumo_send(me, qp, T_GO, NULL, 0);
+        kumo_pid qp = kt_spawn(env.node, env.ib,
+                               &(kumo_spawn_opts){.shard = 0, .trap_exit = true, .monitor = &qref},
+                               canc_init, &q);
+        kumo_msg_free(kt_expect(env.ib, T_READY));
+        kumo_send(env.me, qp, T_GO, NULL, 0);
         uint64_t rep[2];
-        KT_TAKE(kt_expect(ib, T_REP), rep);
+        KT_TAKE(kt_expect(env.ib, T_REP), rep);
         char tb[64];
         cr_assert_eq(rep[0], kumo_type_down(), "first message after cancelling: %s",
                      kt_type_name(rep[0], tb, sizeof tb));
         cr_assert_eq(rep[1], q.r2.id, "the cancelled monitor's DOWN arrived");
-        kt_down(ib, qp, KUMO_NORMAL, "");
+        kt_down(env.ib, qp, KUMO_NORMAL, "");
     }
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_env_stop(&env);
 }
 
 /* unmonitor from a process removes a DOWN already in its mailbox. */
@@ -529,21 +507,20 @@ KT_TEST(exits, unmonitor_removes_queued_down_in_process)
     types_init();
     qd_match[0] = (kumo_match){
         .kind = KUMO_MATCH_IF, .type = kumo_type_down(), .pred = is_down_r2, .fn = qd_got_r2};
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
+    kt_env env = kt_env_start(kt_shards);
     struct child c = {.how = WAIT};
-    kumo_pid p =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, child_init, &c);
-    struct canceller q = {.ib = kumo_inbox_pid(ib), .target = p};
+    kumo_pid p = kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)},
+                          child_init, &c);
+    struct canceller q = {.ib = kumo_inbox_pid(env.ib), .target = p};
     kumo_ref qref;
-    kumo_pid qp = kt_spawn(node, ib, &(kumo_spawn_opts){.shard = 0, .monitor = &qref}, qd_init, &q);
+    kumo_pid qp =
+        kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = 0, .monitor = &qref}, qd_init, &q);
     uint64_t rep[2];
-    KT_TAKE(kt_expect(ib, T_REP), rep);
+    KT_TAKE(kt_expect(env.ib, T_REP), rep);
     cr_assert_eq(rep[0], 0, "a message was left after unmonitor (type %llx)",
                  (unsigned long long)rep[0]);
-    kt_down(ib, qp, KUMO_NORMAL, "");
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_down(env.ib, qp, KUMO_NORMAL, "");
+    kt_env_stop(&env);
 }
 
 /* ------------------------------------------------------------------ */
@@ -580,15 +557,13 @@ static void trapper_init(kumo_proc *self, void *st)
 KT_TEST(exits, trapped_exits_become_messages)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
-    kumo_pid self_pid = kumo_inbox_pid(ib);
+    kt_env env = kt_env_start(kt_shards);
+    kumo_pid self_pid = kumo_inbox_pid(env.ib);
     for (int via_opts = 0; via_opts < 2; via_opts++) {
         struct trapper t = {.ib = self_pid};
         kumo_ref ref;
         kumo_pid tp =
-            kt_spawn(node, ib,
+            kt_spawn(env.node, env.ib,
                      &(kumo_spawn_opts){
                          .shard = KT_OTHER(kt_shards), .monitor = &ref, .trap_exit = via_opts},
                      via_opts ? kt_echo_init : trapper_init, &t);
@@ -596,85 +571,78 @@ KT_TEST(exits, trapped_exits_become_messages)
             /* trap_exit in the options, with an echo body: the exit
              * messages are echoed to their sender, the engine (null pid),
              * i.e. dropped; the process survives.  Check that by ping. */
-            cr_assert_eq(kumo_exit(me, tp, KUMO_EXCEPTION, "x"), 0);
-            kumo_send(me, tp, T_PING, NULL, 0);
-            kumo_msg_free(kt_expect_next(ib, T_PING));
-            kumo_kill(me, tp, NULL);
-            kt_down(ib, tp, KUMO_KILLED, "");
+            cr_assert_eq(kumo_exit(env.me, tp, KUMO_EXCEPTION, "x"), 0);
+            kumo_send(env.me, tp, T_PING, NULL, 0);
+            kumo_msg_free(kt_expect_next(env.ib, T_PING));
+            kumo_kill(env.me, tp, NULL);
+            kt_down(env.ib, tp, KUMO_KILLED, "");
             continue;
         }
         /* It traps from its init on: signals sent before init ran would
          * find it not trapping yet, so wait for an answer first. */
-        kumo_send(me, tp, T_PING, NULL, 0);
-        kumo_msg_free(kt_expect_next(ib, T_PING));
-        cr_assert_eq(kumo_exit(me, tp, KUMO_EXCEPTION, "x"), 0);
-        cr_assert_eq(kumo_exit(me, tp, KUMO_NORMAL, NULL), 0);
-        cr_assert_eq(kumo_exit(me, tp, KUMO_SHUTDOWN, "s"), 0);
+        kumo_send(env.me, tp, T_PING, NULL, 0);
+        kumo_msg_free(kt_expect_next(env.ib, T_PING));
+        cr_assert_eq(kumo_exit(env.me, tp, KUMO_EXCEPTION, "x"), 0);
+        cr_assert_eq(kumo_exit(env.me, tp, KUMO_NORMAL, NULL), 0);
+        cr_assert_eq(kumo_exit(env.me, tp, KUMO_SHUTDOWN, "s"), 0);
         kumo_exit_msg e;
-        KT_TAKE(kt_expect_next(ib, T_REP), e);
+        KT_TAKE(kt_expect_next(env.ib, T_REP), e);
         cr_assert(kumo_pid_eq(e.from, self_pid));
         kt_assert_reason(&e.reason, KUMO_EXCEPTION, "x");
-        KT_TAKE(kt_expect_next(ib, T_REP), e);
+        KT_TAKE(kt_expect_next(env.ib, T_REP), e);
         kt_assert_reason(&e.reason, KUMO_NORMAL, "");
-        KT_TAKE(kt_expect_next(ib, T_REP), e);
+        KT_TAKE(kt_expect_next(env.ib, T_REP), e);
         kt_assert_reason(&e.reason, KUMO_SHUTDOWN, "s");
         /* Stop trapping (once the ping after GO is answered, GO has been
          * handled: signals act on arrival, messages when handled); then
          * the next abnormal signal ends it. */
-        kumo_send(me, tp, T_GO, NULL, 0);
-        kumo_send(me, tp, T_PING, NULL, 0);
-        kumo_msg_free(kt_expect_next(ib, T_PING));
-        cr_assert_eq(kumo_exit(me, tp, KUMO_EXCEPTION, "now"), 0);
-        kt_down(ib, tp, KUMO_EXCEPTION, "now");
+        kumo_send(env.me, tp, T_GO, NULL, 0);
+        kumo_send(env.me, tp, T_PING, NULL, 0);
+        kumo_msg_free(kt_expect_next(env.ib, T_PING));
+        cr_assert_eq(kumo_exit(env.me, tp, KUMO_EXCEPTION, "now"), 0);
+        kt_down(env.ib, tp, KUMO_EXCEPTION, "now");
     }
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_env_stop(&env);
 }
 
 KT_TEST(exits, kill_cannot_be_trapped)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
-    struct trapper t = {.ib = kumo_inbox_pid(ib)};
+    kt_env env = kt_env_start(kt_shards);
+    struct trapper t = {.ib = kumo_inbox_pid(env.ib)};
     kumo_ref ref;
-    kumo_pid tp =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
-                 trapper_init, &t);
-    kumo_send(me, tp, T_PING, NULL, 0);
-    kumo_msg_free(kt_expect_next(ib, T_PING)); /* trapping is on */
-    cr_assert_eq(kumo_kill(me, tp, "dead"), 0);
-    kumo_msg *m = kt_expect_next(ib, kumo_type_down());
+    kumo_pid tp = kt_spawn(env.node, env.ib,
+                           &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
+                           trapper_init, &t);
+    kumo_send(env.me, tp, T_PING, NULL, 0);
+    kumo_msg_free(kt_expect_next(env.ib, T_PING)); /* trapping is on */
+    cr_assert_eq(kumo_kill(env.me, tp, "dead"), 0);
+    kumo_msg *m = kt_expect_next(env.ib, kumo_type_down());
     kumo_down_msg d;
     KT_TAKE(m, d);
     kt_assert_reason(&d.reason, KUMO_KILLED, "dead");
     /* Killing or signalling a dead pid is not an error. */
-    cr_assert_eq(kumo_kill(me, tp, "again"), 0);
-    cr_assert_eq(kumo_exit(me, tp, KUMO_EXCEPTION, "again"), 0);
-    cr_assert_eq(kumo_kill(me, kt_forge_pid(tp), NULL), 0);
-    kt_expect_empty(ib);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    cr_assert_eq(kumo_kill(env.me, tp, "again"), 0);
+    cr_assert_eq(kumo_exit(env.me, tp, KUMO_EXCEPTION, "again"), 0);
+    cr_assert_eq(kumo_kill(env.me, kt_forge_pid(tp), NULL), 0);
+    kt_expect_empty(env.ib);
+    kt_env_stop(&env);
 }
 
 KT_TEST(exits, normal_exit_signal_ignored_without_trap)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     kumo_ref ref;
-    kumo_pid ep =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
-                 kt_echo_init, NULL);
-    cr_assert_eq(kumo_exit(me, ep, KUMO_NORMAL, "ignored"), 0);
-    kumo_send(me, ep, T_PING, NULL, 0);
-    kumo_msg_free(kt_expect_next(ib, T_PING)); /* alive: the marker, not a DOWN */
-    cr_assert_eq(kumo_exit(me, ep, KUMO_EXCEPTION, "not ignored"), 0);
-    kt_down(ib, ep, KUMO_EXCEPTION, "not ignored");
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kumo_pid ep = kt_spawn(env.node, env.ib,
+                           &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
+                           kt_echo_init, NULL);
+    cr_assert_eq(kumo_exit(env.me, ep, KUMO_NORMAL, "ignored"), 0);
+    kumo_send(env.me, ep, T_PING, NULL, 0);
+    kumo_msg_free(kt_expect_next(env.ib, T_PING)); /* alive: the marker, not a DOWN */
+    cr_assert_eq(kumo_exit(env.me, ep, KUMO_EXCEPTION, "not ignored"), 0);
+    kt_down(env.ib, ep, KUMO_EXCEPTION, "not ignored");
+    kt_env_stop(&env);
 }
 
 KT_TEST(exits, inbox_always_traps)
@@ -754,9 +722,7 @@ static void spawner_init(kumo_proc *self, void *st)
 KT_TEST(exits, spawn_link_and_monitor_are_atomic)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     struct child early = {DIE_EXCEPTION, "early"};
     const unsigned n = 200;
     /* From the inbox. */
@@ -764,36 +730,36 @@ KT_TEST(exits, spawn_link_and_monitor_are_atomic)
         kumo_ref ref;
         kumo_pid pid;
         cr_assert_eq(
-            kumo_spawn(node, me,
+            kumo_spawn(env.node, env.me,
                        &(kumo_spawn_opts){.shard = KUMO_SHARD_RR, .link = true, .monitor = &ref},
                        child_init, &early, &pid),
             0);
-        cr_assert_eq(ref.node, kumo_node_id(node));
-        kt_exit(ib, pid, KUMO_EXCEPTION, "early");
-        kumo_down_msg d = kt_down(ib, pid, KUMO_EXCEPTION, "early");
+        cr_assert_eq(ref.node, kumo_node_id(env.node));
+        kt_exit(env.ib, pid, KUMO_EXCEPTION, "early");
+        kumo_down_msg d = kt_down(env.ib, pid, KUMO_EXCEPTION, "early");
         cr_assert(kumo_ref_eq(d.ref, ref));
     }
     /* From a process. */
-    struct spawner s = {.ib = kumo_inbox_pid(ib), .n = n, .c = early};
+    struct spawner s = {.ib = kumo_inbox_pid(env.ib), .n = n, .c = early};
     kumo_ref sref;
-    kumo_pid sp =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = 0, .trap_exit = true, .monitor = &sref},
-                 spawner_init, &s);
+    kumo_pid sp = kt_spawn(env.node, env.ib,
+                           &(kumo_spawn_opts){.shard = 0, .trap_exit = true, .monitor = &sref},
+                           spawner_init, &s);
     uint64_t rep[3];
-    KT_TAKE(kt_expect(ib, T_REP), rep);
+    KT_TAKE(kt_expect(env.ib, T_REP), rep);
     cr_assert_eq(rep[0], n);
     cr_assert_eq(rep[1], n);
     cr_assert_eq(rep[2], 0, "%llu notifications with the wrong reason", (unsigned long long)rep[2]);
-    kt_down(ib, sp, KUMO_NORMAL, "");
+    kt_down(env.ib, sp, KUMO_NORMAL, "");
     /* Link or monitor without a spawning process is refused. */
     kumo_ref ref;
-    cr_assert_eq(kumo_spawn(node, NULL, &(kumo_spawn_opts){.link = true}, child_init, &early, NULL),
-                 -EINVAL);
     cr_assert_eq(
-        kumo_spawn(node, NULL, &(kumo_spawn_opts){.monitor = &ref}, child_init, &early, NULL),
+        kumo_spawn(env.node, NULL, &(kumo_spawn_opts){.link = true}, child_init, &early, NULL),
         -EINVAL);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    cr_assert_eq(
+        kumo_spawn(env.node, NULL, &(kumo_spawn_opts){.monitor = &ref}, child_init, &early, NULL),
+        -EINVAL);
+    kt_env_stop(&env);
 }
 
 /* ------------------------------------------------------------------ */
@@ -803,23 +769,20 @@ KT_TEST(exits, spawn_link_and_monitor_are_atomic)
 KT_TEST(exits, link_twice_gives_one_signal)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     struct child c = {.how = WAIT};
-    kumo_pid p = spawn_child(node, ib, kt_shards, &c, NULL, false);
-    cr_assert_eq(kumo_link(me, p), 0);
-    cr_assert_eq(kumo_link(me, p), 0);
+    kumo_pid p = spawn_child(env.node, env.ib, kt_shards, &c, NULL, false);
+    cr_assert_eq(kumo_link(env.me, p), 0);
+    cr_assert_eq(kumo_link(env.me, p), 0);
     kumo_ref ref;
-    cr_assert_eq(kumo_monitor(me, p, &ref), 0); /* its DOWN comes after the link's signal */
-    kumo_kill(me, p, "once");
+    cr_assert_eq(kumo_monitor(env.me, p, &ref), 0); /* its DOWN comes after the link's signal */
+    kumo_kill(env.me, p, "once");
     kumo_exit_msg e;
-    KT_TAKE(kt_expect_next(ib, kumo_type_exit()), e);
+    KT_TAKE(kt_expect_next(env.ib, kumo_type_exit()), e);
     kt_assert_reason(&e.reason, KUMO_KILLED, "once");
-    kumo_msg_free(kt_expect_next(ib, kumo_type_down()));
-    kt_expect_empty(ib);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kumo_msg_free(kt_expect_next(env.ib, kumo_type_down()));
+    kt_expect_empty(env.ib);
+    kt_env_stop(&env);
 }
 
 /* Exit signals a process sends itself. */
@@ -836,20 +799,18 @@ static void self_signal_init(kumo_proc *self, void *st)
 KT_TEST(exits, signals_to_self)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
+    kt_env env = kt_env_start(kt_shards);
     static int hows[] = {0, 1};
     kumo_ref ref;
-    kumo_pid a =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
-                 self_signal_init, &hows[0]);
-    kt_down(ib, a, KUMO_EXCEPTION, "by my own hand");
-    kumo_pid b =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
-                 self_signal_init, &hows[1]);
-    kt_down(ib, b, KUMO_KILLED, "self-kill");
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kumo_pid a = kt_spawn(env.node, env.ib,
+                          &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
+                          self_signal_init, &hows[0]);
+    kt_down(env.ib, a, KUMO_EXCEPTION, "by my own hand");
+    kumo_pid b = kt_spawn(env.node, env.ib,
+                          &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
+                          self_signal_init, &hows[1]);
+    kt_down(env.ib, b, KUMO_KILLED, "self-kill");
+    kt_env_stop(&env);
 }
 
 /* A chain of linked processes: the last one's abnormal end takes every one
@@ -896,22 +857,19 @@ static void chain_init(kumo_proc *self, void *st)
 KT_TEST(exits, chain_of_links_propagates)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
-    struct chain c = {.ib = kumo_inbox_pid(ib), .left = CHAIN, .exits = KT_COUNT_INIT};
+    kt_env env = kt_env_start(kt_shards);
+    struct chain c = {.ib = kumo_inbox_pid(env.ib), .left = CHAIN, .exits = KT_COUNT_INIT};
     kumo_ref ref;
-    kumo_pid head =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = 0, .monitor = &ref, .on_exit = chain_exit},
-                 chain_init, &c);
+    kumo_pid head = kt_spawn(env.node, env.ib,
+                             &(kumo_spawn_opts){.shard = 0, .monitor = &ref, .on_exit = chain_exit},
+                             chain_init, &c);
     kumo_pid tail;
-    KT_TAKE(kt_expect(ib, T_READY), tail);
-    cr_assert_eq(kumo_node_process_count(node), CHAIN + 2); /* the chain and the inbox */
-    cr_assert_eq(kumo_exit(me, tail, KUMO_EXCEPTION, "tail broke"), 0);
-    kt_down(ib, head, KUMO_EXCEPTION, "tail broke");
+    KT_TAKE(kt_expect(env.ib, T_READY), tail);
+    cr_assert_eq(kumo_node_process_count(env.node), CHAIN + 2); /* the chain and the inbox */
+    cr_assert_eq(kumo_exit(env.me, tail, KUMO_EXCEPTION, "tail broke"), 0);
+    kt_down(env.ib, head, KUMO_EXCEPTION, "tail broke");
     kt_count_wait(&c.exits, CHAIN + 1, "chain exits");
     cr_assert_eq(atomic_load(&c.wrong_reason), 0);
-    cr_assert_eq(kumo_node_process_count(node), 1);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    cr_assert_eq(kumo_node_process_count(env.node), 1);
+    kt_env_stop(&env);
 }

@@ -165,16 +165,14 @@ static void *wait_thread(void *arg)
 KT_TEST(inbox, blocked_waits_end_on_kill_message_and_stop)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
 
     /* a message wakes a waiting thread */
-    kumo_inbox *a = kt_inbox(node);
+    kumo_inbox *a = kt_inbox(env.node);
     struct waiter wa = {.ib = a, .err = 1, .timeout = KUMO_INFINITY};
     pthread_t t;
     pthread_create(&t, NULL, wait_thread, &wa);
-    kt_send_u64(me, kumo_inbox_pid(a), T_PING, 1);
+    kt_send_u64(env.me, kumo_inbox_pid(a), T_PING, 1);
     pthread_join(t, NULL);
     cr_assert_eq(wa.err, 0);
 
@@ -182,23 +180,22 @@ KT_TEST(inbox, blocked_waits_end_on_kill_message_and_stop)
     struct waiter wb = {.ib = a, .err = 1, .timeout = KUMO_INFINITY};
     pthread_create(&t, NULL, wait_thread, &wb);
     struct killer k = {.target = kumo_inbox_pid(a)};
-    kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, killer_init, &k);
+    kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, killer_init, &k);
     pthread_join(t, NULL);
     cr_assert_eq(wb.err, -KUMO_ENOPROC, "%s", kumo_strerror(wb.err));
     kumo_inbox_free(a);
 
     /* the node stopping wakes it with -KUMO_ESHUTDOWN (or, if the stop
      * comes first, the wait starts with it) */
-    kumo_inbox *c = kt_inbox(node);
-    kt_send_u64(me, kumo_inbox_pid(c), T_A, 1); /* left queued: freed with c */
-    struct waiter wc = {.ib = ib, .err = 1, .timeout = KT_WAIT_NS};
+    kumo_inbox *c = kt_inbox(env.node);
+    kt_send_u64(env.me, kumo_inbox_pid(c), T_A, 1); /* left queued: freed with c */
+    struct waiter wc = {.ib = env.ib, .err = 1, .timeout = KT_WAIT_NS};
     pthread_create(&t, NULL, wait_thread, &wc);
-    kumo_node_stop(node);
+    kumo_node_stop(env.node);
     pthread_join(t, NULL);
     cr_assert_eq(wc.err, -KUMO_ESHUTDOWN, "%s", kumo_strerror(wc.err));
     kumo_inbox_free(c);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_env_stop(&env);
 }
 
 /* Freeing an inbox with messages still queued frees them; its pid dies. */

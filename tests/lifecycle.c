@@ -82,60 +82,60 @@ static void sub_init(kumo_proc *self, void *st)
 KT_TEST(lifecycle, spawn_identity_and_placement)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
-    cr_assert_eq(kumo_inbox_pid(ib).shard, 0);
-    struct who w = {.ib = kumo_inbox_pid(ib)};
+    kt_env env = kt_env_start(kt_shards);
+    cr_assert_eq(kumo_inbox_pid(env.ib).shard, 0);
+    struct who w = {.ib = kumo_inbox_pid(env.ib)};
 
     /* From a plain thread (self NULL), with and without options. */
-    kumo_pid a = kt_spawn(node, NULL, NULL, who_init, &w);
+    kumo_pid a = kt_spawn(env.node, NULL, NULL, who_init, &w);
     cr_assert_eq(a.shard, 0);
-    expect_ident(ib, a, node, &w);
-    kumo_send(me, a, T_PING, NULL, 0);
-    expect_ident(ib, a, node, &w.second_state);
+    expect_ident(env.ib, a, env.node, &w);
+    kumo_send(env.me, a, T_PING, NULL, 0);
+    expect_ident(env.ib, a, env.node, &w.second_state);
     kumo_pid b =
-        kt_spawn(node, NULL, &(kumo_spawn_opts){.shard = (int)kt_shards - 1}, who_init, &w);
+        kt_spawn(env.node, NULL, &(kumo_spawn_opts){.shard = (int)kt_shards - 1}, who_init, &w);
     cr_assert_eq(b.shard, kt_shards - 1);
-    expect_ident(ib, b, node, &w);
+    expect_ident(env.ib, b, env.node, &w);
     /* From an inbox: SAME is shard 0. */
-    kumo_pid c = kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KUMO_SHARD_SAME}, who_init, &w);
+    kumo_pid c =
+        kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = KUMO_SHARD_SAME}, who_init, &w);
     cr_assert_eq(c.shard, 0);
-    expect_ident(ib, c, node, &w);
+    expect_ident(env.ib, c, env.node, &w);
     cr_assert(!kumo_pid_eq(a, b) && !kumo_pid_eq(b, c) && !kumo_pid_eq(a, c));
     /* From a process on the last shard: SAME (and NULL opts) is its own. */
-    struct sub s = {.ib = kumo_inbox_pid(ib),
-                    .w = {{.ib = kumo_inbox_pid(ib)}, {.ib = kumo_inbox_pid(ib)}}};
+    struct sub s = {.ib = kumo_inbox_pid(env.ib),
+                    .w = {{.ib = kumo_inbox_pid(env.ib)}, {.ib = kumo_inbox_pid(env.ib)}}};
     kumo_ref ref;
-    kumo_pid sp = kt_spawn(
-        node, ib, &(kumo_spawn_opts){.shard = (int)kt_shards - 1, .monitor = &ref}, sub_init, &s);
-    kt_down(ib, sp, KUMO_NORMAL, "");
+    kumo_pid sp =
+        kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = (int)kt_shards - 1, .monitor = &ref},
+                 sub_init, &s);
+    kt_down(env.ib, sp, KUMO_NORMAL, "");
     for (int i = 0; i < 2; i++) {
         cr_assert_eq(s.kids[i].shard, kt_shards - 1);
         struct ident id;
-        KT_TAKE(kt_expect(ib, T_REP), id);
+        KT_TAKE(kt_expect(env.ib, T_REP), id);
         cr_assert(kumo_pid_eq(id.self, s.kids[0]) || kumo_pid_eq(id.self, s.kids[1]));
         cr_assert_eq(id.shard, kt_shards - 1);
     }
     /* Refused. */
     kumo_pid p;
     cr_assert_eq(
-        kumo_spawn(node, me, &(kumo_spawn_opts){.shard = (int)kt_shards}, who_init, &w, &p),
+        kumo_spawn(env.node, env.me, &(kumo_spawn_opts){.shard = (int)kt_shards}, who_init, &w, &p),
         -EINVAL);
-    cr_assert_eq(kumo_spawn(node, me, &(kumo_spawn_opts){.shard = -3}, who_init, &w, &p), -EINVAL);
-    cr_assert_eq(kumo_spawn(node, me, NULL, NULL, &w, &p), -EINVAL);
-    cr_assert_eq(kumo_spawn(NULL, me, NULL, who_init, &w, &p), -EINVAL);
+    cr_assert_eq(kumo_spawn(env.node, env.me, &(kumo_spawn_opts){.shard = -3}, who_init, &w, &p),
+                 -EINVAL);
+    cr_assert_eq(kumo_spawn(env.node, env.me, NULL, NULL, &w, &p), -EINVAL);
+    cr_assert_eq(kumo_spawn(NULL, env.me, NULL, who_init, &w, &p), -EINVAL);
 
     kumo_pid all[] = {a, b, c, s.kids[0], s.kids[1]};
     for (unsigned i = 0; i < 5; i++)
-        kumo_kill(me, all[i], NULL);
+        kumo_kill(env.me, all[i], NULL);
     for (unsigned i = 0; i < 5; i++) {
         kumo_ref r;
-        kumo_monitor(me, all[i], &r); /* killed or about to be: a DOWN either way */
-        kumo_msg_free(kt_expect(ib, kumo_type_down()));
+        kumo_monitor(env.me, all[i], &r); /* killed or about to be: a DOWN either way */
+        kumo_msg_free(kt_expect(env.ib, kumo_type_down()));
     }
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_env_stop(&env);
 }
 
 /* Round-robin placement covers every shard evenly, from a thread and from
@@ -163,29 +163,27 @@ static void rr_spawner_init(kumo_proc *self, void *st)
 KT_TEST(lifecycle, round_robin_spreads_over_shards)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_pid ibp = kumo_inbox_pid(ib);
+    kt_env env = kt_env_start(kt_shards);
+    kumo_pid ibp = kumo_inbox_pid(env.ib);
     const unsigned per = 8, n = per * kt_shards;
     unsigned count[2] = {0};
     for (unsigned i = 0; i < n; i++) {
-        kumo_pid p =
-            kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KUMO_SHARD_RR}, shard_init, &ibp);
+        kumo_pid p = kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = KUMO_SHARD_RR},
+                              shard_init, &ibp);
         count[p.shard]++;
     }
     unsigned seen[2] = {0};
     for (unsigned i = 0; i < n; i++)
-        seen[kt_expect_u64(ib, T_REP)]++;
+        seen[kt_expect_u64(env.ib, T_REP)]++;
     struct rr_spawner r = {.ib = ibp, .n = n};
-    kt_spawn(node, ib, &(kumo_spawn_opts){.shard = 0}, rr_spawner_init, &r);
+    kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = 0}, rr_spawner_init, &r);
     for (unsigned i = 0; i < n; i++)
-        seen[kt_expect_u64(ib, T_REP)]++;
+        seen[kt_expect_u64(env.ib, T_REP)]++;
     for (unsigned s = 0; s < kt_shards; s++) {
         cr_assert_eq(count[s], per, "shard %u got %u of %u spawns from the thread", s, count[s], n);
         cr_assert_eq(seen[s], 2 * per, "shard %u ran %u of %u processes", s, seen[s], 2 * n);
     }
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_env_stop(&env);
 }
 
 /* ------------------------------------------------------------------ */
@@ -314,25 +312,23 @@ static void many_init(kumo_proc *self, void *st)
 KT_TEST(lifecycle, reused_slots_ignore_stale_pids)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     enum { N = 20000 };
     struct many st = {.exits = KT_COUNT_INIT, .inits = KT_COUNT_INIT};
     kumo_pid *old = malloc(sizeof *old * N), *new = malloc(sizeof *new *N);
     cr_assert(old && new);
     for (unsigned i = 0; i < N; i++)
-        old[i] =
-            kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KUMO_SHARD_RR, .on_exit = many_exit},
-                     many_init, &st);
+        old[i] = kt_spawn(env.node, env.ib,
+                          &(kumo_spawn_opts){.shard = KUMO_SHARD_RR, .on_exit = many_exit},
+                          many_init, &st);
     kt_count_wait(&st.inits, N, "first round in receive");
     for (unsigned i = 0; i < N; i++)
-        kumo_kill(me, old[i], NULL);
+        kumo_kill(env.me, old[i], NULL);
     kt_count_wait(&st.exits, N, "first round ended");
     for (unsigned i = 0; i < N; i++)
-        new[i] =
-            kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KUMO_SHARD_RR, .on_exit = many_exit},
-                     many_init, &st);
+        new[i] = kt_spawn(env.node, env.ib,
+                          &(kumo_spawn_opts){.shard = KUMO_SHARD_RR, .on_exit = many_exit},
+                          many_init, &st);
     kt_count_wait(&st.inits, 2 * N, "second round in receive");
     uint32_t maxslot = 0;
     for (unsigned i = 0; i < N; i++)
@@ -349,17 +345,16 @@ KT_TEST(lifecycle, reused_slots_ignore_stale_pids)
     /* A message to each old pid: one reaching a new process would end it
      * normally (many_msg), before the kill below. */
     for (unsigned i = 0; i < N; i++)
-        kt_send_u64(me, old[i], T_DATA, i);
+        kt_send_u64(env.me, old[i], T_DATA, i);
     for (unsigned i = 0; i < N; i++)
-        kumo_kill(me, new[i], NULL);
+        kumo_kill(env.me, new[i], NULL);
     kt_count_wait(&st.exits, 2 * N, "second round ended");
     cr_assert_eq(atomic_load(&st.normal), 0, "%u new processes got a stale pid's message",
                  atomic_load(&st.normal));
     cr_assert_gt(reused, 0, "no slot was reused: the test proves nothing");
     free(old);
     free(new);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_env_stop(&env);
 }
 
 KT_TEST(lifecycle, many_processes_torn_down_by_kill)
@@ -428,25 +423,22 @@ KT_TEST(lifecycle, many_monitored_processes)
 KT_TEST(lifecycle, many_processes_torn_down_by_node_stop)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     struct many st = {.exits = KT_COUNT_INIT, .inits = KT_COUNT_INIT};
     for (unsigned i = 0; i < MANY; i++) {
         kumo_pid p;
-        int err =
-            kumo_spawn(node, me, &(kumo_spawn_opts){.shard = KUMO_SHARD_RR, .on_exit = many_exit},
-                       many_init, &st, &p);
+        int err = kumo_spawn(env.node, env.me,
+                             &(kumo_spawn_opts){.shard = KUMO_SHARD_RR, .on_exit = many_exit},
+                             many_init, &st, &p);
         cr_assert_eq(err, 0, "spawn %u: %s", i, kumo_strerror(err));
     }
-    cr_assert_eq(kumo_node_process_count(node), MANY + 1);
+    cr_assert_eq(kumo_node_process_count(env.node), MANY + 1);
     kt_count_wait(&st.inits, MANY, "processes waiting in receive");
-    kumo_node_stop(node);
-    cr_assert_eq(kumo_node_process_count(node), 0);
+    kumo_node_stop(env.node);
+    cr_assert_eq(kumo_node_process_count(env.node), 0);
     cr_assert_eq(kt_count_get(&st.exits), MANY);
     cr_assert_eq(atomic_load(&st.not_shutdown), 0);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_env_stop(&env);
 }
 
 /* Stop right after spawning: some processes have not run init yet (their
@@ -455,25 +447,22 @@ KT_TEST(lifecycle, many_processes_torn_down_by_node_stop)
 KT_TEST(lifecycle, node_stop_right_after_spawning)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     struct many st = {.exits = KT_COUNT_INIT, .inits = KT_COUNT_INIT};
     const unsigned n = 20000;
     for (unsigned i = 0; i < n; i++) {
         kumo_pid p;
-        int err =
-            kumo_spawn(node, me, &(kumo_spawn_opts){.shard = KUMO_SHARD_RR, .on_exit = many_exit},
-                       many_init, &st, &p);
+        int err = kumo_spawn(env.node, env.me,
+                             &(kumo_spawn_opts){.shard = KUMO_SHARD_RR, .on_exit = many_exit},
+                             many_init, &st, &p);
         cr_assert_eq(err, 0, "spawn %u: %s", i, kumo_strerror(err));
-        kumo_send(me, p, T_PING, "queued", 7); /* parked until init, or freed */
+        kumo_send(env.me, p, T_PING, "queued", 7); /* parked until init, or freed */
     }
-    kumo_node_stop(node);
-    cr_assert_eq(kumo_node_process_count(node), 0);
+    kumo_node_stop(env.node);
+    cr_assert_eq(kumo_node_process_count(env.node), 0);
     cr_assert_eq(kt_count_get(&st.exits), n);
     cr_assert_eq(atomic_load(&st.not_shutdown), 0);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_env_stop(&env);
 }
 
 /* ------------------------------------------------------------------ */
@@ -578,8 +567,7 @@ KT_TEST(lifecycle, node_stop_while_busy)
     types_init();
     T_ACK = kt_type("ack");
     stream_match[0] = (kumo_match){.kind = KUMO_MATCH_TYPE, .type = T_ACK, .fn = stream_turn};
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
+    kt_env env = kt_env_start(kt_shards);
     struct busy_log log = {.exits = KT_COUNT_INIT};
     enum { PAIRS = 4, STREAMS = 2, PROCS = 2 * PAIRS + 2 * STREAMS };
     struct busy b[PROCS];
@@ -587,35 +575,35 @@ KT_TEST(lifecycle, node_stop_while_busy)
     unsigned k = 0;
     int other = KT_OTHER(kt_shards);
     for (unsigned i = 0; i < PAIRS; i++, k += 2) {
-        b[k] = (struct busy){.ib = kumo_inbox_pid(ib), .log = &log};
-        b[k + 1] = (struct busy){.ib = kumo_inbox_pid(ib), .log = &log};
-        kumo_pid server = kt_spawn(
-            node, ib, &(kumo_spawn_opts){.shard = other, .on_exit = busy_exit}, pp_serve, &b[k]);
+        b[k] = (struct busy){.ib = kumo_inbox_pid(env.ib), .log = &log};
+        b[k + 1] = (struct busy){.ib = kumo_inbox_pid(env.ib), .log = &log};
+        kumo_pid server =
+            kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = other, .on_exit = busy_exit},
+                     pp_serve, &b[k]);
         b[k + 1].peer = server;
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = 0, .on_exit = busy_exit}, pp_start,
+        kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = 0, .on_exit = busy_exit}, pp_start,
                  &b[k + 1]);
     }
     for (unsigned i = 0; i < STREAMS; i++, k += 2) {
-        b[k] = (struct busy){.ib = kumo_inbox_pid(ib), .log = &log};
-        b[k + 1] = (struct busy){.ib = kumo_inbox_pid(ib), .log = &log};
+        b[k] = (struct busy){.ib = kumo_inbox_pid(env.ib), .log = &log};
+        b[k + 1] = (struct busy){.ib = kumo_inbox_pid(env.ib), .log = &log};
         /* one stream each way */
-        kumo_pid sink =
-            kt_spawn(node, ib, &(kumo_spawn_opts){.shard = i ? 0 : other, .on_exit = busy_exit},
-                     sink_init, &b[k]);
+        kumo_pid sink = kt_spawn(env.node, env.ib,
+                                 &(kumo_spawn_opts){.shard = i ? 0 : other, .on_exit = busy_exit},
+                                 sink_init, &b[k]);
         b[k + 1].peer = sink;
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = i ? other : 0, .on_exit = busy_exit},
+        kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = i ? other : 0, .on_exit = busy_exit},
                  stream_start, &b[k + 1]);
     }
     /* Everyone is well under way. */
     for (unsigned i = 0; i < PROCS; i++)
-        kumo_msg_free(kt_expect(ib, T_PROGRESS));
-    kumo_node_stop(node);
+        kumo_msg_free(kt_expect(env.ib, T_PROGRESS));
+    kumo_node_stop(env.node);
     cr_assert_eq(kt_count_get(&log.exits), PROCS, "on_exit ran %llu times for %d processes",
                  (unsigned long long)kt_count_get(&log.exits), PROCS);
     cr_assert_eq(atomic_load(&log.not_shutdown), 0);
-    cr_assert_eq(kumo_node_process_count(node), 0);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    cr_assert_eq(kumo_node_process_count(env.node), 0);
+    kt_env_stop(&env);
 }
 
 /* A process that never waits (it polls with timeout 0 forever) does not
@@ -638,23 +626,21 @@ static void spin_init(kumo_proc *self, void *st)
 KT_TEST(lifecycle, busy_process_does_not_starve_neighbours)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     int other = KT_OTHER(kt_shards);
     kumo_ref ref;
-    kumo_pid spinner =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = other, .monitor = &ref}, spin_init, NULL);
-    kumo_pid echo = kt_spawn(node, ib, &(kumo_spawn_opts){.shard = other}, kt_echo_init, NULL);
+    kumo_pid spinner = kt_spawn(
+        env.node, env.ib, &(kumo_spawn_opts){.shard = other, .monitor = &ref}, spin_init, NULL);
+    kumo_pid echo =
+        kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = other}, kt_echo_init, NULL);
     for (int i = 0; i < 100; i++) {
-        kumo_send(me, echo, T_PING, &i, sizeof i);
-        kumo_msg_free(kt_expect_next(ib, T_PING));
+        kumo_send(env.me, echo, T_PING, &i, sizeof i);
+        kumo_msg_free(kt_expect_next(env.ib, T_PING));
     }
-    kumo_kill(me, spinner, "enough");
-    kt_down(ib, spinner, KUMO_KILLED, "enough");
-    kumo_send(me, echo, kt_type_stop(), NULL, 0);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kumo_kill(env.me, spinner, "enough");
+    kt_down(env.ib, spinner, KUMO_KILLED, "enough");
+    kumo_send(env.me, echo, kt_type_stop(), NULL, 0);
+    kt_env_stop(&env);
 }
 
 /* Default configuration: pinned shards, default spin. */
@@ -764,20 +750,18 @@ KT_TEST(lifecycle, slots_are_reused_under_burst_churn)
 {
     T_BURST = kumo_type("test.burst");
     T_BYE = kumo_type("test.bye");
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    struct burster b = {.left_bursts = BURSTS, .report = kumo_inbox_pid(ib)};
+    kt_env env = kt_env_start(kt_shards);
+    struct burster b = {.left_bursts = BURSTS, .report = kumo_inbox_pid(env.ib)};
     kumo_pid pid;
-    cr_assert_eq(kumo_spawn(node, kumo_inbox_proc(ib), &(kumo_spawn_opts){.shard = 0}, burster_init,
-                            &b, &pid),
+    cr_assert_eq(kumo_spawn(env.node, kumo_inbox_proc(env.ib), &(kumo_spawn_opts){.shard = 0},
+                            burster_init, &b, &pid),
                  0);
-    kumo_msg *m = kt_expect(ib, T_BURST);
+    kumo_msg *m = kt_expect(env.ib, T_BURST);
     kumo_msg_free(m);
     cr_assert_eq(b.err, 0, "spawn failed: %s", kumo_strerror(b.err));
     /* BURSTS x BURST spawns on shard 0; the table needs about BURST slots
      * (plus what messages in flight keep alive), not BURSTS x BURST. */
-    uint32_t hwm = atomic_load(&node->ps[0]->hwm);
+    uint32_t hwm = atomic_load(&env.node->ps[0]->hwm);
     cr_assert_lt(hwm, 3 * BURST, "slot table grew to %u for %u live at most", hwm, BURST);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_env_stop(&env);
 }

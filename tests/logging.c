@@ -48,16 +48,15 @@ static void say_init(kumo_proc *self, void *st)
 
 KT_TEST(logging, say_format_level_and_sink)
 {
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
+    kt_env env = kt_env_start(kt_shards);
     kumo_log_set_sink(capture, NULL);
 
     kumo_log_set_level(KUMO_LOG_INFO);
     kumo_ref ref;
-    kumo_pid p =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
-                 say_init, "info");
-    kt_down(ib, p, KUMO_NORMAL, "");
+    kumo_pid p = kt_spawn(env.node, env.ib,
+                          &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
+                          say_init, "info");
+    kt_down(env.ib, p, KUMO_NORMAL, "");
     char line[256] = "";
     cr_assert_eq(count_lines("hello 42 from info", line, sizeof line), 1);
     char pid[80], pattern[256];
@@ -74,14 +73,14 @@ KT_TEST(logging, say_format_level_and_sink)
 
     /* Below the level: dropped. */
     kumo_log_set_level(KUMO_LOG_WARN);
-    p = kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
-                 say_init, "warn");
-    kt_down(ib, p, KUMO_NORMAL, "");
+    p = kt_spawn(env.node, env.ib,
+                 &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref}, say_init,
+                 "warn");
+    kt_down(env.ib, p, KUMO_NORMAL, "");
     cr_assert_eq(count_lines("from warn", NULL, 0), 0, "a SAY line got through at level WARN");
 
     kumo_log_set_sink(NULL, NULL);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_env_stop(&env);
 }
 
 KT_TEST(logging, engine_lines_reach_the_sink)

@@ -209,15 +209,14 @@ static void selfsend_init(kumo_proc *self, void *st)
 KT_TEST(messaging, send_to_self)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    struct selfsend s = {.ib = kumo_inbox_pid(ib)};
-    kumo_pid p =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, selfsend_init, &s);
+    kt_env env = kt_env_start(kt_shards);
+    struct selfsend s = {.ib = kumo_inbox_pid(env.ib)};
+    kumo_pid p = kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)},
+                          selfsend_init, &s);
     for (uint64_t v = 0; v < 3; v++)
-        kt_send_u64(kumo_inbox_proc(ib), p, T_DATA, v);
+        kt_send_u64(kumo_inbox_proc(env.ib), p, T_DATA, v);
     uint64_t got[6];
-    KT_TAKE(kt_expect(ib, T_DONE), got);
+    KT_TAKE(kt_expect(env.ib, T_DONE), got);
     /* Each sender's messages in order; the inbox's may come before,
      * between or after the process's own. */
     uint64_t next_self = 100, next_ib = 0;
@@ -227,8 +226,7 @@ KT_TEST(messaging, send_to_self)
         else
             cr_assert_eq(got[i], next_ib++, "inbox-sent out of order at %d", i);
     }
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_env_stop(&env);
 }
 
 /* A plain thread (inbox) to a process on each shard: the foreign path. */
@@ -263,23 +261,21 @@ static void count_init(kumo_proc *self, void *st)
 KT_TEST(messaging, fifo_from_thread)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     const uint64_t n = 100000;
     struct count_recv c[2];
     kumo_pid pid[2];
     for (unsigned s = 0; s < kt_shards; s++) {
-        c[s] = (struct count_recv){.ib = kumo_inbox_pid(ib), .n = n};
-        cr_assert_eq(
-            kumo_spawn(node, me, &(kumo_spawn_opts){.shard = (int)s}, count_init, &c[s], &pid[s]),
-            0);
+        c[s] = (struct count_recv){.ib = kumo_inbox_pid(env.ib), .n = n};
+        cr_assert_eq(kumo_spawn(env.node, env.me, &(kumo_spawn_opts){.shard = (int)s}, count_init,
+                                &c[s], &pid[s]),
+                     0);
     }
     for (uint64_t i = 0; i < n; i++)
         for (unsigned s = 0; s < kt_shards; s++)
-            cr_assert_eq(kumo_send(me, pid[s], T_DATA, &i, sizeof i), 0);
+            cr_assert_eq(kumo_send(env.me, pid[s], T_DATA, &i, sizeof i), 0);
     for (unsigned s = 0; s < kt_shards; s++) {
-        kumo_msg *m = kt_next(ib);
+        kumo_msg *m = kt_next(env.ib);
         if (kumo_msg_type(m) == T_GAP) {
             struct gap g;
             KT_TAKE(m, g);
@@ -291,8 +287,7 @@ KT_TEST(messaging, fifo_from_thread)
         KT_TAKE(m, got);
         cr_assert_eq(got, n);
     }
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_env_stop(&env);
 }
 
 /* ------------------------------------------------------------------ */
@@ -308,14 +303,12 @@ static void quit_init(kumo_proc *self, void *st)
 KT_TEST(messaging, send_to_dead_pid_is_dropped)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     kumo_ref ref;
-    kumo_pid dead =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
-                 quit_init, NULL);
-    kt_down(ib, dead, KUMO_NORMAL, "");
+    kumo_pid dead = kt_spawn(env.node, env.ib,
+                             &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
+                             quit_init, NULL);
+    kt_down(env.ib, dead, KUMO_NORMAL, "");
 
     kumo_pid other_node = dead;
     other_node.node ^= 1;
@@ -326,26 +319,25 @@ KT_TEST(messaging, send_to_dead_pid_is_dropped)
     const kumo_pid targets[] = {dead,       kt_forge_pid(dead), (kumo_pid){0},
                                 other_node, bad_shard,          bad_slot};
     for (unsigned i = 0; i < sizeof targets / sizeof *targets; i++) {
-        cr_assert_eq(kumo_send(me, targets[i], T_DATA, "x", 1), 0, "send to %s",
+        cr_assert_eq(kumo_send(env.me, targets[i], T_DATA, "x", 1), 0, "send to %s",
                      kt_pid(targets[i]));
         struct iovec iov = {.iov_base = "y", .iov_len = 1};
-        cr_assert_eq(kumo_sendv(me, targets[i], T_DATA, &iov, 1), 0);
+        cr_assert_eq(kumo_sendv(env.me, targets[i], T_DATA, &iov, 1), 0);
         void *pl;
-        kumo_msg *m = kumo_msg_alloc(me, T_DATA, 4, &pl);
+        kumo_msg *m = kumo_msg_alloc(env.me, T_DATA, 4, &pl);
         cr_assert_not_null(m);
         memset(pl, 0, 4);
-        cr_assert_eq(kumo_send_msg(me, targets[i], m), 0); /* ownership moved: dropped */
+        cr_assert_eq(kumo_send_msg(env.me, targets[i], m), 0); /* ownership moved: dropped */
     }
     /* Still working: a live process answers. */
-    kumo_pid echo =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, kt_echo_init, NULL);
-    cr_assert_eq(kumo_send(me, echo, T_PING, "hi", 3), 0);
-    kumo_msg *m = kt_expect_next(ib, T_PING);
+    kumo_pid echo = kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)},
+                             kt_echo_init, NULL);
+    cr_assert_eq(kumo_send(env.me, echo, T_PING, "hi", 3), 0);
+    kumo_msg *m = kt_expect_next(env.ib, T_PING);
     cr_assert_str_eq(kumo_msg_data(m), "hi");
     kumo_msg_free(m);
-    kumo_send(me, echo, kt_type_stop(), NULL, 0);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kumo_send(env.me, echo, kt_type_stop(), NULL, 0);
+    kt_env_stop(&env);
 }
 
 /*
@@ -394,20 +386,18 @@ static void reuse_init(kumo_proc *self, void *st)
 KT_TEST(messaging, stale_pid_never_reaches_slot_reuser)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    struct reuse r = {.ib = kumo_inbox_pid(ib)};
-    kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, reuse_init, &r);
-    kumo_msg_free(kt_expect(ib, T_DONE));
-    uint64_t first = kt_expect_u64(ib, T_REP);
+    kt_env env = kt_env_start(kt_shards);
+    struct reuse r = {.ib = kumo_inbox_pid(env.ib)};
+    kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, reuse_init, &r);
+    kumo_msg_free(kt_expect(env.ib, T_DONE));
+    uint64_t first = kt_expect_u64(env.ib, T_REP);
     cr_assert_eq(first, T_PING, "the new process got a message sent to the dead pid");
     cr_assert(!kumo_pid_eq(r.first, r.second));
     cr_assert_neq(r.first.serial, r.second.serial);
     /* Not a requirement, but the test means little if the slot was not reused. */
     cr_expect_eq(r.first.slot, r.second.slot, "slot not reused (%u vs %u)", r.first.slot,
                  r.second.slot);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_env_stop(&env);
 }
 
 /* ------------------------------------------------------------------ */
@@ -476,26 +466,23 @@ KT_TEST(messaging, max_message_limit)
 KT_TEST(messaging, default_limit_is_64mib)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     const size_t lim = 64u << 20;
     unsigned char *buf = malloc(lim + 1);
     cr_assert_not_null(buf);
     for (size_t i = 0; i <= lim; i++)
         buf[i] = (unsigned char)(i ^ (i >> 11));
-    kumo_pid echo =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, kt_echo_init, NULL);
-    cr_assert_eq(kumo_send(me, echo, T_DATA, buf, lim + 1), -KUMO_ETOOBIG);
-    cr_assert_eq(kumo_send(me, echo, T_DATA, buf, lim), 0);
-    kumo_msg *m = kt_expect_next(ib, T_DATA);
+    kumo_pid echo = kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)},
+                             kt_echo_init, NULL);
+    cr_assert_eq(kumo_send(env.me, echo, T_DATA, buf, lim + 1), -KUMO_ETOOBIG);
+    cr_assert_eq(kumo_send(env.me, echo, T_DATA, buf, lim), 0);
+    kumo_msg *m = kt_expect_next(env.ib, T_DATA);
     cr_assert_eq(kumo_msg_len(m), lim);
     cr_assert(memcmp(kumo_msg_data(m), buf, lim) == 0, "64 MiB payload corrupted");
     kumo_msg_free(m);
     free(buf);
-    kumo_send(me, echo, kt_type_stop(), NULL, 0);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kumo_send(env.me, echo, kt_type_stop(), NULL, 0);
+    kt_env_stop(&env);
 }
 
 /* ------------------------------------------------------------------ */
@@ -505,29 +492,26 @@ KT_TEST(messaging, default_limit_is_64mib)
 KT_TEST(messaging, sendv_gathers_and_empty_payloads)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
-    kumo_pid echo =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, kt_echo_init, NULL);
+    kt_env env = kt_env_start(kt_shards);
+    kumo_pid echo = kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)},
+                             kt_echo_init, NULL);
     struct iovec iov[4] = {{"abc", 3}, {NULL, 0}, {"defg", 4}, {"h", 2}};
-    cr_assert_eq(kumo_sendv(me, echo, T_DATA, iov, 4), 0);
-    cr_assert_eq(kumo_sendv(me, echo, T_PING, NULL, 0), 0);
-    cr_assert_eq(kumo_send(me, echo, T_PONG, NULL, 0), 0);
-    kumo_msg *m = kt_expect_next(ib, T_DATA);
+    cr_assert_eq(kumo_sendv(env.me, echo, T_DATA, iov, 4), 0);
+    cr_assert_eq(kumo_sendv(env.me, echo, T_PING, NULL, 0), 0);
+    cr_assert_eq(kumo_send(env.me, echo, T_PONG, NULL, 0), 0);
+    kumo_msg *m = kt_expect_next(env.ib, T_DATA);
     cr_assert_eq(kumo_msg_len(m), 9);
     cr_assert_str_eq(kumo_msg_data(m), "abcdefgh");
     cr_assert(kumo_pid_eq(kumo_msg_sender(m), echo));
     kumo_msg_free(m);
-    m = kt_expect_next(ib, T_PING);
+    m = kt_expect_next(env.ib, T_PING);
     cr_assert_eq(kumo_msg_len(m), 0);
     kumo_msg_free(m);
-    m = kt_expect_next(ib, T_PONG);
+    m = kt_expect_next(env.ib, T_PONG);
     cr_assert_eq(kumo_msg_len(m), 0);
     kumo_msg_free(m);
-    kumo_send(me, echo, kt_type_stop(), NULL, 0);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kumo_send(env.me, echo, kt_type_stop(), NULL, 0);
+    kt_env_stop(&env);
 }
 
 /* Forwards every message to `to` without a copy. */
@@ -589,85 +573,80 @@ static void keep_init(kumo_proc *self, void *st)
 KT_TEST(messaging, forward_keep_and_alloc)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
-    kumo_pid self_pid = kumo_inbox_pid(ib);
+    kt_env env = kt_env_start(kt_shards);
+    kumo_pid self_pid = kumo_inbox_pid(env.ib);
 
     /* forward: the payload arrives untouched; the forwarder is the sender */
     struct fwd f = {.to = self_pid};
     kumo_ref fref;
-    kumo_pid fp = kt_spawn(
-        node, ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &fref}, fwd_init, &f);
+    kumo_pid fp =
+        kt_spawn(env.node, env.ib,
+                 &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &fref}, fwd_init, &f);
     void *pl;
-    kumo_msg *am = kumo_msg_alloc(me, T_DATA, 5, &pl);
+    kumo_msg *am = kumo_msg_alloc(env.me, T_DATA, 5, &pl);
     cr_assert_not_null(am);
     cr_assert_eq(kumo_msg_type(am), T_DATA);
     cr_assert_eq(kumo_msg_len(am), 5);
     memcpy(pl, "fwd!", 5);
-    cr_assert_eq(kumo_send_msg(me, fp, am), 0);
-    kumo_msg *m = kt_expect_next(ib, T_DATA);
+    cr_assert_eq(kumo_send_msg(env.me, fp, am), 0);
+    kumo_msg *m = kt_expect_next(env.ib, T_DATA);
     cr_assert_str_eq(kumo_msg_data(m), "fwd!");
     cr_assert(kumo_pid_eq(kumo_msg_sender(m), fp), "sender %s, forwarder %s",
               kt_pid(kumo_msg_sender(m)), kt_pid(fp));
     /* A received message can be sent on again by its new owner. */
-    cr_assert_eq(kumo_send_msg(me, fp, m), 0);
-    m = kt_expect_next(ib, T_DATA);
+    cr_assert_eq(kumo_send_msg(env.me, fp, m), 0);
+    m = kt_expect_next(env.ib, T_DATA);
     cr_assert_str_eq(kumo_msg_data(m), "fwd!");
     kumo_msg_free(m);
-    kumo_send(me, fp, kt_type_stop(), NULL, 0);
-    kt_down(ib, fp, KUMO_NORMAL, "");
+    kumo_send(env.me, fp, kt_type_stop(), NULL, 0);
+    kt_down(env.ib, fp, KUMO_NORMAL, "");
     cr_assert_eq(f.err, 0, "kumo_forward: %s", kumo_strerror(f.err));
 
     /* keep: messages outlive their handler and go back in reverse order */
     struct keeper k = {.to = self_pid};
     kumo_ref kref;
     kumo_pid kp =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &kref},
-                 keep_init, &k);
+        kt_spawn(env.node, env.ib,
+                 &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &kref}, keep_init, &k);
     for (uint64_t i = 1; i <= 3; i++)
-        kt_send_u64(me, kp, T_DATA, i);
+        kt_send_u64(env.me, kp, T_DATA, i);
     for (uint64_t i = 3; i >= 1; i--)
-        cr_assert_eq(kt_expect_u64(ib, T_DATA), i);
-    kt_down(ib, kp, KUMO_NORMAL, "");
+        cr_assert_eq(kt_expect_u64(env.ib, T_DATA), i);
+    kt_down(env.ib, kp, KUMO_NORMAL, "");
 
     /* An unsent alloc is the caller's to free. */
-    kumo_msg_free(kumo_msg_alloc(me, T_DATA, 100, NULL));
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kumo_msg_free(kumo_msg_alloc(env.me, T_DATA, 100, NULL));
+    kt_env_stop(&env);
 }
 
 KT_TEST(messaging, sender_pids)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     kumo_ref ref;
-    kumo_pid echo =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
-                 kt_echo_init, NULL);
-    cr_assert_eq(echo.node, kumo_node_id(node));
+    kumo_pid echo = kt_spawn(env.node, env.ib,
+                             &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
+                             kt_echo_init, NULL);
+    cr_assert_eq(echo.node, kumo_node_id(env.node));
     cr_assert_eq(echo.reserved, 0);
-    cr_assert(kumo_pid_eq(kumo_self(me), kumo_inbox_pid(ib)));
-    kumo_send(me, echo, T_PING, NULL, 0);
-    kumo_msg *m = kt_expect_next(ib, T_PING);
+    cr_assert(kumo_pid_eq(kumo_self(env.me), kumo_inbox_pid(env.ib)));
+    kumo_send(env.me, echo, T_PING, NULL, 0);
+    kumo_msg *m = kt_expect_next(env.ib, T_PING);
     cr_assert(kumo_pid_eq(kumo_msg_sender(m), echo));
     kumo_msg_free(m);
-    kumo_send(me, echo, kt_type_stop(), NULL, 0);
+    kumo_send(env.me, echo, kt_type_stop(), NULL, 0);
     /* Engine messages have no sender. */
-    m = kt_expect_next(ib, kumo_type_down());
+    m = kt_expect_next(env.ib, kumo_type_down());
     cr_assert(kumo_pid_is_null(kumo_msg_sender(m)), "DOWN has sender %s",
               kt_pid(kumo_msg_sender(m)));
     kumo_msg_free(m);
     kumo_pid dead = echo;
-    kumo_link(me, dead);
-    m = kt_expect_next(ib, kumo_type_exit());
+    kumo_link(env.me, dead);
+    m = kt_expect_next(env.ib, kumo_type_exit());
     cr_assert(kumo_pid_is_null(kumo_msg_sender(m)), "exit message has sender %s",
               kt_pid(kumo_msg_sender(m)));
     kumo_msg_free(m);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_env_stop(&env);
 }
 
 /* ------------------------------------------------------------------ */
@@ -677,40 +656,37 @@ KT_TEST(messaging, sender_pids)
 KT_TEST(messaging, calls_after_stop_return_eshutdown)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
-    kumo_pid echo =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, kt_echo_init, NULL);
+    kt_env env = kt_env_start(kt_shards);
+    kumo_pid echo = kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)},
+                             kt_echo_init, NULL);
     /* Leave one message queued: send two, take the second (FIFO: the
      * first is in by then). */
-    kumo_send(me, kumo_inbox_pid(ib), T_DATA, "q", 2);
-    kumo_send(me, kumo_inbox_pid(ib), T_PONG, NULL, 0);
-    kumo_msg_free(kt_expect(ib, T_PONG));
-    kumo_node_stop(node);
-    kumo_node_stop(node); /* idempotent */
-    cr_assert_eq(kumo_send(me, echo, T_DATA, "x", 1), -KUMO_ESHUTDOWN);
+    kumo_send(env.me, kumo_inbox_pid(env.ib), T_DATA, "q", 2);
+    kumo_send(env.me, kumo_inbox_pid(env.ib), T_PONG, NULL, 0);
+    kumo_msg_free(kt_expect(env.ib, T_PONG));
+    kumo_node_stop(env.node);
+    kumo_node_stop(env.node); /* idempotent */
+    cr_assert_eq(kumo_send(env.me, echo, T_DATA, "x", 1), -KUMO_ESHUTDOWN);
     struct iovec iov = {"x", 1};
-    cr_assert_eq(kumo_sendv(me, echo, T_DATA, &iov, 1), -KUMO_ESHUTDOWN);
+    cr_assert_eq(kumo_sendv(env.me, echo, T_DATA, &iov, 1), -KUMO_ESHUTDOWN);
     void *pl;
-    kumo_msg *am = kumo_msg_alloc(me, T_DATA, 1, &pl);
+    kumo_msg *am = kumo_msg_alloc(env.me, T_DATA, 1, &pl);
     if (am) {
-        cr_assert_eq(kumo_send_msg(me, echo, am), -KUMO_ESHUTDOWN);
+        cr_assert_eq(kumo_send_msg(env.me, echo, am), -KUMO_ESHUTDOWN);
         kumo_msg_free(am); /* a failed send takes no ownership */
     }
     kumo_pid p;
-    cr_assert_eq(kumo_spawn(node, me, NULL, kt_echo_init, NULL, &p), -KUMO_ESHUTDOWN);
-    cr_assert_eq(kumo_spawn(node, NULL, NULL, kt_echo_init, NULL, &p), -KUMO_ESHUTDOWN);
+    cr_assert_eq(kumo_spawn(env.node, env.me, NULL, kt_echo_init, NULL, &p), -KUMO_ESHUTDOWN);
+    cr_assert_eq(kumo_spawn(env.node, NULL, NULL, kt_echo_init, NULL, &p), -KUMO_ESHUTDOWN);
     kumo_inbox *ib2;
-    cr_assert_eq(kumo_inbox_new(node, &ib2), -KUMO_ESHUTDOWN);
+    cr_assert_eq(kumo_inbox_new(env.node, &ib2), -KUMO_ESHUTDOWN);
     /* The queued message is still there; then the wait reports shutdown. */
     kumo_msg *m = NULL;
-    cr_assert_eq(kumo_inbox_recv(ib, NULL, NULL, KT_WAIT_NS, &m), 0);
+    cr_assert_eq(kumo_inbox_recv(env.ib, NULL, NULL, KT_WAIT_NS, &m), 0);
     kumo_msg_free(m);
-    cr_assert_eq(kumo_inbox_recv(ib, NULL, NULL, KT_WAIT_NS, &m), -KUMO_ESHUTDOWN);
-    cr_assert_eq(kumo_inbox_recv(ib, NULL, NULL, 0, &m), -KUMO_ESHUTDOWN);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    cr_assert_eq(kumo_inbox_recv(env.ib, NULL, NULL, KT_WAIT_NS, &m), -KUMO_ESHUTDOWN);
+    cr_assert_eq(kumo_inbox_recv(env.ib, NULL, NULL, 0, &m), -KUMO_ESHUTDOWN);
+    kt_env_stop(&env);
 }
 
 /* ------------------------------------------------------------------ */
@@ -760,18 +736,16 @@ static void bounce_init(kumo_proc *self, void *st)
 KT_TEST(messaging, send_msg_of_the_handled_message_passes_it_on)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_pid pid =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = (int)kt_shards - 1}, bounce_init, NULL);
-    kt_send_u64(kumo_inbox_proc(ib), pid, T_PING, 42);
-    kumo_msg *m = kt_expect(ib, T_PING);
+    kt_env env = kt_env_start(kt_shards);
+    kumo_pid pid = kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = (int)kt_shards - 1},
+                            bounce_init, NULL);
+    kt_send_u64(kumo_inbox_proc(env.ib), pid, T_PING, 42);
+    kumo_msg *m = kt_expect(env.ib, T_PING);
     uint64_t v;
     cr_assert_eq(kumo_msg_len(m), sizeof v);
     memcpy(&v, kumo_msg_data(m), sizeof v);
     cr_assert_eq(v, 42);
     cr_assert(kumo_pid_eq(kumo_msg_sender(m), pid), "the bouncer is the sender");
     kumo_msg_free(m);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_env_stop(&env);
 }

@@ -114,27 +114,24 @@ static void sel_init(kumo_proc *self, void *st)
 KT_TEST(receive, unmatched_stay_in_order)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     struct proc p = {0};
     kumo_pid pid;
     kumo_ref ref;
-    spawn_proc(node, ib, &p, sel_init, kt_shards, &pid, &ref);
+    spawn_proc(env.node, env.ib, &p, sel_init, kt_shards, &pid, &ref);
     /* A1 B1 A2 B2, then go: all four are queued before the first B is
      * taken. */
-    kt_send_u64(me, pid, T_A, 1);
-    kt_send_u64(me, pid, T_B, 1);
-    kt_send_u64(me, pid, T_A, 2);
-    kt_send_u64(me, pid, T_B, 2);
-    kt_send_u64(me, pid, T_GO, 0);
-    expect_rep(ib, T_B, 1);
-    expect_rep(ib, T_B, 2);
-    expect_rep(ib, T_A, 1);
-    expect_rep(ib, T_A, 2);
-    kt_down(ib, pid, KUMO_NORMAL, "");
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_send_u64(env.me, pid, T_A, 1);
+    kt_send_u64(env.me, pid, T_B, 1);
+    kt_send_u64(env.me, pid, T_A, 2);
+    kt_send_u64(env.me, pid, T_B, 2);
+    kt_send_u64(env.me, pid, T_GO, 0);
+    expect_rep(env.ib, T_B, 1);
+    expect_rep(env.ib, T_B, 2);
+    expect_rep(env.ib, T_A, 1);
+    expect_rep(env.ib, T_A, 2);
+    kt_down(env.ib, pid, KUMO_NORMAL, "");
+    kt_env_stop(&env);
 }
 
 /* ------------------------------------------------------------------ */
@@ -186,26 +183,23 @@ static void if_init(kumo_proc *self, void *st)
 KT_TEST(receive, match_if_predicate)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     struct proc p = {0};
     kumo_pid pid;
     kumo_ref ref;
-    spawn_proc(node, ib, &p, if_init, kt_shards, &pid, &ref);
+    spawn_proc(env.node, env.ib, &p, if_init, kt_shards, &pid, &ref);
     for (uint64_t v = 1; v <= 10; v++)
-        kt_send_u64(me, pid, T_A, v);
-    kt_send_u64(me, pid, T_GO, 0);
-    expect_rep(ib, T_A, 6);      /* the first for which the predicate holds */
-    expect_rep(ib, TAG_DONE, 1); /* and it saw the process state */
+        kt_send_u64(env.me, pid, T_A, v);
+    kt_send_u64(env.me, pid, T_GO, 0);
+    expect_rep(env.ib, T_A, 6);      /* the first for which the predicate holds */
+    expect_rep(env.ib, TAG_DONE, 1); /* and it saw the process state */
     for (uint64_t v = 1; v <= 10; v++)
         if (v != 6)
-            expect_rep(ib, T_A, v); /* the rest, in order */
-    kt_down(ib, pid, KUMO_NORMAL, "");
+            expect_rep(env.ib, T_A, v); /* the rest, in order */
+    kt_down(env.ib, pid, KUMO_NORMAL, "");
     /* The predicate never saw 7..10: the scan stopped at 6. */
     cr_assert_eq(p.calls, 6);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_env_stop(&env);
 }
 
 /* {IF(A, v > 5) -> h1, TYPE A -> h2, ANY -> h3}: each message, in mailbox
@@ -252,25 +246,22 @@ static void mo_init(kumo_proc *self, void *st)
 KT_TEST(receive, first_accepting_match_in_mailbox_order)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     struct proc p = {0};
     kumo_pid pid;
     kumo_ref ref;
-    spawn_proc(node, ib, &p, mo_init, kt_shards, &pid, &ref);
-    kt_send_u64(me, pid, T_B, 1); /* only ANY accepts it */
-    kt_send_u64(me, pid, T_A, 2); /* TYPE A (the IF refuses) */
-    kt_send_u64(me, pid, T_A, 9); /* IF */
-    kt_send_u64(me, pid, T_B, 3); /* ANY */
-    kt_send_u64(me, pid, T_GO, 0);
-    expect_rep(ib, 3, 1000);
-    expect_rep(ib, 2, 2001);
-    expect_rep(ib, 1, 9001);
-    expect_rep(ib, 3, 3000);
-    kt_down(ib, pid, KUMO_NORMAL, "");
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    spawn_proc(env.node, env.ib, &p, mo_init, kt_shards, &pid, &ref);
+    kt_send_u64(env.me, pid, T_B, 1); /* only ANY accepts it */
+    kt_send_u64(env.me, pid, T_A, 2); /* TYPE A (the IF refuses) */
+    kt_send_u64(env.me, pid, T_A, 9); /* IF */
+    kt_send_u64(env.me, pid, T_B, 3); /* ANY */
+    kt_send_u64(env.me, pid, T_GO, 0);
+    expect_rep(env.ib, 3, 1000);
+    expect_rep(env.ib, 2, 2001);
+    expect_rep(env.ib, 1, 9001);
+    expect_rep(env.ib, 3, 3000);
+    kt_down(env.ib, pid, KUMO_NORMAL, "");
+    kt_env_stop(&env);
 }
 
 /* {TYPE X -> hx, ANY(fn NULL)}: everything but X is dropped while waiting;
@@ -302,21 +293,18 @@ static void drop_init(kumo_proc *self, void *st)
 KT_TEST(receive, match_any_null_drops_and_keeps_waiting)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     struct proc p = {0};
     kumo_pid pid;
     kumo_ref ref;
-    spawn_proc(node, ib, &p, drop_init, kt_shards, &pid, &ref);
+    spawn_proc(env.node, env.ib, &p, drop_init, kt_shards, &pid, &ref);
     for (uint64_t v = 0; v < 100; v++)
-        kt_send_u64(me, pid, v % 2 ? T_A : T_B, v);
-    kt_send_u64(me, pid, T_X, 7);
-    expect_rep(ib, T_X, 7);
-    expect_rep(ib, TAG_TIMEOUT, 0); /* nothing was left behind */
-    kt_down(ib, pid, KUMO_NORMAL, "");
-    kumo_inbox_free(ib);
-    kt_stop(node);
+        kt_send_u64(env.me, pid, v % 2 ? T_A : T_B, v);
+    kt_send_u64(env.me, pid, T_X, 7);
+    expect_rep(env.ib, T_X, 7);
+    expect_rep(env.ib, TAG_TIMEOUT, 0); /* nothing was left behind */
+    kt_down(env.ib, pid, KUMO_NORMAL, "");
+    kt_env_stop(&env);
 }
 
 /* ------------------------------------------------------------------ */
@@ -360,42 +348,39 @@ static void pm_init(kumo_proc *self, void *st)
 KT_TEST(receive, port_and_mailbox_in_one_set)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     for (int order = 0; order < 2; order++) {
         struct proc p = {.step = order};
         kumo_pid pid;
         kumo_ref ref;
-        spawn_proc(node, ib, &p, pm_init, kt_shards, &pid, &ref);
+        spawn_proc(env.node, env.ib, &p, pm_init, kt_shards, &pid, &ref);
         kumo_send_port sp;
-        KT_TAKE(kt_expect(ib, T_PORT), sp);
+        KT_TAKE(kt_expect(env.ib, T_PORT), sp);
         cr_assert(kumo_pid_eq(sp.owner, pid));
         cr_assert_eq(sp.type, T_CH);
         /* Interleaved: two on the channel, two in the mailbox, all queued
          * before the process looks. */
         uint64_t v = 1;
-        cr_assert_eq(kumo_send_chan(me, sp, &v, sizeof v), 0);
-        kt_send_u64(me, pid, T_A, 2);
+        cr_assert_eq(kumo_send_chan(env.me, sp, &v, sizeof v), 0);
+        kt_send_u64(env.me, pid, T_A, 2);
         v = 3;
-        cr_assert_eq(kumo_send_chan(me, sp, &v, sizeof v), 0);
-        kt_send_u64(me, pid, T_A, 4);
-        kt_send_u64(me, pid, T_GO, 0);
+        cr_assert_eq(kumo_send_chan(env.me, sp, &v, sizeof v), 0);
+        kt_send_u64(env.me, pid, T_A, 4);
+        kt_send_u64(env.me, pid, T_GO, 0);
         if (order == 0) { /* the port match comes first: it wins while it has messages */
-            expect_rep(ib, T_CH, 1);
-            expect_rep(ib, T_CH, 3);
-            expect_rep(ib, T_A, 2);
-            expect_rep(ib, T_A, 4);
+            expect_rep(env.ib, T_CH, 1);
+            expect_rep(env.ib, T_CH, 3);
+            expect_rep(env.ib, T_A, 2);
+            expect_rep(env.ib, T_A, 4);
         } else {
-            expect_rep(ib, T_A, 2);
-            expect_rep(ib, T_A, 4);
-            expect_rep(ib, T_CH, 1);
-            expect_rep(ib, T_CH, 3);
+            expect_rep(env.ib, T_A, 2);
+            expect_rep(env.ib, T_A, 4);
+            expect_rep(env.ib, T_CH, 1);
+            expect_rep(env.ib, T_CH, 3);
         }
-        kt_down(ib, pid, KUMO_NORMAL, "");
+        kt_down(env.ib, pid, KUMO_NORMAL, "");
     }
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_env_stop(&env);
 }
 
 /* ------------------------------------------------------------------ */
@@ -451,35 +436,32 @@ static void tmo_init(kumo_proc *self, void *st)
 KT_TEST(receive, timeout_fires_with_null_message)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     /* Nothing arrives. */
     struct proc p = {0};
     kumo_pid pid;
     kumo_ref ref;
-    spawn_proc(node, ib, &p, tmo_init, kt_shards, &pid, &ref);
+    spawn_proc(env.node, env.ib, &p, tmo_init, kt_shards, &pid, &ref);
     struct rep r;
-    KT_TAKE(kt_expect(ib, T_REP), r);
+    KT_TAKE(kt_expect(env.ib, T_REP), r);
     cr_assert_eq(r.tag, TAG_TIMEOUT, "on_timeout got a message");
     cr_assert_geq(r.v, (uint64_t)TMO_NS, "timed out after %llu ns, before %lld",
                   (unsigned long long)r.v, (long long)TMO_NS);
-    kt_down(ib, pid, KUMO_NORMAL, "");
+    kt_down(env.ib, pid, KUMO_NORMAL, "");
 
     /* Unmatched messages arrive meanwhile: the timeout still fires and they
      * stay queued.  (300 ms leaves the 50 sends ample time to land first.) */
     struct proc q = {.step = 1, .limit = 300 * KT_MS};
-    spawn_proc(node, ib, &q, tmo_init, kt_shards, &pid, &ref);
-    kumo_msg_free(kt_expect(ib, T_GO));
+    spawn_proc(env.node, env.ib, &q, tmo_init, kt_shards, &pid, &ref);
+    kumo_msg_free(kt_expect(env.ib, T_GO));
     for (uint64_t v = 0; v < 50; v++)
-        kt_send_u64(me, pid, T_Y, v);
-    KT_TAKE(kt_expect(ib, T_REP), r);
+        kt_send_u64(env.me, pid, T_Y, v);
+    KT_TAKE(kt_expect(env.ib, T_REP), r);
     cr_assert_eq(r.tag, TAG_TIMEOUT);
     cr_assert_geq(r.v, (uint64_t)(300 * KT_MS));
-    expect_rep(ib, TAG_DONE, 50);
-    kt_down(ib, pid, KUMO_NORMAL, "");
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    expect_rep(env.ib, TAG_DONE, 50);
+    kt_down(env.ib, pid, KUMO_NORMAL, "");
+    kt_env_stop(&env);
 }
 
 /* A message that arrives in time cancels the timer: a later, longer wait
@@ -516,27 +498,24 @@ static void tc_init(kumo_proc *self, void *st)
 KT_TEST(receive, timeout_cancelled_by_message)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     struct proc p = {0};
     kumo_pid pid;
     kumo_ref ref;
     /* If the machine is so loaded that the inbox cannot answer within W1,
      * the test says so rather than passing by luck. */
-    spawn_proc(node, ib, &p, tc_init, kt_shards, &pid, &ref);
-    kumo_msg_free(kt_expect(ib, T_GO));
-    kt_send_u64(me, pid, T_X, 0);
+    spawn_proc(env.node, env.ib, &p, tc_init, kt_shards, &pid, &ref);
+    kumo_msg_free(kt_expect(env.ib, T_GO));
+    kt_send_u64(env.me, pid, T_X, 0);
     struct rep r;
-    KT_TAKE(kt_expect(ib, T_REP), r);
+    KT_TAKE(kt_expect(env.ib, T_REP), r);
     cr_assert_eq(r.tag, T_X, "the first wait timed out before X arrived (machine too loaded?)");
-    KT_TAKE(kt_expect(ib, T_REP), r);
+    KT_TAKE(kt_expect(env.ib, T_REP), r);
     cr_assert_eq(r.tag, TAG_TIMEOUT);
     cr_assert_geq(r.v, (uint64_t)TC_W2, "second wait ended after %llu ns (stale timer?)",
                   (unsigned long long)r.v);
-    kt_down(ib, pid, KUMO_NORMAL, "");
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_down(env.ib, pid, KUMO_NORMAL, "");
+    kt_env_stop(&env);
 }
 
 /* Timeout 0: one pass over what is queued. */
@@ -568,26 +547,23 @@ static void poll_init(kumo_proc *self, void *st)
 KT_TEST(receive, timeout_zero_is_one_pass)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     struct proc p = {0};
     kumo_pid pid;
     kumo_ref ref;
-    spawn_proc(node, ib, &p, poll_init, kt_shards, &pid, &ref);
+    spawn_proc(env.node, env.ib, &p, poll_init, kt_shards, &pid, &ref);
     /* Queued before the poll: Y (no match), X 1, X 2.  Three polls: two
      * take the X's (past the Y), the third finds nothing and times out at
      * once. */
-    kt_send_u64(me, pid, T_Y, 0);
-    kt_send_u64(me, pid, T_X, 1);
-    kt_send_u64(me, pid, T_X, 2);
-    kt_send_u64(me, pid, T_GO, 0);
-    expect_rep(ib, T_X, 1);
-    expect_rep(ib, T_X, 2);
-    expect_rep(ib, TAG_TIMEOUT, 0);
-    kt_down(ib, pid, KUMO_NORMAL, "");
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_send_u64(env.me, pid, T_Y, 0);
+    kt_send_u64(env.me, pid, T_X, 1);
+    kt_send_u64(env.me, pid, T_X, 2);
+    kt_send_u64(env.me, pid, T_GO, 0);
+    expect_rep(env.ib, T_X, 1);
+    expect_rep(env.ib, T_X, 2);
+    expect_rep(env.ib, TAG_TIMEOUT, 0);
+    kt_down(env.ib, pid, KUMO_NORMAL, "");
+    kt_env_stop(&env);
 }
 
 /* ------------------------------------------------------------------ */
@@ -653,36 +629,33 @@ static void scan_init(kumo_proc *self, void *st)
 KT_TEST(receive, scan_position_many_unmatched)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     for (int step = 0; step < 2; step++) {
         struct proc p = {.step = step};
         kumo_pid pid;
         kumo_ref ref;
-        spawn_proc(node, ib, &p, scan_init, kt_shards, &pid, &ref);
+        spawn_proc(env.node, env.ib, &p, scan_init, kt_shards, &pid, &ref);
         /* Two rounds of SCAN_N unmatched messages, each ending with a ping
          * that is taken from behind them (the same set re-declared). */
         uint64_t seq = 0;
         for (int round = 0; round < 2; round++) {
             for (unsigned i = 0; i < SCAN_N; i++, seq++)
-                kt_send_u64(me, pid, T_Y, seq);
-            kumo_send(me, pid, T_PING, NULL, 0);
-            kumo_msg_free(kt_expect(ib, T_PONG));
+                kt_send_u64(env.me, pid, T_Y, seq);
+            kumo_send(env.me, pid, T_PING, NULL, 0);
+            kumo_msg_free(kt_expect(env.ib, T_PONG));
         }
-        kt_send_u64(me, pid, T_X, 0);
+        kt_send_u64(env.me, pid, T_X, 0);
         if (step == 0) {
-            expect_rep(ib, T_X, 0);
+            expect_rep(env.ib, T_X, 0);
         } else {
             /* Pure set: every Y was tested exactly once, however often the
              * set was re-declared. */
-            expect_rep(ib, T_X, 2 * SCAN_N);
+            expect_rep(env.ib, T_X, 2 * SCAN_N);
         }
-        expect_rep(ib, TAG_DONE, 2 * SCAN_N); /* all still queued, in order */
-        kt_down(ib, pid, KUMO_NORMAL, "");
+        expect_rep(env.ib, TAG_DONE, 2 * SCAN_N); /* all still queued, in order */
+        kt_down(env.ib, pid, KUMO_NORMAL, "");
     }
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_env_stop(&env);
 }
 
 /* Without KUMO_RECV_PURE an IF set is re-tested from the start when it is
@@ -720,20 +693,17 @@ static void impure_init(kumo_proc *self, void *st)
 KT_TEST(receive, impure_set_rescans_after_state_change)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     struct proc p = {.limit = 0};
     kumo_pid pid;
     kumo_ref ref;
-    spawn_proc(node, ib, &p, impure_init, kt_shards, &pid, &ref);
-    kt_send_u64(me, pid, T_A, 5); /* refused while limit is 0 */
-    kumo_send(me, pid, T_PING, NULL, 0);
-    kumo_msg_free(kt_expect(ib, T_PONG));
-    expect_rep(ib, T_A, 5); /* found once the limit is 10 */
-    kt_down(ib, pid, KUMO_NORMAL, "");
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    spawn_proc(env.node, env.ib, &p, impure_init, kt_shards, &pid, &ref);
+    kt_send_u64(env.me, pid, T_A, 5); /* refused while limit is 0 */
+    kumo_send(env.me, pid, T_PING, NULL, 0);
+    kumo_msg_free(kt_expect(env.ib, T_PONG));
+    expect_rep(env.ib, T_A, 5); /* found once the limit is 10 */
+    kt_down(env.ib, pid, KUMO_NORMAL, "");
+    kt_env_stop(&env);
 }
 
 /* ------------------------------------------------------------------ */
@@ -770,21 +740,18 @@ static void decl_init(kumo_proc *self, void *st)
 KT_TEST(receive, last_declaration_wins_and_expect)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     struct proc p = {0};
     kumo_pid pid;
     kumo_ref ref;
-    spawn_proc(node, ib, &p, decl_init, kt_shards, &pid, &ref);
-    kt_send_u64(me, pid, T_A, 1);
-    kt_send_u64(me, pid, T_B, 2);
-    kt_send_u64(me, pid, T_GO, 0);
-    expect_rep(ib, T_B, 2);
-    expect_rep(ib, T_A, 1);
-    kt_down(ib, pid, KUMO_NORMAL, "");
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    spawn_proc(env.node, env.ib, &p, decl_init, kt_shards, &pid, &ref);
+    kt_send_u64(env.me, pid, T_A, 1);
+    kt_send_u64(env.me, pid, T_B, 2);
+    kt_send_u64(env.me, pid, T_GO, 0);
+    expect_rep(env.ib, T_B, 2);
+    expect_rep(env.ib, T_A, 1);
+    kt_down(env.ib, pid, KUMO_NORMAL, "");
+    kt_env_stop(&env);
 }
 
 /* kumo_die wins over a receive declared before or after it. */
@@ -810,20 +777,17 @@ static void die_init(kumo_proc *self, void *st)
 KT_TEST(receive, die_overrides_declarations)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     for (uint64_t v = 1; v <= 2; v++) {
         struct proc p = {0};
         kumo_pid pid;
         kumo_ref ref;
-        spawn_proc(node, ib, &p, die_init, kt_shards, &pid, &ref);
-        kt_send_u64(me, pid, T_A, v);
-        kt_send_u64(me, pid, T_A, v); /* would be taken if the receive held */
-        kt_down(ib, pid, KUMO_EXCEPTION, v == 1 ? "after receive 1" : "before receive");
+        spawn_proc(env.node, env.ib, &p, die_init, kt_shards, &pid, &ref);
+        kt_send_u64(env.me, pid, T_A, v);
+        kt_send_u64(env.me, pid, T_A, v); /* would be taken if the receive held */
+        kt_down(env.ib, pid, KUMO_EXCEPTION, v == 1 ? "after receive 1" : "before receive");
     }
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_env_stop(&env);
 }
 
 /* Processes killed while waiting with a timeout: their timers must never
@@ -856,10 +820,8 @@ static void kw_sentinel(kumo_proc *self, void *st)
 KT_TEST(receive, killed_waiters_timers_never_fire)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
-    struct proc p = {.ib = kumo_inbox_pid(ib)};
+    kt_env env = kt_env_start(kt_shards);
+    struct proc p = {.ib = kumo_inbox_pid(env.ib)};
     p.m[0][0] = (kumo_match){.kind = KUMO_MATCH_TYPE, .type = T_X, .fn = kw_never};
     p.sets[0] = (kumo_recv){.matches = p.m[0], .n = 1, .on_timeout = kw_never};
     p.sets[1] = (kumo_recv){.matches = p.m[0], .n = 1, .on_timeout = kw_sentinel_done};
@@ -867,20 +829,20 @@ KT_TEST(receive, killed_waiters_timers_never_fire)
     kumo_pid pids[N];
     for (int i = 0; i < N; i++) {
         kumo_ref ref;
-        pids[i] = kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KUMO_SHARD_RR, .monitor = &ref},
-                           kw_init, &p);
+        pids[i] =
+            kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = KUMO_SHARD_RR, .monitor = &ref},
+                     kw_init, &p);
     }
     for (int i = 0; i < N; i++)
-        kumo_kill(me, pids[i], NULL);
+        kumo_kill(env.me, pids[i], NULL);
     for (int i = 0; i < N; i++)
-        kt_down(ib, pids[i], KUMO_KILLED, "");
+        kt_down(env.ib, pids[i], KUMO_KILLED, "");
     /* Their timers were due 20 ms after they started; the sentinels'
      * (one per shard) 60 ms after theirs. */
     for (unsigned s = 0; s < kt_shards; s++)
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = (int)s}, kw_sentinel, &p);
+        kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = (int)s}, kw_sentinel, &p);
     for (unsigned s = 0; s < kt_shards; s++)
-        expect_rep(ib, TAG_TIMEOUT, 0);
-    kt_expect_empty(ib);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+        expect_rep(env.ib, TAG_TIMEOUT, 0);
+    kt_expect_empty(env.ib);
+    kt_env_stop(&env);
 }

@@ -56,97 +56,91 @@ static kumo_pid whereis(kumo_node *node, const char *name)
 KT_TEST(registry, register_whereis_registered_nsend)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
-    kumo_pid echo =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, kt_echo_init, NULL);
-    cr_assert_eq(kumo_register(node, "echo", echo), 0);
-    cr_assert_eq(kumo_register(node, "me", kumo_inbox_pid(ib)), 0);
-    cr_assert(kumo_pid_eq(whereis(node, "echo"), echo));
-    cr_assert(kumo_pid_eq(whereis(node, "me"), kumo_inbox_pid(ib)));
+    kt_env env = kt_env_start(kt_shards);
+    kumo_pid echo = kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)},
+                             kt_echo_init, NULL);
+    cr_assert_eq(kumo_register(env.node, "echo", echo), 0);
+    cr_assert_eq(kumo_register(env.node, "me", kumo_inbox_pid(env.ib)), 0);
+    cr_assert(kumo_pid_eq(whereis(env.node, "echo"), echo));
+    cr_assert(kumo_pid_eq(whereis(env.node, "me"), kumo_inbox_pid(env.ib)));
 
     struct seen s = {0};
-    cr_assert_eq(kumo_registered(node, collect, &s), 2);
+    cr_assert_eq(kumo_registered(env.node, collect, &s), 2);
     cr_assert_eq(s.n, 2);
     for (unsigned i = 0; i < 2; i++) {
         bool is_echo = !strcmp(s.names[i], "echo");
         cr_assert(is_echo || !strcmp(s.names[i], "me"), "unexpected name %s", s.names[i]);
-        cr_assert(kumo_pid_eq(s.pids[i], is_echo ? echo : kumo_inbox_pid(ib)));
+        cr_assert(kumo_pid_eq(s.pids[i], is_echo ? echo : kumo_inbox_pid(env.ib)));
     }
     cr_assert_str_neq(s.names[0], s.names[1]);
 
-    cr_assert_eq(kumo_nsend(me, "echo", T_PING, "hello", 6), 0);
-    kumo_msg *m = kt_expect_next(ib, T_PING);
+    cr_assert_eq(kumo_nsend(env.me, "echo", T_PING, "hello", 6), 0);
+    kumo_msg *m = kt_expect_next(env.ib, T_PING);
     cr_assert_str_eq(kumo_msg_data(m), "hello");
     cr_assert(kumo_pid_eq(kumo_msg_sender(m), echo));
     kumo_msg_free(m);
     /* to itself by name */
-    cr_assert_eq(kumo_nsend(me, "me", T_REP, "x", 2), 0);
-    kumo_msg_free(kt_expect_next(ib, T_REP));
+    cr_assert_eq(kumo_nsend(env.me, "me", T_REP, "x", 2), 0);
+    kumo_msg_free(kt_expect_next(env.ib, T_REP));
 
-    cr_assert_eq(kumo_unregister(node, "echo"), 0);
+    cr_assert_eq(kumo_unregister(env.node, "echo"), 0);
     kumo_pid p;
-    cr_assert_eq(kumo_whereis(node, "echo", &p), -KUMO_ENONAME);
-    cr_assert_eq(kumo_nsend(me, "echo", T_PING, NULL, 0), 0); /* dropped */
-    kumo_send(me, echo, T_REP, NULL, 0);
-    kumo_msg_free(kt_expect_next(ib, T_REP)); /* the marker: no PING came back */
+    cr_assert_eq(kumo_whereis(env.node, "echo", &p), -KUMO_ENONAME);
+    cr_assert_eq(kumo_nsend(env.me, "echo", T_PING, NULL, 0), 0); /* dropped */
+    kumo_send(env.me, echo, T_REP, NULL, 0);
+    kumo_msg_free(kt_expect_next(env.ib, T_REP)); /* the marker: no PING came back */
     s = (struct seen){0};
-    cr_assert_eq(kumo_registered(node, collect, &s), 1);
+    cr_assert_eq(kumo_registered(env.node, collect, &s), 1);
     cr_assert_str_eq(s.names[0], "me");
-    kumo_send(me, echo, kt_type_stop(), NULL, 0);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kumo_send(env.me, echo, kt_type_stop(), NULL, 0);
+    kt_env_stop(&env);
 }
 
 KT_TEST(registry, errors)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     kumo_ref ref;
-    kumo_pid a =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
-                 kt_echo_init, NULL);
-    kumo_pid b = kt_spawn(node, ib, &(kumo_spawn_opts){.shard = 0}, kt_echo_init, NULL);
+    kumo_pid a = kt_spawn(env.node, env.ib,
+                          &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
+                          kt_echo_init, NULL);
+    kumo_pid b = kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = 0}, kt_echo_init, NULL);
 
-    cr_assert_eq(kumo_register(node, "a", a), 0);
-    cr_assert_eq(kumo_register(node, "a", b), -KUMO_ENAMETAKEN);
-    cr_assert_eq(kumo_register(node, "a", a), -KUMO_ENAMETAKEN);
-    cr_assert(kumo_pid_eq(whereis(node, "a"), a));
+    cr_assert_eq(kumo_register(env.node, "a", a), 0);
+    cr_assert_eq(kumo_register(env.node, "a", b), -KUMO_ENAMETAKEN);
+    cr_assert_eq(kumo_register(env.node, "a", a), -KUMO_ENAMETAKEN);
+    cr_assert(kumo_pid_eq(whereis(env.node, "a"), a));
 
     char longest[KUMO_NAME_MAX + 2];
     memset(longest, 'n', sizeof longest);
     longest[KUMO_NAME_MAX + 1] = 0; /* 256 characters */
-    cr_assert_eq(kumo_register(node, longest, b), -EINVAL);
-    cr_assert_eq(kumo_register(node, "", b), -EINVAL);
+    cr_assert_eq(kumo_register(env.node, longest, b), -EINVAL);
+    cr_assert_eq(kumo_register(env.node, "", b), -EINVAL);
     longest[KUMO_NAME_MAX] = 0; /* 255: fine */
-    cr_assert_eq(kumo_register(node, longest, b), 0);
-    cr_assert(kumo_pid_eq(whereis(node, longest), b));
-    cr_assert_eq(kumo_unregister(node, longest), 0);
+    cr_assert_eq(kumo_register(env.node, longest, b), 0);
+    cr_assert(kumo_pid_eq(whereis(env.node, longest), b));
+    cr_assert_eq(kumo_unregister(env.node, longest), 0);
 
-    cr_assert_eq(kumo_unregister(node, "free"), -KUMO_ENONAME);
-    cr_assert_eq(kumo_unregister(node, ""), -KUMO_ENONAME);
+    cr_assert_eq(kumo_unregister(env.node, "free"), -KUMO_ENONAME);
+    cr_assert_eq(kumo_unregister(env.node, ""), -KUMO_ENONAME);
     kumo_pid p;
-    cr_assert_eq(kumo_whereis(node, "free", &p), -KUMO_ENONAME);
-    cr_assert_eq(kumo_whereis(node, "", &p), -KUMO_ENONAME);
+    cr_assert_eq(kumo_whereis(env.node, "free", &p), -KUMO_ENONAME);
+    cr_assert_eq(kumo_whereis(env.node, "", &p), -KUMO_ENONAME);
 
     /* Pids that are not alive here. */
-    cr_assert_eq(kumo_register(node, "forged", kt_forge_pid(b)), -KUMO_ENOPROC);
+    cr_assert_eq(kumo_register(env.node, "forged", kt_forge_pid(b)), -KUMO_ENOPROC);
     kumo_pid remote = b;
     remote.node ^= 2;
-    cr_assert_eq(kumo_register(node, "remote", remote), -KUMO_ENOPROC);
-    cr_assert_eq(kumo_register(node, "null", (kumo_pid){0}), -KUMO_ENOPROC);
-    kumo_kill(me, a, NULL);
-    kt_down(ib, a, KUMO_KILLED, "");
-    cr_assert_eq(kumo_register(node, "dead", a), -KUMO_ENOPROC);
+    cr_assert_eq(kumo_register(env.node, "remote", remote), -KUMO_ENOPROC);
+    cr_assert_eq(kumo_register(env.node, "null", (kumo_pid){0}), -KUMO_ENOPROC);
+    kumo_kill(env.me, a, NULL);
+    kt_down(env.ib, a, KUMO_KILLED, "");
+    cr_assert_eq(kumo_register(env.node, "dead", a), -KUMO_ENOPROC);
     struct seen s = {0};
-    cr_assert_eq(kumo_registered(node, collect, &s), 0, "names left: %s", s.names[0]);
+    cr_assert_eq(kumo_registered(env.node, collect, &s), 0, "names left: %s", s.names[0]);
 
-    kumo_send(me, b, kt_type_stop(), NULL, 0);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kumo_send(env.me, b, kt_type_stop(), NULL, 0);
+    kt_env_stop(&env);
 }
 
 /* A process that registers itself and waits. */
@@ -174,34 +168,31 @@ static void named_init(kumo_proc *self, void *st)
 KT_TEST(registry, name_released_when_process_ends)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     for (int how = 0; how < 2; how++) { /* killed, then normal exit */
-        struct named n = {.ib = kumo_inbox_pid(ib), .name = "svc"};
+        struct named n = {.ib = kumo_inbox_pid(env.ib), .name = "svc"};
         kumo_ref ref;
-        kumo_pid p =
-            kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
-                     named_init, &n);
+        kumo_pid p = kt_spawn(env.node, env.ib,
+                              &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
+                              named_init, &n);
         int64_t err;
-        KT_TAKE(kt_expect(ib, T_REP), err);
+        KT_TAKE(kt_expect(env.ib, T_REP), err);
         cr_assert_eq(err, 0, "register from the process itself: %s", kumo_strerror((int)err));
-        cr_assert(kumo_pid_eq(whereis(node, "svc"), p));
+        cr_assert(kumo_pid_eq(whereis(env.node, "svc"), p));
         if (how == 0) {
-            kumo_kill(me, p, NULL);
-            kt_down(ib, p, KUMO_KILLED, "");
+            kumo_kill(env.me, p, NULL);
+            kt_down(env.ib, p, KUMO_KILLED, "");
         } else {
-            kumo_send(me, p, T_PING, NULL, 0);
-            kt_down(ib, p, KUMO_NORMAL, "");
+            kumo_send(env.me, p, T_PING, NULL, 0);
+            kt_down(env.ib, p, KUMO_NORMAL, "");
         }
         /* Released before the DOWN was sent. */
         kumo_pid q;
-        cr_assert_eq(kumo_whereis(node, "svc", &q), -KUMO_ENONAME, "name still maps to %s",
+        cr_assert_eq(kumo_whereis(env.node, "svc", &q), -KUMO_ENONAME, "name still maps to %s",
                      kt_pid(q));
-        cr_assert_eq(kumo_nsend(me, "svc", T_PING, NULL, 0), 0);
+        cr_assert_eq(kumo_nsend(env.me, "svc", T_PING, NULL, 0), 0);
     }
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    kt_env_stop(&env);
 }
 
 /* Many names on many processes: the table grows, and every name goes when
@@ -209,31 +200,29 @@ KT_TEST(registry, name_released_when_process_ends)
 KT_TEST(registry, many_names_all_released)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
-    kumo_proc *me = kumo_inbox_proc(ib);
+    kt_env env = kt_env_start(kt_shards);
     enum { N = 1000 };
     static kumo_pid pids[N];
     char name[32];
     for (unsigned i = 0; i < N; i++) {
         kumo_ref ref;
-        pids[i] = kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KUMO_SHARD_RR, .monitor = &ref},
-                           kt_echo_init, NULL);
+        pids[i] =
+            kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = KUMO_SHARD_RR, .monitor = &ref},
+                     kt_echo_init, NULL);
         snprintf(name, sizeof name, "proc-%u", i);
-        cr_assert_eq(kumo_register(node, name, pids[i]), 0);
+        cr_assert_eq(kumo_register(env.node, name, pids[i]), 0);
     }
-    cr_assert_eq(count_names(node), N);
+    cr_assert_eq(count_names(env.node), N);
     for (unsigned i = 0; i < N; i++) {
         snprintf(name, sizeof name, "proc-%u", i);
-        cr_assert(kumo_pid_eq(whereis(node, name), pids[i]), "%s", name);
+        cr_assert(kumo_pid_eq(whereis(env.node, name), pids[i]), "%s", name);
     }
     for (unsigned i = 0; i < N; i++)
-        kumo_kill(me, pids[i], NULL);
+        kumo_kill(env.me, pids[i], NULL);
     for (unsigned i = 0; i < N; i++)
-        kt_down(ib, pids[i], KUMO_KILLED, "");
-    cr_assert_eq(count_names(node), 0);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+        kt_down(env.ib, pids[i], KUMO_KILLED, "");
+    cr_assert_eq(count_names(env.node), 0);
+    kt_env_stop(&env);
 }
 
 /* The callback of kumo_registered may use the registry. */
@@ -246,17 +235,15 @@ static void unregister_each(const char *name, kumo_pid pid, void *arg)
 KT_TEST(registry, registered_callback_may_use_registry)
 {
     types_init();
-    kumo_node *node = kt_start(kt_shards);
-    kumo_inbox *ib = kt_inbox(node);
+    kt_env env = kt_env_start(kt_shards);
     char name[16];
     for (int i = 0; i < 10; i++) {
         snprintf(name, sizeof name, "n%d", i);
-        cr_assert_eq(kumo_register(node, name, kumo_inbox_pid(ib)), 0);
+        cr_assert_eq(kumo_register(env.node, name, kumo_inbox_pid(env.ib)), 0);
     }
-    cr_assert_eq(kumo_registered(node, unregister_each, node), 10);
-    cr_assert_eq(count_names(node), 0);
-    kumo_inbox_free(ib);
-    kt_stop(node);
+    cr_assert_eq(kumo_registered(env.node, unregister_each, env.node), 10);
+    cr_assert_eq(count_names(env.node), 0);
+    kt_env_stop(&env);
 }
 
 /* An inbox's names go when it is freed. */
