@@ -73,6 +73,14 @@ static void spawn_proc(kumo_node *node, kumo_inbox *ib, struct proc *p, kumo_ini
         kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KT_OTHER(shards), .monitor = ref}, init, p);
 }
 
+/* The usual GO handler: start receiving with set 1. */
+static void go_set1(kumo_proc *self, void *st, kumo_msg *m)
+{
+    (void)m;
+    struct proc *p = st;
+    kumo_receive(self, &p->sets[1], KUMO_INFINITY);
+}
+
 /* ------------------------------------------------------------------ */
 /* Unmatched messages stay in place, in order                          */
 /* ------------------------------------------------------------------ */
@@ -93,17 +101,10 @@ static void sel_b(kumo_proc *self, void *st, kumo_msg *m)
     kumo_receive(self, &p->sets[p->n < 2 ? 1 : 2], KUMO_INFINITY);
 }
 
-static void sel_go(kumo_proc *self, void *st, kumo_msg *m)
-{
-    (void)m;
-    struct proc *p = st;
-    kumo_receive(self, &p->sets[1], KUMO_INFINITY);
-}
-
 static void sel_init(kumo_proc *self, void *st)
 {
     struct proc *p = st;
-    p->m[0][0] = (kumo_match){.kind = KUMO_MATCH_TYPE, .type = T_GO, .fn = sel_go};
+    p->m[0][0] = (kumo_match){.kind = KUMO_MATCH_TYPE, .type = T_GO, .fn = go_set1};
     p->m[1][0] = (kumo_match){.kind = KUMO_MATCH_TYPE, .type = T_B, .fn = sel_b};
     p->m[2][0] = (kumo_match){.kind = KUMO_MATCH_ANY, .fn = sel_any};
     for (int i = 0; i < 3; i++)
@@ -162,17 +163,10 @@ static void if_rest(kumo_proc *self, void *st, kumo_msg *m)
         kumo_receive(self, &p->sets[2], KUMO_INFINITY);
 }
 
-static void if_go(kumo_proc *self, void *st, kumo_msg *m)
-{
-    (void)m;
-    struct proc *p = st;
-    kumo_receive(self, &p->sets[1], KUMO_INFINITY);
-}
-
 static void if_init(kumo_proc *self, void *st)
 {
     struct proc *p = st;
-    p->m[0][0] = (kumo_match){.kind = KUMO_MATCH_TYPE, .type = T_GO, .fn = if_go};
+    p->m[0][0] = (kumo_match){.kind = KUMO_MATCH_TYPE, .type = T_GO, .fn = go_set1};
     p->m[1][0] = (kumo_match){.kind = KUMO_MATCH_IF, .type = T_A, .pred = pred_gt5, .fn = if_hit};
     p->m[2][0] = (kumo_match){.kind = KUMO_MATCH_TYPE, .type = T_A, .fn = if_rest};
     for (int i = 0; i < 3; i++)
@@ -224,17 +218,10 @@ static void mo_h3(kumo_proc *self, void *st, kumo_msg *m)
     mo_h(self, st, m, 3);
 }
 
-static void mo_go(kumo_proc *self, void *st, kumo_msg *m)
-{
-    (void)m;
-    struct proc *p = st;
-    kumo_receive(self, &p->sets[1], KUMO_INFINITY);
-}
-
 static void mo_init(kumo_proc *self, void *st)
 {
     struct proc *p = st;
-    p->m[0][0] = (kumo_match){.kind = KUMO_MATCH_TYPE, .type = T_GO, .fn = mo_go};
+    p->m[0][0] = (kumo_match){.kind = KUMO_MATCH_TYPE, .type = T_GO, .fn = go_set1};
     p->m[1][0] = (kumo_match){.kind = KUMO_MATCH_IF, .type = T_A, .pred = pred_gt5, .fn = mo_h1};
     p->m[1][1] = (kumo_match){.kind = KUMO_MATCH_TYPE, .type = T_A, .fn = mo_h2};
     p->m[1][2] = (kumo_match){.kind = KUMO_MATCH_ANY, .fn = mo_h3};
@@ -319,13 +306,6 @@ static void pm_hit(kumo_proc *self, void *st, kumo_msg *m)
         kumo_receive(self, &p->sets[1], KUMO_INFINITY);
 }
 
-static void pm_go(kumo_proc *self, void *st, kumo_msg *m)
-{
-    (void)m;
-    struct proc *p = st;
-    kumo_receive(self, &p->sets[1], KUMO_INFINITY);
-}
-
 /* step 0: port first in the set; step 1: mailbox first. */
 static void pm_init(kumo_proc *self, void *st)
 {
@@ -336,7 +316,7 @@ static void pm_init(kumo_proc *self, void *st)
     }
     kumo_match port = {.kind = KUMO_MATCH_PORT, .port = p->rp, .fn = pm_hit};
     kumo_match mbox = {.kind = KUMO_MATCH_TYPE, .type = T_A, .fn = pm_hit};
-    p->m[0][0] = (kumo_match){.kind = KUMO_MATCH_TYPE, .type = T_GO, .fn = pm_go};
+    p->m[0][0] = (kumo_match){.kind = KUMO_MATCH_TYPE, .type = T_GO, .fn = go_set1};
     p->m[1][0] = p->step == 0 ? port : mbox;
     p->m[1][1] = p->step == 0 ? mbox : port;
     p->sets[0] = (kumo_recv){.matches = p->m[0], .n = 1};
