@@ -134,7 +134,7 @@ void kumo__shard_wake(struct kumo__engine *eng, unsigned dst)
 int kumo__foreign_put(struct kumo__engine *eng, unsigned dst, struct kumo__item *it)
 {
     struct kumo__shard *d = eng->shards[dst];
-    struct kumo__item *untagged = (struct kumo__item *)((uintptr_t)it & ~(uintptr_t)1u);
+    struct kumo__item *untagged = kumo__item_untag(it);
     untagged->next = NULL;
     pthread_mutex_lock(&d->fmu);
     if (d->fclosed) {
@@ -183,8 +183,8 @@ static void arm_efd(struct kumo__shard *sh)
 
 static inline void dispatch(struct kumo__shard *sh, struct kumo__item *it)
 {
-    if ((uintptr_t)it & 1u) {
-        struct kumo__task *t = (struct kumo__task *)((uintptr_t)it & ~(uintptr_t)1u);
+    if (kumo__item_is_task(it)) {
+        struct kumo__task *t = (struct kumo__task *)kumo__item_untag(it);
         t->fn(sh, t);
     } else {
         sh->eng->hooks.deliver(sh->eng->hooks.ctx, sh, it);
@@ -209,8 +209,7 @@ static unsigned drain_inbound(struct kumo__shard *sh)
         atomic_store_explicit(&sh->fnonempty, 0, memory_order_relaxed);
         pthread_mutex_unlock(&sh->fmu);
         while (it) {
-            struct kumo__item *untagged = (struct kumo__item *)((uintptr_t)it & ~(uintptr_t)1u);
-            struct kumo__item *next = untagged->next;
+            struct kumo__item *next = kumo__item_untag(it)->next;
             dispatch(sh, it);
             it = next;
             n++;
@@ -650,8 +649,8 @@ int kumo__engine_start(struct kumo__engine *eng)
 
 static void discard(struct kumo__engine *eng, struct kumo__item *it)
 {
-    if ((uintptr_t)it & 1u) {
-        struct kumo__task *t = (struct kumo__task *)((uintptr_t)it & ~(uintptr_t)1u);
+    if (kumo__item_is_task(it)) {
+        struct kumo__task *t = (struct kumo__task *)kumo__item_untag(it);
         t->fn(NULL, t);
     } else {
         eng->hooks.discard(eng->hooks.ctx, it);
@@ -661,7 +660,7 @@ static void discard(struct kumo__engine *eng, struct kumo__item *it)
 static void discard_list(struct kumo__engine *eng, struct kumo__item *it)
 {
     while (it) {
-        struct kumo__item *next = ((struct kumo__item *)((uintptr_t)it & ~(uintptr_t)1u))->next;
+        struct kumo__item *next = kumo__item_untag(it)->next;
         discard(eng, it);
         it = next;
     }

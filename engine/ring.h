@@ -56,7 +56,6 @@ static inline bool kumo__ring_try_put(struct kumo__ring *r, struct kumo__item *i
     return true;
 }
 
-/* Producer: queue an item (published by the next kumo__ring_publish). */
 /* Items may carry a tag in bit 0 (engine tasks): lists link the untagged
  * node but store the tagged pointer. */
 static inline struct kumo__item *kumo__item_untag(struct kumo__item *it)
@@ -64,8 +63,15 @@ static inline struct kumo__item *kumo__item_untag(struct kumo__item *it)
     return (struct kumo__item *)((uintptr_t)it & ~(uintptr_t)1u);
 }
 
+/* The item is a task (engine.h's kumo__task_item), not a message. */
+static inline bool kumo__item_is_task(const struct kumo__item *it)
+{
+    return (uintptr_t)it & 1u;
+}
+
 #define KUMO__RING_EAGER 64
 
+/* Producer: queue an item (published by the next kumo__ring_publish). */
 static inline void kumo__ring_put(struct kumo__ring *r, struct kumo__item *it)
 {
     if (!r->ovf_head && kumo__ring_try_put(r, it)) {

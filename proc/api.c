@@ -206,8 +206,7 @@ static int check_send(kumo_node *node, size_t len)
 
 static inline void stamp(struct kumo_msg *m, kumo_proc *self, kumo_pid to)
 {
-    if (self)
-        kumo__pid_store(&m->from, self);
+    kumo__pid_store(&m->from, self);
     msg_set_dst(m, to);
 }
 

@@ -283,7 +283,7 @@ void kumo_rx_free(kumo_rx *rx)
 /* ------------------------------------------------------------------ */
 
 /* A call made off the endpoint's shard. */
-enum fwd_kind { FWD_SEND, FWD_CLOSE_CONN, FWD_CLOSE_EP, FWD_BREAK, FWD_MC_NEW_UNUSED };
+enum fwd_kind { FWD_SEND, FWD_CLOSE_CONN, FWD_CLOSE_EP, FWD_BREAK };
 
 struct fwd {
     struct kumo__task task;

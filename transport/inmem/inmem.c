@@ -93,7 +93,8 @@ struct imsg {
     struct kumo_rx rx;
     uint8_t kind;
     kumo_reliability reliability;
-    struct inmem_ep *to, *from;
+    struct inmem_ep *to;
+    struct inmem_ep *from; /* M_OPEN: the connector */
     struct link *L;
     uint64_t id;
     struct in_conn *rec;
@@ -485,7 +486,6 @@ static int im_send(struct kumo_endpoint *bep, struct kumo__conn *c, const struct
     m->rx.len = len;
     m->rx.keep = msg_keep;
     m->rx.free = msg_rx_free;
-    m->from = E(bep);
     m->L = oc->side->L;
     m->id = oc->id;
     struct inmem_ep *peer = oc->side->peer;
@@ -510,7 +510,6 @@ static void im_conn_close(struct kumo_endpoint *bep, struct kumo__conn *c)
     KUMO__LIST_REMOVE(s->out, oc, prev, next);
     if (oc->remote && !atomic_load(&s->L->broken)) {
         struct imsg *m = ctl_new(M_CLOSE);
-        m->from = E(bep);
         m->L = s->L;
         m->id = oc->id;
         m->rec = oc->remote;
@@ -534,7 +533,6 @@ static void im_endpoint_close(struct kumo_endpoint *bep)
         struct side *s = ep->sides;
         if (s->peer != ep && !atomic_load(&s->L->broken)) {
             struct imsg *m = ctl_new(M_PEER_CLOSED);
-            m->from = ep;
             m->L = s->L;
             post(s->peer, m);
         }
@@ -577,7 +575,6 @@ static void im_break_link(struct kumo_endpoint *bep, const kumo_address *peer_ad
     }
     if (peer != ep) {
         struct imsg *m = ctl_new(M_BROKEN);
-        m->from = ep;
         m->L = L;
         post(peer, m);
     }

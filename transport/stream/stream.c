@@ -327,7 +327,6 @@ struct tcp_ep {
     struct link *self_link;
     uint64_t next_in;
     struct kumo__task arm_task;
-    bool arm_task_posted;
     /* shm */
     struct link *rings; /* links with rings up */
     struct kumo__poller poller;
@@ -2849,8 +2848,8 @@ int kumo__stream_endpoint_new(struct kumo_transport *bt, struct kumo_endpoint *t
     ep->next_all = t->eps;
     t->eps = ep;
     pthread_mutex_unlock(&t->mu);
-    if (kumo__task_post(bt->eng, tmpl->shard, &ep->arm_task) == 0)
-        ep->arm_task_posted = true;
+    /* (fails only while the engine stops, and then nothing is armed) */
+    (void)kumo__task_post(bt->eng, tmpl->shard, &ep->arm_task);
     *out = &ep->base;
     return 0;
 }
