@@ -857,6 +857,66 @@ Test(tcp, small_fragments_reassemble, .timeout = TCP_TIMEOUT)
     tt_stop(eng);
 }
 
+/* Copied sends made on the sender's own shard (the staging path). */
+struct shard_send {
+    struct kumo__task task;
+    kumo_conn c;
+    const uint8_t *buf;
+    const size_t *sizes;
+    unsigned n;
+    _Atomic int err;
+    _Atomic bool done;
+};
+
+static void shard_send_fn(struct kumo__shard *sh, struct kumo__task *t)
+{
+    struct shard_send *s = (struct shard_send *)t;
+    int err = 0;
+    for (unsigned k = 0; sh && k < s->n && !err; k++)
+        err = kumo_conn_send(s->c, &(struct iovec){(void *)s->buf, s->sizes[k]}, 1, NULL, NULL);
+    atomic_store(&s->err, sh ? err : -ESHUTDOWN);
+    atomic_store(&s->done, true);
+}
+
+Test(tcp, small_copied_messages_over_the_fragment_size_are_fragmented, .timeout = TCP_TIMEOUT)
+{
+    /* A copied message small enough for the frame batch, but over the
+     * fragment size, must still go in pieces: as one frame the receiver
+     * would close the link for it (regression: the batch took it whole). */
+    struct kumo__engine *eng = tt_start(2);
+    kumo_transport *t = tcp_with(eng, (kumo_tcp_config){.fragment_size = 1000});
+    tt_ep *rx = tt_ep_new(t, 1, "receiver");
+    tt_ep *tx = tt_ep_new(t, 0, "sender");
+    kumo_conn c = tt_connect(tx, &rx->addr);
+    tt_expect(rx, KUMO_EV_CONNECTION_OPENED);
+    static uint8_t buf[1024];
+    for (size_t i = 0; i < sizeof buf; i++)
+        buf[i] = (uint8_t)(i * 7 + 3);
+    static const size_t sizes[] = {1000, 1001, 1024, 10};
+    enum { N = sizeof sizes / sizeof *sizes };
+    static struct shard_send s;
+    memset(&s, 0, sizeof s);
+    s.task.fn = shard_send_fn;
+    s.c = c;
+    s.buf = buf;
+    s.sizes = sizes;
+    s.n = N;
+    cr_assert_eq(kumo__task_post(eng, 0, &s.task), 0);
+    for (unsigned k = 0; k < N; k++) {
+        tt_ev r = tt_recv(rx);
+        cr_assert_eq(r.len, sizes[k], "message %u: %zu bytes, sent %zu", k, r.len, sizes[k]);
+        cr_assert_eq(memcmp(r.data, buf, sizes[k]), 0, "message %u differs", k);
+        tt_ev_free(&r);
+    }
+    cr_assert(atomic_load(&s.done));
+    cr_assert_eq(atomic_load(&s.err), 0, "send: %s", kumo_transport_strerror(atomic_load(&s.err)));
+    kumo_transport_free(t);
+    tt_ep_check(rx);
+    tt_ep_free(rx);
+    tt_ep_free(tx);
+    tt_stop(eng);
+}
+
 /* Waits (bounded) until the log has a line containing `needle`. */
 static void wait_logged(const char *needle)
 {

@@ -2933,9 +2933,12 @@ int kumo__stream_send(struct kumo_endpoint *bep, struct kumo__conn *c, const str
     struct link *l = oc->l;
     if (l->state != L_UP)
         return -KUMO_ECONNLOST;
-    if (l->ring && !release && len <= STAGE_MSG_MAX && ring_send_now(l, oc, iov, n, len))
+    /* Small copied messages go out as one frame, so never one over the
+     * fragment size (the peer would take it for malformed). */
+    bool small = !release && len <= STAGE_MSG_MAX && len <= l->ep->t->cfg.fragment_size;
+    if (small && l->ring && ring_send_now(l, oc, iov, n, len))
         return 0;
-    if (!release && len <= STAGE_MSG_MAX && !oc->qh) {
+    if (small && !oc->qh) {
         size_t need = l->stage_len + KUMO__TCP_HDR + len;
         if (need > l->stage_cap && need <= STAGE_MAX) {
             size_t ncap = l->stage_cap ? l->stage_cap : 16384;
