@@ -718,7 +718,7 @@ void tt_on_shard(struct kumo__engine *eng, unsigned shard, void (*fn)(void *arg)
 
 static struct {
     pthread_mutex_t mu;
-    char text[8192];
+    char text[1u << 20]; /* (static: a test at DEBUG level logs a lot) */
     size_t off;
 } logcap = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
