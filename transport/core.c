@@ -337,9 +337,13 @@ static void fwd_run(struct kumo__shard *sh, struct kumo__task *t)
         kumo_endpoint *ep = f->c.ep;
         struct kumo__conn *c = conn_lookup(f->c);
         int err = -KUMO_ECLOSED;
+        /* The caller's buffers (lent), or the block's copy of them: lent to
+         * the transport too, or, when small, passed as a copy and the
+         * block freed at once (fwd_copy_max). */
         bool lent = f->release != NULL;
-        kumo_release_fn rel = lent ? f->release : fwd_release_self;
-        void *rarg = lent ? f->release_arg : f;
+        bool copy = !lent && f->len <= ep->t->fwd_copy_max;
+        kumo_release_fn rel = lent ? f->release : copy ? NULL : fwd_release_self;
+        void *rarg = lent ? f->release_arg : copy ? NULL : f;
         /* The caller's own close (or endpoint close) may have marked the
          * slot CLOSED already, but its task is behind this one: what was
          * sent before a close still goes out.  A slot the close already
@@ -347,15 +351,13 @@ static void fwd_run(struct kumo__shard *sh, struct kumo__task *t)
         uint32_t st = c ? atomic_load_explicit(&c->state, memory_order_acquire) : KUMO__CONN_FREE;
         if (c && !ep->shut && c->impl && (st == KUMO__CONN_OPEN || st == KUMO__CONN_CLOSED))
             err = ep->t->ops->send(ep, c, f->iov, f->n, f->len, rel, rarg);
-        if (err) {
-            /* Dropped: the connection closed or failed after the caller's
-             * check (the message counts as sent into a failing link). */
-            rel(rarg);
-            if (lent)
-                fwd_free(f);
-        } else if (lent) {
+        /* An error means dropped: the connection closed or failed after
+         * the caller's check (the message counts as sent into a failing
+         * link). */
+        if (err && rel)
+            rel(rarg); /* (the block's own release frees it) */
+        if (lent || copy)
             fwd_free(f);
-        }
         return;
     }
     case FWD_CLOSE_CONN:

@@ -100,6 +100,12 @@ struct kumo_transport {
     const struct kumo__transport_ops *ops;
     struct kumo__engine *eng;
     size_t max_message;
+    /* Set by create: a message sent off the endpoint's shard (its bytes
+     * copied into the forwarding task) and at most this long is passed to
+     * send as a copy, the task freed at once, rather than lent until the
+     * implementation's release: for an implementation that batches small
+     * copies more cheaply than it queues lent buffers.  0: always lent. */
+    size_t fwd_copy_max;
     pthread_mutex_t mu; /* guards the fields below */
     pthread_cond_t cv;
     bool closed;

@@ -3063,6 +3063,11 @@ int kumo__stream_create(struct kumo__engine *eng, const kumo_tcp_config *cfg, bo
         return err;
     }
     t->cfg.cookie = NULL; /* (the copy is t->cookie) */
+    /* tcp copies a small message into its frame batch for less than a
+     * queue entry costs (an off-shard 64 B stream: 2.9-3.7 -> 4.4-7.3 M/s);
+     * shm's rings measured better lent (5.2-6.0 -> 4.3-5.2 M/s copied). */
+    if (!shm)
+        t->base.fwd_copy_max = STAGE_MSG_MAX < c.fragment_size ? STAGE_MSG_MAX : c.fragment_size;
     pthread_mutex_init(&t->mu, NULL);
     *out = &t->base;
     return 0;
