@@ -191,10 +191,30 @@ static inline void dispatch(struct kumo__shard *sh, struct kumo__item *it)
     }
 }
 
+/* Runs the items of a list (tagged links); returns how many. */
+static unsigned run_list(struct kumo__shard *sh, struct kumo__item *it)
+{
+    unsigned n = 0;
+    while (it) {
+        struct kumo__item *next = kumo__item_untag(it)->next;
+        dispatch(sh, it);
+        it = next;
+        n++;
+    }
+    return n;
+}
+
 static unsigned drain_inbound(struct kumo__shard *sh)
 {
     struct kumo__engine *eng = sh->eng;
     unsigned n = 0;
+    if (sh->self_head) {
+        /* (what these tasks post to us runs next iteration) */
+        struct kumo__item *it = sh->self_head;
+        sh->self_head = NULL;
+        sh->self_tail = &sh->self_head;
+        n += run_list(sh, it);
+    }
     for (unsigned s = 0; s < eng->n; s++) {
         struct kumo__ring *r = sh->in[s];
         if (!r || !kumo__ring_nonempty(r))
@@ -208,12 +228,7 @@ static unsigned drain_inbound(struct kumo__shard *sh)
         sh->ftail = &sh->fhead;
         atomic_store_explicit(&sh->fnonempty, 0, memory_order_relaxed);
         pthread_mutex_unlock(&sh->fmu);
-        while (it) {
-            struct kumo__item *next = kumo__item_untag(it)->next;
-            dispatch(sh, it);
-            it = next;
-            n++;
-        }
+        n += run_list(sh, it);
     }
     return n;
 }
@@ -223,7 +238,7 @@ static bool inbound_nonempty(struct kumo__shard *sh)
     for (unsigned s = 0; s < sh->eng->n; s++)
         if (sh->in[s] && kumo__ring_nonempty(sh->in[s]))
             return true;
-    return atomic_load_explicit(&sh->fnonempty, memory_order_relaxed) != 0;
+    return sh->self_head || atomic_load_explicit(&sh->fnonempty, memory_order_relaxed) != 0;
 }
 
 /* Returns true while some overflow is still waiting for ring space. */
@@ -446,9 +461,13 @@ int kumo__task_post(struct kumo__engine *eng, unsigned dst, struct kumo__task *t
     struct kumo__shard *sh = tls_shard;
     if (sh && sh->eng == eng) {
         if (dst == sh->id) {
-            /* to ourselves: through our own foreign queue, so the task
-             * runs on a later loop iteration rather than re-entrantly */
-            return kumo__foreign_put(eng, dst, kumo__task_item(t));
+            /* to ourselves: a list only this thread touches (no lock), run
+             * on a later loop iteration rather than re-entrantly */
+            struct kumo__item *it = kumo__task_item(t);
+            kumo__item_untag(it)->next = NULL;
+            *sh->self_tail = it;
+            sh->self_tail = &kumo__item_untag(it)->next;
+            return 0;
         }
         kumo__shard_put(sh, dst, kumo__task_item(t));
         return 0;
@@ -602,6 +621,7 @@ int kumo__engine_create(const struct kumo__engine_config *cfg,
         sh->wake_fail.fn = wake_fail_fn;
         pthread_mutex_init(&sh->fmu, NULL);
         sh->ftail = &sh->fhead;
+        sh->self_tail = &sh->self_head;
     }
     kumo__log(KUMO_LOG_INFO,
               "engine: %u shard%s%s, io_uring %s, wake-up %s, sleep barrier %s, send_zc %s, "
@@ -695,6 +715,9 @@ void kumo__engine_stop(struct kumo__engine *eng)
         discard_list(eng, sh->fhead);
         sh->fhead = NULL;
         sh->ftail = &sh->fhead;
+        discard_list(eng, sh->self_head);
+        sh->self_head = NULL;
+        sh->self_tail = &sh->self_head;
     }
 }
 

@@ -130,11 +130,12 @@ struct kumo__shard {
     bool *is_dirty;
     unsigned pending_sqes;
     struct kumo__timer_heap timers;
-    uint64_t now;                   /* kumo__shard_now */
-    uint64_t now_cycles;            /* kumo__cycles() when `now` was read */
-    void *user;                     /* the upper layer's per-shard state */
-    struct kumo__defer *defer_head; /* kumo__shard_defer */
-    struct kumo__poller *pollers;   /* kumo__shard_poller_add */
+    uint64_t now;                              /* kumo__shard_now */
+    uint64_t now_cycles;                       /* kumo__cycles() when `now` was read */
+    void *user;                                /* the upper layer's per-shard state */
+    struct kumo__defer *defer_head;            /* kumo__shard_defer */
+    struct kumo__poller *pollers;              /* kumo__shard_poller_add */
+    struct kumo__item *self_head, **self_tail; /* tasks it posted to itself */
     bool shut_done;
     struct io_uring ring;
     int ring_fd;
