@@ -330,7 +330,6 @@ struct tcp_ep {
     /* shm */
     struct link *rings; /* links with rings up */
     struct kumo__poller poller;
-    bool poller_on;
     unsigned nrings; /* links in `rings` */
     struct link **pollv;
     unsigned pollcap;
@@ -2003,12 +2002,10 @@ static void ring_start(struct link *l)
 {
     struct tcp_ep *ep = l->ep;
     l->ring = true;
+    if (!ep->rings) /* the poller runs while the endpoint has rings up */
+        kumo__shard_poller_add(ep_sh(ep), &ep->poller);
     KUMO__LIST_PUSH(ep->rings, l, ring_prev, ring_next);
     ep->nrings++;
-    if (!ep->poller_on) {
-        kumo__shard_poller_add(ep_sh(ep), &ep->poller);
-        ep->poller_on = true;
-    }
     arm_efd(l);
 }
 
@@ -2018,10 +2015,8 @@ static void ring_stop(struct link *l)
     KUMO__LIST_REMOVE(ep->rings, l, ring_prev, ring_next);
     ep->nrings--;
     l->ring_next = l->ring_prev = NULL;
-    if (!ep->rings && ep->poller_on) {
+    if (!ep->rings)
         kumo__shard_poller_remove(ep_sh(ep), &ep->poller);
-        ep->poller_on = false;
-    }
 }
 
 /* Producer: moves the pending batch into the outbound ring, as far as it
