@@ -62,6 +62,14 @@ static int push_u32(uint32_t **v, uint32_t *n, uint32_t *cap, uint32_t x)
 }
 
 /* `owner`: called on ps's own shard thread. */
+/* Unlocks free_mu, first publishing nfree_shared for the owner's look
+ * without the lock (nfree_shared_hint). */
+static void free_unlock(struct pshard *ps)
+{
+    atomic_store_explicit(&ps->nfree_shared_hint, ps->nfree_shared, memory_order_relaxed);
+    pthread_mutex_unlock(&ps->free_mu);
+}
+
 static int slot_alloc(struct pshard *ps, bool owner, uint32_t *out)
 {
     if (owner && ps->nfree_local) {
@@ -76,8 +84,7 @@ static int slot_alloc(struct pshard *ps, bool owner, uint32_t *out)
                !push_u32(&ps->free_local, &ps->nfree_local, &ps->capfree_local,
                          ps->free_shared[ps->nfree_shared - 1]))
             ps->nfree_shared--;
-        atomic_store_explicit(&ps->nfree_shared_hint, ps->nfree_shared, memory_order_relaxed);
-        pthread_mutex_unlock(&ps->free_mu);
+        free_unlock(ps);
         if (ps->nfree_local) {
             *out = ps->free_local[--ps->nfree_local];
             return 0;
@@ -88,8 +95,7 @@ static int slot_alloc(struct pshard *ps, bool owner, uint32_t *out)
         bool got = ps->nfree_shared > 0;
         if (got)
             *out = ps->free_shared[--ps->nfree_shared];
-        atomic_store_explicit(&ps->nfree_shared_hint, ps->nfree_shared, memory_order_relaxed);
-        pthread_mutex_unlock(&ps->free_mu);
+        free_unlock(ps);
         if (got)
             return 0;
     }
@@ -113,8 +119,7 @@ static void slot_release(struct pshard *ps, uint32_t idx)
                !push_u32(&ps->free_shared, &ps->nfree_shared, &ps->capfree_shared,
                          ps->free_local[ps->nfree_local - 1]))
             ps->nfree_local--;
-        atomic_store_explicit(&ps->nfree_shared_hint, ps->nfree_shared, memory_order_relaxed);
-        pthread_mutex_unlock(&ps->free_mu);
+        free_unlock(ps);
     }
 }
 
@@ -941,8 +946,7 @@ fail:
     else {
         pthread_mutex_lock(&ps->free_mu);
         push_u32(&ps->free_shared, &ps->nfree_shared, &ps->capfree_shared, p->slot);
-        atomic_store_explicit(&ps->nfree_shared_hint, ps->nfree_shared, memory_order_relaxed);
-        pthread_mutex_unlock(&ps->free_mu);
+        free_unlock(ps);
     }
     free_list(p->mbox_head);
     free_proc(p);
