@@ -188,53 +188,24 @@ static kumo_node *node_of(kumo_proc *self)
     return self->node;
 }
 
-/* A pid this node can route to.  Pids of other nodes have nowhere to go
- * until distribution exists: they behave like dead pids. */
-static inline bool routable(kumo_node *node, kumo_pid to)
-{
-    return to.node == node->id && to.shard < node->n && to.serial != 0;
-}
-
-static int check_send(kumo_node *node, size_t len)
-{
-    if (len > node->max_message)
-        return -KUMO_ETOOBIG;
-    if (atomic_load_explicit(&node->stopping, memory_order_relaxed))
-        return -KUMO_ESHUTDOWN;
-    return 0;
-}
-
 static inline void stamp(struct kumo_msg *m, kumo_proc *self, kumo_pid to)
 {
     kumo__pid_store(&m->from, self);
     msg_set_dst(m, to);
 }
 
-/* A data message from self to `to`, every header field written once. */
 static inline struct kumo_msg *data_msg(kumo_proc *self, kumo_pid to, uint64_t type, size_t len)
 {
-    struct kumo_msg *m = kumo__msg_raw(len);
-    if (!m)
-        return NULL;
-    m->link.next = NULL;
-    kumo__pid_store(&m->from, self);
-    m->type = type;
-    m->aux = 0;
-    msg_set_dst(m, to);
-    m->kind = K_DATA;
-    m->flags = 0;
-    m->len = (uint32_t)len;
-    m->reserved = 0;
-    return m;
+    return kumo__msg_from(self, to, K_DATA, type, 0, len);
 }
 
 int kumo_send(kumo_proc *self, kumo_pid to, uint64_t type, const void *data, size_t len)
 {
     kumo_node *node = node_of(self);
-    int err = check_send(node, len);
+    int err = kumo__check_send(node, len);
     if (__builtin_expect(err != 0, 0))
         return err;
-    if (__builtin_expect(!routable(node, to), 0))
+    if (__builtin_expect(!kumo__routable(node, to), 0))
         return 0;
     struct kumo_msg *m = data_msg(self, to, type, len);
     if (!m)
@@ -250,10 +221,10 @@ int kumo_sendv(kumo_proc *self, kumo_pid to, uint64_t type, const struct iovec *
     size_t len = 0;
     for (int i = 0; i < n; i++)
         len += iov[i].iov_len;
-    int err = check_send(node, len);
+    int err = kumo__check_send(node, len);
     if (err)
         return err;
-    if (!routable(node, to))
+    if (!kumo__routable(node, to))
         return 0;
     struct kumo_msg *m = data_msg(self, to, type, len);
     if (!m)
@@ -279,13 +250,13 @@ kumo_msg *kumo_msg_alloc(kumo_proc *self, uint64_t type, size_t len, void **payl
 static inline int send_owned(kumo_proc *self, kumo_pid to, struct kumo_msg *m)
 {
     kumo_node *node = node_of(self);
-    int err = check_send(node, m->len);
+    int err = kumo__check_send(node, m->len);
     if (__builtin_expect(err != 0, 0))
         return err;
     m->kind = K_DATA;
     m->aux = 0;
     m->flags = 0;
-    if (__builtin_expect(!routable(node, to), 0)) {
+    if (__builtin_expect(!kumo__routable(node, to), 0)) {
         kumo__msg_free(m);
         return 0;
     }
@@ -394,7 +365,7 @@ static int signal_reason(kumo_proc *self, kumo_pid pid, uint8_t kind, kumo_reaso
     kumo_node *node = node_of(self);
     if (atomic_load_explicit(&node->stopping, memory_order_relaxed))
         return -KUMO_ESHUTDOWN;
-    if (!routable(node, pid))
+    if (!kumo__routable(node, pid))
         return 0;
     kumo_reason r;
     kumo__reason_set(&r, rk, text);
@@ -431,7 +402,7 @@ static int post_watch(kumo_proc *self, kumo_pid pid, uint8_t kind, uint64_t ref)
 {
     kumo_node *node = node_of(self);
     kumo_pid me = kumo__pid_of(self);
-    if (!routable(node, pid)) {
+    if (!kumo__routable(node, pid)) {
         if (kind != K_LINK && kind != K_MONITOR)
             return 0;
         kumo_reason r;

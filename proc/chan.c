@@ -34,22 +34,15 @@ int kumo_new_chan(kumo_proc *self, uint64_t type, kumo_send_port *sp, kumo_recv_
 int kumo_send_chan(kumo_proc *self, kumo_send_port sp, const void *data, size_t len)
 {
     kumo_node *node = self->node;
-    if (len > node->max_message)
-        return -KUMO_ETOOBIG;
-    if (atomic_load_explicit(&node->stopping, memory_order_relaxed))
-        return -KUMO_ESHUTDOWN;
-    if (sp.owner.node != node->id || sp.owner.shard >= node->n || !sp.id)
-        return 0;
-    struct kumo_msg *m = kumo__msg_new(len);
+    int err = kumo__check_send(node, len);
+    if (err)
+        return err;
+    if (!kumo__routable(node, sp.owner) || !sp.id)
+        return 0; /* a dead port: dropped, as a send to a dead pid */
+    struct kumo_msg *m = kumo__msg_from(self, sp.owner, K_CHAN, sp.type, sp.id, len);
     if (!m)
         return -ENOMEM;
-    m->kind = K_CHAN;
-    m->type = sp.type;
-    m->aux = sp.id;
-    m->from = kumo__pid_of(self);
-    msg_set_dst(m, sp.owner);
-    if (len)
-        memcpy(m->data, data, len);
+    kumo__copy(m->data, data, len);
     kumo__post(node, self, m);
     return 0;
 }

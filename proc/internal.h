@@ -336,6 +336,43 @@ static inline void kumo__pid_store(kumo_pid *out, const struct kumo_proc *p)
     out->shard = p->shard;
     out->reserved = 0;
 }
+/* A pid this node can route to.  Pids of other nodes have nowhere to go
+ * until distribution exists: they behave like dead pids. */
+static inline bool kumo__routable(struct kumo_node *node, kumo_pid to)
+{
+    return to.node == node->id && to.shard < node->n && to.serial != 0;
+}
+
+/* What every send checks first: 0, -KUMO_ETOOBIG or -KUMO_ESHUTDOWN. */
+static inline int kumo__check_send(struct kumo_node *node, size_t len)
+{
+    if (len > node->max_message)
+        return -KUMO_ETOOBIG;
+    if (atomic_load_explicit(&node->stopping, memory_order_relaxed))
+        return -KUMO_ESHUTDOWN;
+    return 0;
+}
+
+/* A message from self to `to` (K_DATA, or K_CHAN with aux = channel id)
+ * of len payload bytes, every header field written once. */
+static inline struct kumo_msg *kumo__msg_from(struct kumo_proc *self, kumo_pid to, uint8_t kind,
+                                              uint64_t type, uint64_t aux, size_t len)
+{
+    struct kumo_msg *m = kumo__msg_raw(len);
+    if (!m)
+        return NULL;
+    m->link.next = NULL;
+    kumo__pid_store(&m->from, self);
+    m->type = type;
+    m->aux = aux;
+    msg_set_dst(m, to);
+    m->kind = kind;
+    m->flags = 0;
+    m->len = (uint32_t)len;
+    m->reserved = 0;
+    return m;
+}
+
 uint64_t kumo__new_ref(struct kumo_node *node, struct kumo_proc *self);
 void kumo__reason_set(kumo_reason *r, kumo_reason_kind k, const char *text);
 static inline struct pshard *kumo__pshard_of(struct kumo_proc *self)
