@@ -230,20 +230,31 @@ void kumo__endpoint_closed(struct kumo_endpoint *ep)
     pthread_mutex_unlock(&t->mu);
 }
 
+struct kumo_rx *kumo__rx_keep_self(struct kumo_rx *rx)
+{
+    rx->kept = true;
+    return rx;
+}
+
+struct kumo__rx_block *kumo__rx_block_new(size_t len)
+{
+    struct kumo__rx_block *b = kumo__alloc(sizeof *b + len);
+    if (!b)
+        return NULL;
+    b->v = (struct iovec){.iov_base = b->data, .iov_len = len};
+    /* free NULL: kumo_rx_free frees the block */
+    b->rx = (struct kumo_rx){.iov = &b->v, .iovcnt = 1, .len = len, .keep = kumo__rx_keep_self};
+    return b;
+}
+
 struct kumo_rx *kumo__rx_copy(struct kumo_rx *rx)
 {
-    struct copy {
-        struct kumo_rx rx;
-        struct iovec iov;
-    } *k = kumo__alloc(sizeof *k + rx->len);
-    if (!k)
+    struct kumo__rx_block *b = kumo__rx_block_new(rx->len);
+    if (!b)
         return NULL;
-    uint8_t *p = (uint8_t *)(k + 1);
-    kumo__iov_gather(p, rx->iov, rx->iovcnt);
-    k->iov = (struct iovec){.iov_base = p, .iov_len = rx->len};
-    k->rx = (struct kumo_rx){.iov = &k->iov, .iovcnt = 1, .len = rx->len, .kept = true};
-    k->rx.free = NULL; /* marks "a copy": kumo_rx_free frees the block */
-    return &k->rx;
+    kumo__iov_gather(b->data, rx->iov, rx->iovcnt);
+    b->rx.kept = true;
+    return &b->rx;
 }
 
 kumo_rx *kumo_event_keep(const kumo_event *ev)
@@ -275,7 +286,7 @@ void kumo_rx_free(kumo_rx *rx)
         rx->free(rx);
         return;
     }
-    kumo__free(rx, sizeof(struct kumo_rx) + sizeof(struct iovec) + rx->len);
+    kumo__free(rx, sizeof(struct kumo__rx_block) + rx->len);
 }
 
 /* ------------------------------------------------------------------ */

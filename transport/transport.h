@@ -228,8 +228,23 @@ struct kumo_rx {
     void (*free)(struct kumo_rx *rx);
 };
 
+/* A received message in one heap block: its kumo_rx, its one iovec, then
+ * the bytes.  kumo_event_keep hands it over as it is (no copy);
+ * kumo_rx_free frees it (rx.free is NULL). */
+struct kumo__rx_block {
+    struct kumo_rx rx;
+    struct iovec v;
+    uint8_t data[];
+};
+
+/* A block for `len` bytes (not filled), or NULL. */
+struct kumo__rx_block *kumo__rx_block_new(size_t len);
+
+/* A keep() for messages the transport does not reuse: marks it kept. */
+struct kumo_rx *kumo__rx_keep_self(struct kumo_rx *rx);
+
 /* A keep() for messages in buffers the transport reuses: copies the
- * message into one heap block. */
+ * message into a block. */
 struct kumo_rx *kumo__rx_copy(struct kumo_rx *rx);
 
 /* ---- misc ---- */

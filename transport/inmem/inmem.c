@@ -124,12 +124,6 @@ static void msg_free(struct imsg *m)
     kumo__free(m, m->size);
 }
 
-static struct kumo_rx *msg_keep(struct kumo_rx *rx)
-{
-    rx->kept = true;
-    return rx;
-}
-
 static void msg_rx_free(struct kumo_rx *rx)
 {
     msg_free((struct imsg *)((char *)rx - offsetof(struct imsg, rx)));
@@ -484,7 +478,7 @@ static int im_send(struct kumo_endpoint *bep, struct kumo__conn *c, const struct
     m->rx.iovcnt = kumo__iov_hold(m->iov, iov, n, len, release != NULL);
     m->rx.iov = m->iov;
     m->rx.len = len;
-    m->rx.keep = msg_keep;
+    m->rx.keep = kumo__rx_keep_self;
     m->rx.free = msg_rx_free;
     m->L = oc->side->L;
     m->id = oc->id;

@@ -164,19 +164,12 @@ struct out_conn {
 };
 
 /* A heap-held received message: kumo_event_keep hands it over as is. */
-struct hrx {
-    struct kumo_rx rx;
-    struct iovec v;
-    size_t cap;
-    uint8_t data[];
-};
-
 struct in_conn {
     struct in_conn *hnext;
     struct in_conn *prev, *next;
     uint32_t wid;
     uint64_t id;
-    struct hrx *asm_; /* message being reassembled */
+    struct kumo__rx_block *asm_; /* message being reassembled */
     uint64_t total, have;
 };
 
@@ -238,16 +231,16 @@ struct link {
     uint64_t body_have;
     uint8_t *dest; /* where the body goes */
     struct in_conn *cur;
-    struct hrx *single;
+    struct kumo__rx_block *single;
     uint8_t ctl[KUMO__TCP_CTL_MAX];
     uint8_t *rbuf; /* plain recv (no buffer ring) */
     /* direct receive (arm_recv): the rest of a DATA body straight into its
      * message, then up to a header's worth of what follows into rtail */
-    bool rx_direct;      /* such a receive is in flight */
-    bool rx_switch;      /* the multishot recv is being cancelled for it */
-    bool rx_logged;      /* (the first switch is logged) */
-    size_t rx_body;      /* its body part (dio[0]); 0: rtail only */
-    struct hrx *rx_hold; /* its message, kept for the kernel after link_kill */
+    bool rx_direct;                 /* such a receive is in flight */
+    bool rx_switch;                 /* the multishot recv is being cancelled for it */
+    bool rx_logged;                 /* (the first switch is logged) */
+    size_t rx_body;                 /* its body part (dio[0]); 0: rtail only */
+    struct kumo__rx_block *rx_hold; /* its message, kept for the kernel after link_kill */
     uint8_t rtail[KUMO__TCP_HDR_MAX];
     struct iovec dio[2];
     struct msghdr dmsg;
@@ -604,34 +597,10 @@ static bool in_add(struct link *l, struct in_conn *ic)
     return true;
 }
 
-static void hrx_free_fn(struct kumo_rx *rx)
-{
-    struct hrx *h = (struct hrx *)rx;
-    kumo__free(h, sizeof *h + h->cap);
-}
-
-static struct kumo_rx *hrx_keep(struct kumo_rx *rx)
-{
-    rx->kept = true;
-    return rx;
-}
-
-static struct hrx *hrx_new(size_t len)
-{
-    struct hrx *h = kumo__alloc(sizeof *h + len);
-    if (!h)
-        return NULL;
-    h->cap = len;
-    h->v = (struct iovec){.iov_base = h->data, .iov_len = len};
-    h->rx = (struct kumo_rx){
-        .iov = &h->v, .iovcnt = 1, .len = len, .keep = hrx_keep, .free = hrx_free_fn};
-    return h;
-}
-
 static void in_free(struct in_conn *ic)
 {
     if (ic->asm_)
-        hrx_free_fn(&ic->asm_->rx);
+        kumo_rx_free(&ic->asm_->rx);
     kumo__free(ic, sizeof *ic);
 }
 
@@ -718,7 +687,7 @@ static void link_maybe_free(struct link *l)
     kumo__free(l->fr, sizeof(*l->fr) * MAX_FRAMES);
     kumo__free(l->rbuf, ep->t->cfg.rx_buffer_size);
     if (l->rx_hold)
-        hrx_free_fn(&l->rx_hold->rx);
+        kumo_rx_free(&l->rx_hold->rx);
     kumo__free(l->stage, l->stage_cap);
     kumo__free(l->stage_fly, l->stage_fly_cap);
     kumo__free(l, sizeof *l);
@@ -847,7 +816,7 @@ static void link_kill(struct link *l, int err, bool report, const char *why)
     if (l->htcap)
         memset(l->ht, 0, sizeof(*l->ht) * l->htcap);
     if (l->single) {
-        hrx_free_fn(&l->single->rx);
+        kumo_rx_free(&l->single->rx);
         l->single = NULL;
     }
     if (l->ring) {
@@ -1129,7 +1098,7 @@ static bool data_begin(struct link *l)
     if (h->flags & KUMO__F_FIRST) {
         if (ic->asm_)
             return malformed(l, "a message starts before the previous one ended");
-        ic->asm_ = hrx_new(h->total);
+        ic->asm_ = kumo__rx_block_new(h->total);
         if (!ic->asm_) {
             link_kill(l, -KUMO_ENORESOURCES, true, "out of memory for a message");
             return false;
@@ -1149,7 +1118,7 @@ static bool data_begin(struct link *l)
     }
     if (h->flags & KUMO__F_MORE)
         return malformed(l, "a continuation without a first piece");
-    l->single = hrx_new(h->len);
+    l->single = kumo__rx_block_new(h->len);
     if (!l->single) {
         link_kill(l, -KUMO_ENORESOURCES, true, "out of memory for a message");
         return false;
@@ -1163,7 +1132,7 @@ static bool data_end(struct link *l)
 {
     const struct kumo__tcp_hdr *h = &l->h;
     struct in_conn *ic = l->cur;
-    struct hrx *msg = NULL;
+    struct kumo__rx_block *msg = NULL;
     if (ic->asm_) {
         ic->have += h->len;
         if (h->flags & KUMO__F_MORE)
@@ -1179,7 +1148,7 @@ static bool data_end(struct link *l)
         if (msg->rx.kept)
             return l->state != L_DEAD;
     }
-    hrx_free_fn(&msg->rx);
+    kumo_rx_free(&msg->rx);
     return l->state != L_DEAD;
 }
 
