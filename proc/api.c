@@ -1,5 +1,6 @@
 /* The public process API: identifiers, sending, receive declarations,
- * termination, links, monitors, the registry front end, say. */
+ * termination, links, monitors, say.  (The registry's functions are in
+ * registry/registry.c.) */
 #include "proc/internal.h"
 
 #include "engine/bytes.h"
@@ -8,7 +9,6 @@
 
 #include <errno.h>
 #include <stdio.h>
-#include <linux/membarrier.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -196,7 +196,7 @@ static inline void stamp(struct kumo_msg *m, kumo_proc *self, kumo_pid to)
 
 static inline struct kumo_msg *data_msg(kumo_proc *self, kumo_pid to, uint64_t type, size_t len)
 {
-    return kumo__msg_from(self, to, K_DATA, type, 0, len);
+    return kumo__msg_from(self, to, SIG_DATA, type, 0, len);
 }
 
 int kumo_send(kumo_proc *self, kumo_pid to, uint64_t type, const void *data, size_t len)
@@ -205,13 +205,11 @@ int kumo_send(kumo_proc *self, kumo_pid to, uint64_t type, const void *data, siz
     int err = kumo__check_send(node, len);
     if (__builtin_expect(err != 0, 0))
         return err;
-    if (__builtin_expect(!kumo__routable(node, to), 0))
-        return 0;
     struct kumo_msg *m = data_msg(self, to, type, len);
     if (!m)
         return -ENOMEM;
     kumo__copy(m->data, data, len);
-    kumo__post(node, self, m);
+    kumo__post(node, self, to, m);
     return 0;
 }
 
@@ -224,13 +222,11 @@ int kumo_sendv(kumo_proc *self, kumo_pid to, uint64_t type, const struct iovec *
     int err = kumo__check_send(node, len);
     if (err)
         return err;
-    if (!kumo__routable(node, to))
-        return 0;
     struct kumo_msg *m = data_msg(self, to, type, len);
     if (!m)
         return -ENOMEM;
     kumo__iov_gather(m->data, iov, n);
-    kumo__post(node, self, m);
+    kumo__post(node, self, to, m);
     return 0;
 }
 
@@ -253,15 +249,11 @@ static inline int send_owned(kumo_proc *self, kumo_pid to, struct kumo_msg *m)
     int err = kumo__check_send(node, m->len);
     if (__builtin_expect(err != 0, 0))
         return err;
-    m->kind = K_DATA;
+    m->kind = SIG_DATA;
     m->aux = 0;
     m->flags = 0;
-    if (__builtin_expect(!kumo__routable(node, to), 0)) {
-        kumo__msg_free(m);
-        return 0;
-    }
     stamp(m, self, to);
-    kumo__post(node, self, m);
+    kumo__post(node, self, to, m);
     return 0;
 }
 
@@ -365,8 +357,6 @@ static int signal_reason(kumo_proc *self, kumo_pid pid, uint8_t kind, kumo_reaso
     kumo_node *node = node_of(self);
     if (atomic_load_explicit(&node->stopping, memory_order_relaxed))
         return -KUMO_ESHUTDOWN;
-    if (!kumo__routable(node, pid))
-        return 0;
     kumo_reason r;
     kumo__reason_set(&r, rk, text);
     return kumo__post_reason(node, self, kumo__pid_of(self), pid, kind, 0, 0, &r);
@@ -374,12 +364,12 @@ static int signal_reason(kumo_proc *self, kumo_pid pid, uint8_t kind, kumo_reaso
 
 int kumo_exit(kumo_proc *self, kumo_pid pid, kumo_reason_kind kind, const char *text)
 {
-    return signal_reason(self, pid, K_EXIT, kind, text);
+    return signal_reason(self, pid, SIG_EXIT, kind, text);
 }
 
 int kumo_kill(kumo_proc *self, kumo_pid pid, const char *text)
 {
-    return signal_reason(self, pid, K_KILL, KUMO_KILLED, text);
+    return signal_reason(self, pid, SIG_KILL, KUMO_KILLED, text);
 }
 
 void kumo_trap_exit(kumo_proc *self, bool on)
@@ -396,28 +386,18 @@ void kumo_trap_exit(kumo_proc *self, bool on)
 /* Links and monitors                                                  */
 /* ------------------------------------------------------------------ */
 
-/* Posts a link/unlink/monitor/demonitor signal; for a pid this node cannot
- * route to, answers at once as a dead process would. */
+/* Posts a link/unlink/monitor/demonitor signal (a dead or unknown pid
+ * answers SIG_LINK and SIG_MONITOR with unknown-id). */
 static int post_watch(kumo_proc *self, kumo_pid pid, uint8_t kind, uint64_t ref)
 {
     kumo_node *node = node_of(self);
-    kumo_pid me = kumo__pid_of(self);
-    if (!kumo__routable(node, pid)) {
-        if (kind != K_LINK && kind != K_MONITOR)
-            return 0;
-        kumo_reason r;
-        kumo__reason_set(&r, KUMO_UNKNOWN_ID, NULL);
-        /* Deliver the answer to ourselves, as if from pid. */
-        return kumo__post_reason(node, self, pid, me, kind == K_LINK ? K_EXIT : K_DOWN,
-                                 kind == K_LINK ? MF_LINK : 0, ref, &r);
-    }
     struct kumo_msg *m = kumo__msg_new(0);
     if (!m)
         return -ENOMEM;
     m->kind = kind;
     m->aux = ref;
     stamp(m, self, pid);
-    kumo__post(node, self, m);
+    kumo__post(node, self, pid, m);
     return 0;
 }
 
@@ -434,7 +414,7 @@ int kumo_link(kumo_proc *self, kumo_pid pid)
     kumo__inbox_unlock(self);
     if (err || had)
         return err;
-    err = post_watch(self, pid, K_LINK, 0);
+    err = post_watch(self, pid, SIG_LINK, 0);
     if (err) {
         kumo__inbox_lock(self);
         kumo__watch_remove(&e->watching, pid, 0, W_LINK);
@@ -450,7 +430,7 @@ int kumo_unlink(kumo_proc *self, kumo_pid pid)
     kumo__inbox_unlock(self);
     if (!had)
         return 0;
-    return post_watch(self, pid, K_UNLINK, 0);
+    return post_watch(self, pid, SIG_UNLINK, 0);
 }
 
 int kumo_monitor(kumo_proc *self, kumo_pid pid, kumo_ref *ref)
@@ -465,7 +445,7 @@ int kumo_monitor(kumo_proc *self, kumo_pid pid, kumo_ref *ref)
     kumo__inbox_unlock(self);
     if (err)
         return err;
-    err = post_watch(self, pid, K_MONITOR, id);
+    err = post_watch(self, pid, SIG_MONITOR, id);
     if (err) {
         kumo__inbox_lock(self);
         kumo__watch_remove(&e->watching, pid, id, W_MONITOR);
@@ -491,7 +471,7 @@ int kumo_unmonitor(kumo_proc *self, kumo_ref ref)
     bool removed = false;
     for (struct kumo_msg **pp = &self->mbox_head; *pp;) {
         struct kumo_msg *m = *pp;
-        if (m->kind == K_DATA && m->type == node->type_down && m->aux == ref.id &&
+        if (m->kind == SIG_DATA && m->type == node->type_down && m->aux == ref.id &&
             ((kumo_down_msg *)m->data)->ref.node == ref.node) {
             *pp = msg_next(m);
             if (self->mbox_tail == (struct kumo_msg **)&m->link.next)
@@ -507,55 +487,7 @@ int kumo_unmonitor(kumo_proc *self, kumo_ref ref)
     kumo__inbox_unlock(self);
     if (!found)
         return removed ? 0 : -ENOENT;
-    return post_watch(self, target, K_DEMONITOR, ref.id);
-}
-
-/* ------------------------------------------------------------------ */
-/* Registry                                                            */
-/* ------------------------------------------------------------------ */
-
-int kumo_register(kumo_node *node, const char *name, kumo_pid pid)
-{
-    if (!kumo__pid_alive(node, pid))
-        return -KUMO_ENOPROC;
-    int err = kumo__names_add(&node->names, name, pid);
-    if (err)
-        return err;
-    kumo__mark_named(node, pid);
-    /* The process may have died between the check and the mark: its death
-     * either saw the mark (and released the name) or we see it dead now.
-     * Death orders its own store->load only with a compiler barrier when
-     * membarrier is available; this side then pays for both. */
-    if (node->eng->feat.membarrier)
-        kumo__membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
-    if (!kumo__pid_alive(node, pid)) {
-        kumo__names_remove(&node->names, name, &pid);
-        return -KUMO_ENOPROC;
-    }
-    return 0;
-}
-
-int kumo_unregister(kumo_node *node, const char *name)
-{
-    return kumo__names_remove(&node->names, name, NULL);
-}
-
-int kumo_whereis(kumo_node *node, const char *name, kumo_pid *pid)
-{
-    return kumo__names_lookup(&node->names, name, pid);
-}
-
-int kumo_registered(kumo_node *node, void (*fn)(const char *, kumo_pid, void *), void *arg)
-{
-    return kumo__names_each(&node->names, fn, arg);
-}
-
-int kumo_nsend(kumo_proc *self, const char *name, uint64_t type, const void *data, size_t len)
-{
-    kumo_pid to;
-    if (kumo__names_lookup(&self->node->names, name, &to))
-        return 0; /* unknown name: dropped, as in Cloud Haskell */
-    return kumo_send(self, to, type, data, len);
+    return post_watch(self, target, SIG_DEMONITOR, ref.id);
 }
 
 /* ------------------------------------------------------------------ */

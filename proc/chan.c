@@ -37,13 +37,13 @@ int kumo_send_chan(kumo_proc *self, kumo_send_port sp, const void *data, size_t 
     int err = kumo__check_send(node, len);
     if (err)
         return err;
-    if (!kumo__routable(node, sp.owner) || !sp.id)
-        return 0; /* a dead port: dropped, as a send to a dead pid */
-    struct kumo_msg *m = kumo__msg_from(self, sp.owner, K_CHAN, sp.type, sp.id, len);
+    if (!sp.id)
+        return 0; /* no port: dropped, as a send to a dead pid */
+    struct kumo_msg *m = kumo__msg_from(self, sp.owner, SIG_CHAN, sp.type, sp.id, len);
     if (!m)
         return -ENOMEM;
     kumo__copy(m->data, data, len);
-    kumo__post(node, self, m);
+    kumo__post(node, self, sp.owner, m);
     return 0;
 }
 

@@ -145,9 +145,10 @@ void kumo_inbox_free(kumo_inbox *ib)
     if (!closed) {
         struct kumo_msg *m = kumo__msg_new(0);
         if (m) {
-            m->kind = K_INBOX_CLOSE;
-            msg_set_dst(m, kumo__pid_of(p));
-            kumo__post(node, p, m); /* frees m if the engine has stopped */
+            m->kind = SIG_INBOX_CLOSE;
+            kumo_pid me = kumo__pid_of(p);
+            msg_set_dst(m, me);
+            kumo__post(node, p, me, m); /* frees m if the engine has stopped */
         }
         /* Wait for shard 0 to end the process (or for the node to stop). */
         pthread_mutex_lock(&ib->mu);

@@ -32,19 +32,48 @@
 
 #include <pthread.h>
 
-/* Item kinds carried in kumo_msg.kind. */
+/*
+ * The signal set: what one struct kumo_msg carries (kumo_msg.kind), the
+ * process layer's counterpart of Erlang's distribution operations (DOP_*)
+ * and Cloud Haskell's ProcessSignal.  Every item addressed to a pid goes
+ * through one routing function (kumo__route, proc/route.c): delivered on
+ * this node when the pid is local, handed to the node controller
+ * (proc/dist/) when it is not.  A signal between one pair of processes
+ * keeps its place among the messages between them.
+ *
+ *   kind           from -> to         aux      payload         effect at `to`
+ *   SIG_DATA       sender -> dst      -        bytes           queued in the mailbox
+ *   SIG_CHAN       sender -> owner    chan id  bytes           queued on the channel's port
+ *   SIG_LINK       linker -> target   -        -               target notes the linker
+ *   SIG_UNLINK     linker -> target   -        -               ... and forgets it
+ *   SIG_MONITOR    watcher -> target  ref id   -               target notes (watcher, ref)
+ *   SIG_DEMONITOR  watcher -> target  ref id   -               ... and forgets it
+ *   SIG_EXIT       sender -> dst      -        kumo_exit_msg   exit signal; flag MF_LINK:
+ *                                                              it fires a link dst holds
+ *   SIG_KILL       sender -> dst      -        kumo_exit_msg   untrappable kill
+ *   SIG_DOWN       target -> watcher  ref id   kumo_down_msg   DOWN, if dst still holds ref
+ *
+ * Local only (never cross a node):
+ *   SIG_SPAWN        -> embryo        payload: its struct kumo_proc *; activates a
+ *                                     process spawned from another thread or shard
+ *   SIG_INBOX_CLOSE  inbox -> itself  ends the inbox's process
+ *
+ * An item for a pid that is dead or never existed is answered as Erlang
+ * does: SIG_LINK with an unknown-id exit signal, SIG_MONITOR with an
+ * unknown-id DOWN; everything else is dropped.
+ */
 enum {
-    K_DATA = 0, /* mailbox message */
-    K_CHAN,     /* channel message, aux = channel id */
-    K_SPAWN,    /* activate an embryo; payload: struct kumo_proc * */
-    K_LINK,     /* from links to dst */
-    K_UNLINK,
-    K_MONITOR,   /* aux = ref id */
-    K_DEMONITOR, /* aux = ref id */
-    K_EXIT,      /* payload kumo_exit_msg; flags & MF_LINK when from a link */
-    K_KILL,      /* payload kumo_exit_msg */
-    K_DOWN,      /* payload kumo_down_msg, aux = ref id */
-    K_INBOX_CLOSE,
+    SIG_DATA = 0,
+    SIG_CHAN,
+    SIG_SPAWN,
+    SIG_LINK,
+    SIG_UNLINK,
+    SIG_MONITOR,
+    SIG_DEMONITOR,
+    SIG_EXIT,
+    SIG_KILL,
+    SIG_DOWN,
+    SIG_INBOX_CLOSE,
 };
 
 enum { MF_LINK = 1 };
@@ -236,7 +265,7 @@ struct kumo_inbox {
     bool shutdown; /* ... because the node stopped */
 };
 
-/* ---- shared helpers (proc/node.c) ---- */
+/* ---- messages and identities (inline) ---- */
 
 /* An inbox's mailbox and link/monitor lists are shared between shard 0
  * and the inbox's thread: take its mutex around them.  No-op for other
@@ -264,7 +293,7 @@ static inline struct kumo_msg *kumo__msg_raw(size_t len)
                   : (struct kumo_msg *)kumo__alloc(sz);
 }
 
-/* A message with `len` payload bytes; kind K_DATA, no sender. */
+/* A message with `len` payload bytes; kind SIG_DATA, no sender. */
 static inline struct kumo_msg *kumo__msg_new(size_t len)
 {
     struct kumo_msg *m = kumo__msg_raw(len);
@@ -274,7 +303,7 @@ static inline struct kumo_msg *kumo__msg_new(size_t len)
     m->from = (kumo_pid){0};
     m->aux = 0;
     m->flags = 0;
-    m->kind = K_DATA;
+    m->kind = SIG_DATA;
     m->len = (uint32_t)len;
     m->reserved = 0;
     return m;
@@ -294,12 +323,7 @@ static inline void msg_set_dst(struct kumo_msg *m, kumo_pid to)
     m->dst_slot = to.slot;
     m->dst_shard = to.shard;
 }
-/* Sends an item from `self` (NULL or an inbox: foreign path). */
-void kumo__post(struct kumo_node *node, struct kumo_proc *self, struct kumo_msg *m);
-/* Posts a signal with a reason payload (exit/kill/down). */
-int kumo__post_reason(struct kumo_node *node, struct kumo_proc *self, kumo_pid from, kumo_pid to,
-                      uint8_t kind, uint8_t flags, uint64_t aux, const kumo_reason *r);
-struct proc_ext *kumo__ext(struct kumo_proc *p);
+/* ---- link and monitor lists (proc/watch.c) ---- */
 int kumo__watch_add(struct watch_list *l, kumo_pid pid, uint64_t ref, uint32_t kind);
 bool kumo__watch_remove(struct watch_list *l, kumo_pid pid, uint64_t ref, uint32_t kind);
 /* Position of the entry, or -1.  Monitors are found by ref alone. */
@@ -307,6 +331,7 @@ int kumo__watch_find(const struct watch_list *l, kumo_pid pid, uint64_t ref, uin
 /* Removes the monitor `ref`, telling whom it watched. */
 bool kumo__watch_take_monitor(struct watch_list *l, uint64_t ref, kumo_pid *pid);
 void kumo__watch_free(struct watch_list *l);
+
 static inline kumo_pid kumo__pid_of(const struct kumo_proc *p)
 {
     return (kumo_pid){.node = p->node->id, .serial = p->serial, .slot = p->slot, .shard = p->shard};
@@ -336,13 +361,6 @@ static inline void kumo__pid_store(kumo_pid *out, const struct kumo_proc *p)
     out->shard = p->shard;
     out->reserved = 0;
 }
-/* A pid this node can route to.  Pids of other nodes have nowhere to go
- * until distribution exists: they behave like dead pids. */
-static inline bool kumo__routable(struct kumo_node *node, kumo_pid to)
-{
-    return to.node == node->id && to.shard < node->n && to.serial != 0;
-}
-
 /* What every send checks first: 0, -KUMO_ETOOBIG or -KUMO_ESHUTDOWN. */
 static inline int kumo__check_send(struct kumo_node *node, size_t len)
 {
@@ -353,7 +371,7 @@ static inline int kumo__check_send(struct kumo_node *node, size_t len)
     return 0;
 }
 
-/* A message from self to `to` (K_DATA, or K_CHAN with aux = channel id)
+/* A message from self to `to` (SIG_DATA, or SIG_CHAN with aux = channel id)
  * of len payload bytes, every header field written once. */
 static inline struct kumo_msg *kumo__msg_from(struct kumo_proc *self, kumo_pid to, uint8_t kind,
                                               uint64_t type, uint64_t aux, size_t len)
@@ -373,19 +391,113 @@ static inline struct kumo_msg *kumo__msg_from(struct kumo_proc *self, kumo_pid t
     return m;
 }
 
-uint64_t kumo__new_ref(struct kumo_node *node, struct kumo_proc *self);
-void kumo__reason_set(kumo_reason *r, kumo_reason_kind k, const char *text);
 static inline struct pshard *kumo__pshard_of(struct kumo_proc *self)
 {
     if (!self || (self->flags & PF_FOREIGN))
         return NULL;
     return self->node->ps[self->shard];
 }
-bool kumo__pid_alive(struct kumo_node *node, kumo_pid pid);
-void kumo__mark_named(struct kumo_node *node, kumo_pid pid);
-void kumo__proc_make_ready(struct pshard *ps, struct kumo_proc *p);
 
+/* ---- the slot table (proc/slots.c) ---- */
+
+static inline struct slot *kumo__slot_at(struct pshard *ps, uint32_t idx)
+{
+    if (idx >= SLOT_CHUNK * SLOT_MAX_CHUNKS)
+        return NULL;
+    struct slot *c =
+        atomic_load_explicit(&ps->chunks[idx >> SLOT_CHUNK_BITS], memory_order_acquire);
+    return c ? &c[idx & (SLOT_CHUNK - 1)] : NULL;
+}
+
+/* The live process in (slot, serial) of ps, or NULL.  Any thread may look;
+ * only ps's shard may use what it finds (other than inboxes). */
+static inline struct kumo_proc *kumo__lookup(struct pshard *ps, uint32_t slot, uint64_t serial)
+{
+    struct slot *s = kumo__slot_at(ps, slot);
+    if (!s || atomic_load_explicit(&s->serial, memory_order_acquire) != serial || serial == 0)
+        return NULL;
+    return atomic_load_explicit(&s->p, memory_order_relaxed);
+}
+
+/* A free slot index of ps: `owner` when called on ps's shard (its private
+ * free list), else from the shared list or a new one.  0 or -ENOMEM. */
+int kumo__slot_alloc(struct pshard *ps, bool owner, uint32_t *out);
+/* Owner only: idx is free again. */
+void kumo__slot_release(struct pshard *ps, uint32_t idx);
+/* Any thread: a slot taken with owner == false and never published. */
+void kumo__slot_give_back(struct pshard *ps, uint32_t idx);
+/* Makes p findable at (p->slot, p->serial); clears the named mark. */
+void kumo__slot_publish(struct pshard *ps, struct kumo_proc *p);
+/* A local pid whose process is alive now (any thread; racy by nature). */
+bool kumo__pid_alive(struct kumo_node *node, kumo_pid pid);
+/* Notes that a name may point to pid (its death then releases names). */
+void kumo__mark_named(struct kumo_node *node, kumo_pid pid);
+/* Reserves a slot on shard 0 from the inbox's thread and publishes it. */
 int kumo__inbox_publish(struct kumo_node *node, struct kumo_proc *p);
+
+/* ---- process records and death (proc/proc.c) ---- */
+
+/* p's rarely used state, allocated on first use; NULL on -ENOMEM. */
+struct proc_ext *kumo__ext(struct kumo_proc *p);
+/* Frees p and its ext (not its mailbox). */
+void kumo__proc_free(struct kumo_proc *p);
+/* Frees a chain of messages linked by link.next. */
+void kumo__msg_free_chain(struct kumo_msg *m);
+/* A monitor ref id unique in this node incarnation. */
+uint64_t kumo__new_ref(struct kumo_node *node, struct kumo_proc *self);
+void kumo__reason_set(kumo_reason *r, kumo_reason_kind k, const char *text);
+/*
+ * Ends p with `why` on its shard: clears its slot, releases its names,
+ * notifies its watchers (exit signals to linkers, DOWN to monitors), tells
+ * what it watched to forget it, frees its queues, runs on_exit.  Inside one
+ * of p's own callbacks the death is deferred to the callback's end.
+ */
+void kumo__die(struct pshard *ps, struct kumo_proc *p, const kumo_reason *why);
+
+/* ---- routing and posting (proc/route.c) ---- */
+
+/*
+ * The one way an item reaches a pid: `m` (built for `to`, dst fields set)
+ * is delivered on this node when to.node is this node, else handed to the
+ * node controller (kumo__dist_route).  `src` is the sending shard, or NULL
+ * from a thread outside the engine (inboxes).  Takes m in every case.
+ */
+void kumo__route(struct kumo_node *node, struct pshard *src, kumo_pid to, struct kumo_msg *m);
+/* The same from `self` (a process, an inbox, or NULL). */
+static inline void kumo__post(struct kumo_node *node, struct kumo_proc *self, kumo_pid to,
+                              struct kumo_msg *m)
+{
+    kumo__route(node, kumo__pshard_of(self), to, m);
+}
+/* Local delivery: to the dst shard's queue (or the mailbox at once, for
+ * data on the sending shard while nothing is queued before it). */
+void kumo__post_local(struct kumo_node *node, struct pshard *src, struct kumo_msg *m);
+/* An item for a local pid with no process (dead, never existed, or no
+ * such shard): SIG_LINK and SIG_MONITOR are answered with unknown-id, the
+ * rest dropped.  Takes m.  From any shard (src) or thread (src NULL). */
+void kumo__dead_letter(struct kumo_node *node, struct pshard *src, struct kumo_msg *m);
+/* Builds and routes a signal with a reason payload (SIG_EXIT, SIG_KILL,
+ * SIG_DOWN; aux = the ref for DOWN).  0 or -ENOMEM. */
+int kumo__post_reason_from(struct kumo_node *node, struct pshard *src, kumo_pid from, kumo_pid to,
+                           uint8_t kind, uint8_t flags, uint64_t aux, const kumo_reason *r);
+static inline int kumo__post_reason(struct kumo_node *node, struct kumo_proc *self, kumo_pid from,
+                                    kumo_pid to, uint8_t kind, uint8_t flags, uint64_t aux,
+                                    const kumo_reason *r)
+{
+    return kumo__post_reason_from(node, kumo__pshard_of(self), from, to, kind, flags, aux, r);
+}
+
+/* ---- delivery (proc/deliver.c) ---- */
+
+/* On the dst shard: applies an item to its local process. */
+void kumo__deliver(struct pshard *ps, struct kumo_msg *m);
+void kumo__hook_deliver(void *ctx, struct kumo__shard *sh, struct kumo__item *it);
+
+/* ---- run queue, receive, run loop (proc/sched.c) ---- */
+
+void kumo__proc_make_ready(struct pshard *ps, struct kumo_proc *p);
+unsigned kumo__hook_run(void *ctx, struct kumo__shard *sh);
+void kumo__hook_timer(void *ctx, struct kumo__shard *sh, struct kumo__timer *t);
 
 /* ---- channels (proc/chan.c) ---- */
 void kumo__chan_deliver(struct kumo_proc *p, struct kumo_msg *m);

@@ -663,7 +663,10 @@ int kumo_endpoint_new(kumo_transport *t, unsigned shard, kumo_event_fn on_event,
     pthread_mutex_unlock(&t->mu);
     if (closed)
         return -KUMO_ECLOSED;
+    /* Every generic field is set here, before the implementation publishes
+     * the endpoint to its shard (which may use it at once). */
     struct kumo_endpoint tmpl = {.t = t, .shard = shard, .fn = on_event, .arg = arg};
+    tmpl.conns.free_head = UINT32_MAX;
     struct kumo_endpoint *ep = NULL;
     int err = t->ops->endpoint_new(t, &tmpl, &ep);
     pthread_mutex_lock(&t->mu);
@@ -671,7 +674,6 @@ int kumo_endpoint_new(kumo_transport *t, unsigned shard, kumo_event_fn on_event,
         t->open_eps--;
         pthread_cond_broadcast(&t->cv);
     } else {
-        ep->conns.free_head = UINT32_MAX;
         ep->next = t->eps;
         t->eps = ep;
     }

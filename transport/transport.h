@@ -20,6 +20,8 @@
 #include "engine/bytes.h"
 #include "engine/engine.h"
 
+#include "transport/create.h"
+
 #include <kumo/transport.h>
 
 #include <pthread.h>
@@ -249,10 +251,7 @@ struct kumo_rx *kumo__rx_copy(struct kumo_rx *rx);
 
 /* ---- misc ---- */
 
-/* Internal creation (the public constructor takes a node; see
- * transport/core.c). */
-int kumo__transport_new(struct kumo__engine *eng, const char *name, const void *cfg,
-                        kumo_transport **out);
+/* Internal creation: transport/create.h. */
 
 /* True when the calling thread is shard `shard` of `eng`. */
 static inline bool kumo__on_shard(struct kumo__engine *eng, unsigned shard)

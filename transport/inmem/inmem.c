@@ -392,8 +392,8 @@ static int im_endpoint_new(struct kumo_transport *bt, struct kumo_endpoint *tmpl
         t->capdir = ncap;
     }
     ep->index = t->ndir;
-    t->dir[t->ndir++] = ep;
-    pthread_mutex_unlock(&t->mu);
+    /* The address is complete before the directory shows the endpoint to
+     * connects from other threads. */
     kumo_address *a = &ep->base.addr;
     a->len = INMEM_ADDR_LEN;
     a->bytes[0] = KUMO__ADDR_VERSION;
@@ -401,6 +401,8 @@ static int im_endpoint_new(struct kumo_transport *bt, struct kumo_endpoint *tmpl
     kumo__put64(a->bytes + 2, t->id);
     kumo__put32(a->bytes + 10, ep->index);
     kumo__put64(a->bytes + 14, ep->inc);
+    t->dir[t->ndir++] = ep;
+    pthread_mutex_unlock(&t->mu);
     *out = &ep->base;
     return 0;
 }

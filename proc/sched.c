@@ -1,0 +1,205 @@
+/*
+ * Scheduling: the run queue, selective receive (which message a declared
+ * wait takes) and the run phase of the shard loop (kumo__hook_run: drain the
+ * shard-local queue, then run ready processes, each for at most `budget`
+ * callbacks per turn).  On the shard that owns the processes.
+ */
+#include "proc/internal.h"
+
+void kumo__proc_make_ready(struct pshard *ps, struct kumo_proc *p)
+{
+    if (p->flags & PF_QUEUED)
+        return;
+    p->flags |= PF_QUEUED;
+    p->rq_next = NULL;
+    *ps->rq_tail = p;
+    ps->rq_tail = &p->rq_next;
+}
+
+static struct kumo_proc *rq_pop(struct pshard *ps)
+{
+    struct kumo_proc *p = ps->rq_head;
+    if (p) {
+        ps->rq_head = p->rq_next;
+        if (!ps->rq_head)
+            ps->rq_tail = &ps->rq_head;
+        else
+            __builtin_prefetch(ps->rq_head); /* runs next */
+        p->flags &= ~PF_QUEUED;
+    }
+    return p;
+}
+static inline bool accepts(const kumo_match *mt, const struct kumo_msg *m, void *state)
+{
+    switch (mt->kind) {
+    case KUMO_MATCH_TYPE:
+        return m->type == mt->type;
+    case KUMO_MATCH_IF:
+        return m->type == mt->type && mt->pred((const kumo_msg *)m, state);
+    case KUMO_MATCH_ANY:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Finds the message the current wait takes.  Returns it (removed from its
+ * queue) and the match, or NULL.  The mailbox scan starts at p->cursor:
+ * everything before it was already found unmatched by this same set. */
+static struct kumo_msg *find(struct kumo_proc *p, const kumo_recv *set, const kumo_match **which)
+{
+    bool scanned = false;
+    for (uint32_t i = 0; i < set->n; i++) {
+        const kumo_match *mt = &set->matches[i];
+        if (mt->kind == KUMO_MATCH_PORT) {
+            struct kumo_msg *m = mt->port ? kumo__port_take(mt->port) : NULL;
+            if (m) {
+                *which = mt;
+                return m;
+            }
+            continue;
+        }
+        if (scanned)
+            continue;
+        scanned = true;
+        struct kumo_msg **pp = p->cursor;
+        while (*pp) {
+            struct kumo_msg *m = *pp;
+            const kumo_match *hit = NULL;
+            for (uint32_t j = i; j < set->n; j++) {
+                const kumo_match *mj = &set->matches[j];
+                if (mj->kind != KUMO_MATCH_PORT && accepts(mj, m, p->state)) {
+                    hit = mj;
+                    break;
+                }
+            }
+            if (!hit) {
+                pp = (struct kumo_msg **)&m->link.next;
+                continue;
+            }
+            *pp = msg_next(m);
+            /* The next message is usually taken next: start loading it
+             * while this one is handled (deep mailboxes live in DRAM). */
+            if (*pp)
+                __builtin_prefetch(*pp);
+            if (p->mbox_tail == (struct kumo_msg **)&m->link.next)
+                p->mbox_tail = pp;
+            if (hit->kind == KUMO_MATCH_ANY && !hit->fn) {
+                /* matchUnknown: drop it and keep waiting on this set */
+                kumo__msg_free(m);
+                continue;
+            }
+            p->cursor = pp;
+            *which = hit;
+            return m;
+        }
+        p->cursor = pp;
+    }
+    return NULL;
+}
+
+/* Runs one callback of p (init, handler or timeout) and settles what it
+ * declared.  Returns true if the process ended. */
+static bool callback(struct pshard *ps, struct kumo_proc *p, kumo_handler fn, kumo_init_fn init,
+                     struct kumo_msg *m)
+{
+    p->flags |= PF_RUNNING;
+    p->flags &= ~(PF_DECLARED | PF_MSG_TAKEN);
+    ps->cur_msg = m;
+    if (init)
+        init(p, p->state);
+    else if (fn)
+        fn(p, p->state, (kumo_msg *)m);
+    ps->cur_msg = NULL;
+    p->flags &= ~PF_RUNNING;
+    if (m && !(p->flags & PF_MSG_TAKEN))
+        kumo__msg_free(m);
+    if (p->flags & PF_DYING) {
+        kumo_reason r = p->ext->reason;
+        p->flags &= ~PF_DYING;
+        kumo__die(ps, p, &r);
+        return true;
+    }
+    if (!(p->flags & PF_DECLARED)) {
+        kumo_reason r;
+        kumo__reason_set(&r, KUMO_NORMAL, NULL);
+        kumo__die(ps, p, &r);
+        return true;
+    }
+    return false;
+}
+
+static void run_proc(struct pshard *ps, struct kumo_proc *p)
+{
+    ps->current = p;
+    for (unsigned turn = 0; turn < ps->node->budget; turn++) {
+        if (p->flags & PF_INIT) {
+            p->flags &= ~PF_INIT;
+            kumo_init_fn init = p->init;
+            p->set = NULL;
+            if (callback(ps, p, NULL, init, NULL))
+                goto out;
+            continue;
+        }
+        const kumo_recv *set = p->set;
+        const kumo_match *mt = NULL;
+        struct kumo_msg *m = find(p, set, &mt);
+        if (m || (p->flags & (PF_POLL | PF_TIMEDOUT))) {
+            if (p->ext)
+                kumo__timer_cancel(&ps->sh->timers, &p->ext->timer);
+            p->flags &= ~(PF_WAITING | PF_POLL | PF_TIMEDOUT);
+            p->prev_set = set;
+            p->set = NULL;
+            if (callback(ps, p, m ? mt->fn : set->on_timeout, NULL, m))
+                goto out;
+            continue;
+        }
+        p->flags |= PF_WAITING;
+        goto out;
+    }
+    kumo__proc_make_ready(ps, p); /* budget used up: let others run */
+out:
+    ps->current = NULL;
+}
+
+unsigned kumo__hook_run(void *ctx, struct kumo__shard *sh)
+{
+    struct pshard *ps = sh->user;
+    unsigned work = 0;
+    for (unsigned round = 0; round < 4096; round++) {
+        if (ps->lq_head) {
+            struct kumo_msg *m = ps->lq_head;
+            ps->lq_head = NULL;
+            ps->lq_tail = &ps->lq_head;
+            while (m) {
+                struct kumo_msg *n = msg_next(m);
+                kumo__deliver(ps, m);
+                m = n;
+                work++;
+            }
+        }
+        struct kumo_proc *p = rq_pop(ps);
+        if (!p) {
+            if (!ps->lq_head)
+                break;
+            continue;
+        }
+        work++;
+        if (p->flags & PF_DEAD) {
+            kumo__proc_free(p);
+            continue;
+        }
+        run_proc(ps, p);
+    }
+    return work;
+}
+
+void kumo__hook_timer(void *ctx, struct kumo__shard *sh, struct kumo__timer *t)
+{
+    struct proc_ext *e = (struct proc_ext *)((char *)t - offsetof(struct proc_ext, timer));
+    struct kumo_proc *p = e->p;
+    if (p->flags & PF_DEAD)
+        return;
+    p->flags |= PF_TIMEDOUT;
+    kumo__proc_make_ready(sh->user, p);
+}
