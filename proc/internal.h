@@ -254,6 +254,7 @@ struct kumo_node {
     _Atomic int64_t remote_live;
     struct kumo__names names;
     uint64_t type_exit, type_down;
+    struct kumo__dist *dist; /* the node controller (proc/dist/), or NULL */
 };
 
 struct kumo_inbox {

@@ -7,6 +7,7 @@
  * chan.c, watch.c, inbox.c; the node controller is proc/dist/.
  */
 #include "proc/internal.h"
+#include "proc/dist/dist.h"
 #include "transport/create.h"
 
 #include <errno.h>
@@ -131,6 +132,14 @@ int kumo_node_start(const kumo_node_config *cfg, kumo_node **out)
     err = kumo__engine_start(node->eng);
     if (err)
         goto fail;
+    if (cfg->ntransports) {
+        err = kumo__dist_start(node, cfg->transports, cfg->ntransports);
+        if (err) {
+            atomic_store(&node->stopping, 1);
+            kumo__engine_stop(node->eng);
+            goto fail;
+        }
+    }
     *out = node;
     return 0;
 fail:
@@ -150,6 +159,7 @@ void kumo_node_stop(kumo_node *node)
     if (!node || node->stopped)
         return;
     atomic_store(&node->stopping, 1);
+    kumo__dist_stop(node);
     kumo__engine_stop(node->eng);
     /* An inbox published while shard 0 was already shutting down was never
      * seen by it: close it here (the shards are gone, we are alone). */
@@ -175,6 +185,7 @@ void kumo_node_free(kumo_node *node)
     if (!node)
         return;
     kumo_node_stop(node);
+    kumo__dist_free(node);
     kumo__engine_destroy(node->eng);
     for (unsigned i = 0; i < node->n; i++)
         pshard_free(node->ps[i]);

@@ -138,6 +138,12 @@ typedef struct kumo_node_config {
     /* Messages a process may handle in one turn before others run.
      * 0 = default (64). */
     unsigned budget;
+    /* Distribution (<kumo/dist.h>): the transports this node is reachable
+     * on, in order of preference for reaching a peer that offers several.
+     * NULL / 0: a node of its own, whose processes see other nodes' pids
+     * as dead ones. */
+    const struct kumo_dist_transport *transports;
+    unsigned ntransports;
 } kumo_node_config;
 
 #define KUMO_SPIN_NEVER UINT64_MAX

@@ -1,16 +1,1124 @@
 /*
  * The node controller: everything addressed to a pid of another node.
+ *
+ * Placement.  The controller is a component of shard 0, not a process: it
+ * owns one endpoint per distribution transport (all on shard 0), its peer
+ * directory, and the connections.  An item for another node routed on
+ * shard 0 reaches it by a call; one routed on another shard or by a thread
+ * outside the engine travels to shard 0 as a task through the same FIFO
+ * ring (or foreign queue) as that sender's other items, so per-pair order
+ * holds.  (Later, lanes: one endpoint per shard, so a shard's processes
+ * talk to a peer without the hop; the wire format already names pids
+ * without their node, so a lane is only a connection.)
+ *
+ * Connections.  Traffic from this node to a peer rides one reliable-ordered
+ * connection we open (`out`); traffic from the peer rides the one it opens
+ * to us.  The first frame on each is a HELLO naming the sender's node id
+ * and its addresses.  A node that receives a HELLO from a peer it has no
+ * connection to connects back at once, so after one exchange both sides
+ * know each other and can answer (DOWN, exit signals) without a dial.
+ *
+ * Watches.  For each peer the controller keeps every link and monitor that
+ * crosses to it: OUT (a local process watches a pid of the peer) and IN (a
+ * pid of the peer watches a local process), recorded as the signals pass
+ * through and removed by the signals that end them.  When the link to the
+ * peer is lost, each OUT watch fires at its local watcher with reason
+ * disconnect (an exit signal for a link, a DOWN for a monitor) and each IN
+ * watch is dropped from its local target (as if unlinked), with no traffic.
+ *
+ * Threads: everything here runs on shard 0, except kumo__dist_route's
+ * hand-off, kumo__dist_start/stop/free (the thread starting or stopping
+ * the node) and kumo_node_connect's wait.
  */
 #include "proc/dist/dist.h"
 
-void kumo__dist_route(struct kumo_node *node, struct pshard *src, kumo_pid to, struct kumo_msg *m)
+#include "proc/dist/wire.h"
+#include "engine/bytes.h"
+#include "transport/create.h"
+
+#include <kumo/dist.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <time.h>
+
+/* A frame waiting for its connection (a copy). */
+struct pend {
+    struct pend *next;
+    size_t len;
+    uint8_t bytes[];
+};
+
+enum { W_OUT = 1, W_IN = 2 };
+
+struct dwatch {
+    kumo_pid local, remote;
+    uint64_t ref; /* monitors; 0 for links */
+    uint8_t kind; /* W_LINK, W_MONITOR */
+    uint8_t dir;  /* W_OUT, W_IN */
+};
+
+enum { OUT_NONE = 0, OUT_CONNECTING, OUT_UP };
+
+struct waiter;
+
+struct peer {
+    struct peer *next;
+    uint64_t id; /* 0 until its HELLO: a peer known by address only */
+    uint8_t naddr;
+    kumo_address addr[KUMO__DW_MAX_ADDRS];
+    int tix;          /* our transport that reaches it (-1: none) */
+    kumo_address via; /* its address on that transport */
+    uint8_t out;      /* OUT_* */
+    uint32_t gen;     /* bumped at each loss: stale connect callbacks */
+    kumo_conn conn;
+    bool hello_in; /* its HELLO arrived on a connection that is up */
+    struct pend *ph, **pt;
+    struct dwatch *w;
+    uint32_t nw, capw;
+    struct waiter *waiters;
+};
+
+struct in_conn {
+    struct in_conn *next;
+    struct dist_ep *de;
+    uint64_t id;
+    struct peer *peer; /* NULL until its HELLO */
+    kumo_address from;
+};
+
+struct dist_ep {
+    struct kumo__dist *d;
+    kumo_transport *t;
+    kumo_endpoint *ep;
+    kumo_address addr;
+    unsigned tix;
+};
+
+struct kumo__dist {
+    struct kumo_node *node;
+    struct pshard *ps; /* shard 0 */
+    unsigned n;
+    struct dist_ep ep[KUMO_DIST_MAX_TRANSPORTS];
+    struct peer *peers;
+    struct in_conn *ins;
+    bool stopping;
+};
+
+/* kumo_node_connect's rendezvous: shared by the waiting thread and the
+ * controller, freed by whichever lets go last. */
+struct waiter {
+    struct kumo__task task;
+    struct waiter *next;
+    struct kumo__dist *d;
+    kumo_address addr;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    _Atomic int refs;
+    bool done;
+    int err;
+    uint64_t peer;
+};
+
+/* An item handed to shard 0 from elsewhere. */
+struct env {
+    struct kumo__task task;
+    struct kumo__dist *d;
+    kumo_pid to;
+    struct kumo_msg *m;
+};
+
+static void peer_lost(struct kumo__dist *d, struct peer *p, const char *why);
+
+/* ------------------------------------------------------------------ */
+/* Waiters                                                             */
+/* ------------------------------------------------------------------ */
+
+static void waiter_put(struct waiter *w)
+{
+    if (atomic_fetch_sub(&w->refs, 1) == 1) {
+        pthread_mutex_destroy(&w->mu);
+        pthread_cond_destroy(&w->cv);
+        kumo__free(w, sizeof *w);
+    }
+}
+
+static void waiter_finish(struct waiter *w, int err, uint64_t peer)
+{
+    pthread_mutex_lock(&w->mu);
+    w->done = true;
+    w->err = err;
+    w->peer = peer;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    waiter_put(w);
+}
+
+/* A peer is connected once both directions are up. */
+static void peer_check_waiters(struct peer *p)
+{
+    if (!(p->hello_in && p->out == OUT_UP && p->id))
+        return;
+    while (p->waiters) {
+        struct waiter *w = p->waiters;
+        p->waiters = w->next;
+        waiter_finish(w, 0, p->id);
+    }
+}
+
+static void peer_fail_waiters(struct peer *p, int err)
+{
+    while (p->waiters) {
+        struct waiter *w = p->waiters;
+        p->waiters = w->next;
+        waiter_finish(w, err, 0);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Peers and watches                                                   */
+/* ------------------------------------------------------------------ */
+
+static struct peer *peer_by_id(struct kumo__dist *d, uint64_t id)
+{
+    for (struct peer *p = d->peers; p; p = p->next)
+        if (p->id == id)
+            return p;
+    return NULL;
+}
+
+static bool peer_has_addr(const struct peer *p, const kumo_address *a)
+{
+    if (p->tix >= 0 && kumo_address_eq(&p->via, a))
+        return true;
+    for (unsigned i = 0; i < p->naddr; i++)
+        if (kumo_address_eq(&p->addr[i], a))
+            return true;
+    return false;
+}
+
+static struct peer *peer_by_addr(struct kumo__dist *d, const kumo_address *a)
+{
+    for (struct peer *p = d->peers; p; p = p->next)
+        if (peer_has_addr(p, a))
+            return p;
+    return NULL;
+}
+
+/* Our transport for an address (by its transport tag), or -1. */
+static int tix_for(struct kumo__dist *d, const kumo_address *a)
+{
+    if (a->len < 2)
+        return -1;
+    for (unsigned i = 0; i < d->n; i++)
+        if (d->ep[i].addr.len >= 2 && d->ep[i].addr.bytes[1] == a->bytes[1])
+            return (int)i;
+    return -1;
+}
+
+/* Picks how to reach p: the first of our transports (in configured order)
+ * for which p advertised an address. */
+static void peer_choose_route(struct kumo__dist *d, struct peer *p)
+{
+    for (unsigned t = 0; t < d->n; t++)
+        for (unsigned i = 0; i < p->naddr; i++)
+            if (tix_for(d, &p->addr[i]) == (int)t) {
+                p->tix = (int)t;
+                p->via = p->addr[i];
+                return;
+            }
+}
+
+static struct peer *peer_new(struct kumo__dist *d, uint64_t id)
+{
+    struct peer *p = kumo__zalloc(sizeof *p);
+    if (!p)
+        return NULL;
+    p->id = id;
+    p->tix = -1;
+    p->pt = &p->ph;
+    p->next = d->peers;
+    d->peers = p;
+    return p;
+}
+
+static int watch_add(struct peer *p, kumo_pid local, kumo_pid remote, uint64_t ref, uint8_t kind,
+                     uint8_t dir)
+{
+    if (p->nw == p->capw) {
+        uint32_t ncap = p->capw ? p->capw * 2 : 8;
+        struct dwatch *nv = kumo__alloc(sizeof *nv * ncap);
+        if (!nv)
+            return -ENOMEM;
+        if (p->nw)
+            memcpy(nv, p->w, sizeof *nv * p->nw);
+        kumo__free(p->w, sizeof *p->w * p->capw);
+        p->w = nv;
+        p->capw = ncap;
+    }
+    p->w[p->nw++] =
+        (struct dwatch){.local = local, .remote = remote, .ref = ref, .kind = kind, .dir = dir};
+    return 0;
+}
+
+static void watch_remove(struct peer *p, kumo_pid local, kumo_pid remote, uint64_t ref,
+                         uint8_t kind, uint8_t dir)
+{
+    for (uint32_t i = 0; i < p->nw; i++) {
+        struct dwatch *w = &p->w[i];
+        if (w->kind == kind && w->dir == dir && w->ref == ref && kumo_pid_eq(w->local, local) &&
+            kumo_pid_eq(w->remote, remote)) {
+            *w = p->w[--p->nw];
+            return;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Sending                                                             */
+/* ------------------------------------------------------------------ */
+
+static void free_pend(struct peer *p)
+{
+    while (p->ph) {
+        struct pend *q = p->ph;
+        p->ph = q->next;
+        kumo__free(q, sizeof *q + q->len);
+    }
+    p->pt = &p->ph;
+}
+
+static size_t iov_total(const struct iovec *iov, int n)
+{
+    size_t len = 0;
+    for (int i = 0; i < n; i++)
+        len += iov[i].iov_len;
+    return len;
+}
+
+static int pend_add(struct peer *p, const struct iovec *iov, int n)
+{
+    size_t len = iov_total(iov, n);
+    struct pend *q = kumo__alloc(sizeof *q + len);
+    if (!q)
+        return -ENOMEM;
+    q->next = NULL;
+    q->len = len;
+    kumo__iov_gather(q->bytes, iov, n);
+    *p->pt = q;
+    p->pt = &q->next;
+    return 0;
+}
+
+static void connect_done(kumo_endpoint *ep, kumo_conn conn, int err, void *arg);
+
+struct connect_arg {
+    struct kumo__dist *d;
+    struct peer *p;
+    uint32_t gen;
+};
+
+static void peer_connect(struct kumo__dist *d, struct peer *p)
+{
+    if (p->out != OUT_NONE || p->tix < 0)
+        return;
+    struct connect_arg *ca = kumo__alloc(sizeof *ca);
+    if (!ca)
+        return;
+    *ca = (struct connect_arg){.d = d, .p = p, .gen = p->gen};
+    kumo_hints h = {.priority = KUMO_HINT_LATENCY, .class_name = "kumo.dist"};
+    int err = kumo_connect(d->ep[p->tix].ep, &p->via, KUMO_RELIABLE_ORDERED, &h, connect_done, ca);
+    if (err) {
+        kumo__free(ca, sizeof *ca);
+        kumo__log(KUMO_LOG_WARN, "dist: connect to node %016llx failed at once: %s",
+                  (unsigned long long)p->id, kumo_strerror(err));
+        return;
+    }
+    p->out = OUT_CONNECTING;
+}
+
+/* Sends one frame to p: at once when its connection is up, else queued
+ * behind the connect (started here if needed). */
+static void peer_send(struct kumo__dist *d, struct peer *p, const struct iovec *iov, int n)
+{
+    if (p->out == OUT_UP && !p->ph) {
+        int err = kumo_conn_send(p->conn, iov, n, NULL, NULL);
+        if (err == 0)
+            return;
+        if (err != -KUMO_EBUSY) {
+            peer_lost(d, p, kumo_strerror(err));
+            return;
+        }
+        /* busy: queue it (bounded per-peer buffers come with the lanes) */
+    }
+    if (pend_add(p, iov, n) == 0 && p->out == OUT_NONE)
+        peer_connect(d, p);
+}
+
+static void flush_pend(struct kumo__dist *d, struct peer *p)
+{
+    while (p->ph && p->out == OUT_UP) {
+        struct pend *q = p->ph;
+        struct iovec v = {q->bytes, q->len};
+        int err = kumo_conn_send(p->conn, &v, 1, NULL, NULL);
+        if (err == -KUMO_EBUSY)
+            return; /* stays queued; the next send or connect retries */
+        p->ph = q->next;
+        if (!p->ph)
+            p->pt = &p->ph;
+        kumo__free(q, sizeof *q + q->len);
+        if (err) {
+            peer_lost(d, p, kumo_strerror(err));
+            return;
+        }
+    }
+}
+
+static void send_hello(struct kumo__dist *d, struct peer *p)
+{
+    uint8_t buf[KUMO__DW_HELLO_MAX];
+    kumo_address addrs[KUMO__DW_MAX_ADDRS];
+    for (unsigned i = 0; i < d->n; i++)
+        addrs[i] = d->ep[i].addr;
+    size_t len = kumo__dw_hello(buf, d->node->id, p->id, addrs, d->n);
+    struct iovec v = {buf, len};
+    int err = kumo_conn_send(p->conn, &v, 1, NULL, NULL);
+    if (err)
+        peer_lost(d, p, kumo_strerror(err));
+}
+
+static void connect_done(kumo_endpoint *ep, kumo_conn conn, int err, void *arg)
+{
+    (void)ep;
+    struct connect_arg *ca = arg;
+    struct kumo__dist *d = ca->d;
+    struct peer *p = ca->p;
+    bool stale = ca->gen != p->gen || p->out != OUT_CONNECTING || d->stopping;
+    kumo__free(ca, sizeof *ca);
+    if (stale) {
+        if (!err)
+            kumo_conn_close(conn);
+        return;
+    }
+    if (err) {
+        char ab[128];
+        kumo__log(KUMO_LOG_WARN, "dist: cannot connect to %s: %s",
+                  kumo_address_str(&p->via, ab, sizeof ab), kumo_strerror(err));
+        peer_fail_waiters(p, err);
+        /* What waited for this connection is lost, as on a broken link. */
+        peer_lost(d, p, kumo_strerror(err));
+        return;
+    }
+    p->out = OUT_UP;
+    p->conn = conn;
+    send_hello(d, p);
+    if (p->out == OUT_UP)
+        flush_pend(d, p);
+    peer_check_waiters(p);
+}
+
+/* ------------------------------------------------------------------ */
+/* Loss                                                                */
+/* ------------------------------------------------------------------ */
+
+static void peer_lost(struct kumo__dist *d, struct peer *p, const char *why)
+{
+    struct kumo_node *node = d->node;
+    if (p->out != OUT_NONE || p->hello_in || p->nw)
+        kumo__log(KUMO_LOG_INFO, "dist: link to node %016llx lost (%s): %u links/monitors fire",
+                  (unsigned long long)p->id, why, (unsigned)p->nw);
+    if (p->out == OUT_UP)
+        kumo_conn_close(p->conn);
+    p->out = OUT_NONE;
+    p->conn = (kumo_conn){0};
+    p->hello_in = false;
+    p->gen++;
+    free_pend(p);
+    for (struct in_conn *in = d->ins; in; in = in->next)
+        if (in->peer == p)
+            in->peer = NULL; /* whatever still arrives on it is ignored */
+    kumo_reason r;
+    kumo__reason_set(&r, KUMO_DISCONNECT, NULL);
+    /* Take the list first: posting may route back here. */
+    struct dwatch *w = p->w;
+    uint32_t nw = p->nw;
+    uint32_t capw = p->capw;
+    p->w = NULL;
+    p->nw = p->capw = 0;
+    for (uint32_t i = 0; i < nw; i++) {
+        struct dwatch *x = &w[i];
+        if (x->dir == W_OUT) {
+            if (x->kind == W_LINK)
+                kumo__post_reason_from(node, d->ps, x->remote, x->local, SIG_EXIT, MF_LINK, 0, &r);
+            else
+                kumo__post_reason_from(node, d->ps, x->remote, x->local, SIG_DOWN, 0, x->ref, &r);
+        } else {
+            struct kumo_msg *m = kumo__msg_new(0);
+            if (!m)
+                continue;
+            m->kind = x->kind == W_LINK ? SIG_UNLINK : SIG_DEMONITOR;
+            m->aux = x->ref;
+            m->from = x->remote;
+            msg_set_dst(m, x->local);
+            kumo__post_local(node, d->ps, m);
+        }
+    }
+    kumo__free(w, sizeof *w * capw);
+    peer_fail_waiters(p, -KUMO_ECONNLOST);
+}
+
+/* ------------------------------------------------------------------ */
+/* Outgoing items                                                      */
+/* ------------------------------------------------------------------ */
+
+static uint8_t wire_op(uint8_t kind)
+{
+    switch (kind) {
+    case SIG_LINK:
+        return KUMO__DW_LINK;
+    case SIG_UNLINK:
+        return KUMO__DW_UNLINK;
+    case SIG_MONITOR:
+        return KUMO__DW_MONITOR;
+    case SIG_DEMONITOR:
+        return KUMO__DW_DEMONITOR;
+    case SIG_EXIT:
+        return KUMO__DW_EXIT;
+    case SIG_KILL:
+        return KUMO__DW_KILL;
+    case SIG_DOWN:
+        return KUMO__DW_DOWN;
+    default:
+        return 0;
+    }
+}
+
+/* An item for a node that cannot be reached: answered as the loss of the
+ * link would answer it. */
+static void unreachable(struct kumo__dist *d, kumo_pid to, struct kumo_msg *m)
 {
     if (m->kind == SIG_LINK || m->kind == SIG_MONITOR) {
         kumo_reason r;
-        kumo__reason_set(&r, KUMO_UNKNOWN_ID, NULL);
+        kumo__reason_set(&r, KUMO_DISCONNECT, NULL);
         bool link = m->kind == SIG_LINK;
-        kumo__post_reason_from(node, src, to, m->from, link ? SIG_EXIT : SIG_DOWN,
+        kumo__post_reason_from(d->node, d->ps, to, m->from, link ? SIG_EXIT : SIG_DOWN,
                                link ? MF_LINK : 0, m->aux, &r);
     }
     kumo__msg_free(m);
+}
+
+/* On shard 0: an item for `to` on another node. */
+static void dist_out(struct kumo__dist *d, kumo_pid to, struct kumo_msg *m)
+{
+    struct peer *p = d->stopping ? NULL : peer_by_id(d, to.node);
+    if (!p || p->tix < 0) {
+        unreachable(d, to, m);
+        return;
+    }
+    kumo_pid from = m->from;
+    if (m->kind == SIG_DATA || m->kind == SIG_CHAN) {
+        uint8_t hdr[KUMO__DW_CHAN_HDR];
+        size_t hl = kumo__dw_data_hdr(hdr, to, from, m->type, m->kind == SIG_CHAN ? m->aux : 0);
+        struct iovec v[2] = {{hdr, hl}, {m->data, m->len}};
+        peer_send(d, p, v, m->len ? 2 : 1);
+        kumo__msg_free(m);
+        return;
+    }
+    uint8_t op = wire_op(m->kind);
+    if (!op) {
+        kumo__log(KUMO_LOG_ERROR, "dist: item of kind %u cannot cross nodes", m->kind);
+        kumo__msg_free(m);
+        return;
+    }
+    const kumo_reason *r = NULL;
+    uint64_t ref = m->aux;
+    if (m->kind == SIG_EXIT || m->kind == SIG_KILL)
+        r = &((kumo_exit_msg *)m->data)->reason;
+    else if (m->kind == SIG_DOWN)
+        r = &((kumo_down_msg *)m->data)->reason;
+    /* The watches this signal starts or ends. */
+    int err = 0;
+    switch (m->kind) {
+    case SIG_LINK:
+        err = watch_add(p, from, to, 0, W_LINK, W_OUT);
+        break;
+    case SIG_MONITOR:
+        err = watch_add(p, from, to, ref, W_MONITOR, W_OUT);
+        break;
+    case SIG_UNLINK:
+        watch_remove(p, from, to, 0, W_LINK, W_OUT);
+        break;
+    case SIG_DEMONITOR:
+        watch_remove(p, from, to, ref, W_MONITOR, W_OUT);
+        break;
+    case SIG_EXIT:
+        if (m->flags & MF_LINK)
+            watch_remove(p, from, to, 0, W_LINK, W_IN);
+        break;
+    case SIG_DOWN:
+        watch_remove(p, from, to, ref, W_MONITOR, W_IN);
+        break;
+    }
+    if (err) {
+        unreachable(d, to, m); /* no memory to track it: fire it now */
+        return;
+    }
+    uint8_t buf[KUMO__DW_SIGNAL_MAX];
+    size_t len =
+        kumo__dw_signal(buf, op, (m->flags & MF_LINK) ? KUMO__DW_F_LINK : 0, to, from, ref, r);
+    struct iovec v = {buf, len};
+    peer_send(d, p, &v, 1);
+    kumo__msg_free(m);
+}
+
+static void env_run(struct kumo__shard *sh, struct kumo__task *t)
+{
+    struct env *e = (struct env *)t;
+    if (sh)
+        dist_out(e->d, e->to, e->m);
+    else
+        kumo__msg_free(e->m);
+    kumo__free(e, sizeof *e);
+}
+
+void kumo__dist_route(struct kumo_node *node, struct pshard *src, kumo_pid to, struct kumo_msg *m)
+{
+    struct kumo__dist *d = node->dist;
+    if (!d) {
+        /* No controller: another node is unreachable; its pids act as dead
+         * ones. */
+        if (m->kind == SIG_LINK || m->kind == SIG_MONITOR) {
+            kumo_reason r;
+            kumo__reason_set(&r, KUMO_UNKNOWN_ID, NULL);
+            bool link = m->kind == SIG_LINK;
+            kumo__post_reason_from(node, src, to, m->from, link ? SIG_EXIT : SIG_DOWN,
+                                   link ? MF_LINK : 0, m->aux, &r);
+        }
+        kumo__msg_free(m);
+        return;
+    }
+    if (src && src->id == 0) {
+        dist_out(d, to, m);
+        return;
+    }
+    struct env *e = kumo__alloc(sizeof *e);
+    if (!e) {
+        kumo__msg_free(m); /* as a message lost on the way */
+        return;
+    }
+    *e = (struct env){.task.fn = env_run, .d = d, .to = to, .m = m};
+    if (kumo__task_post(node->eng, 0, &e->task)) {
+        kumo__msg_free(m);
+        kumo__free(e, sizeof *e);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Incoming                                                            */
+/* ------------------------------------------------------------------ */
+
+static struct in_conn *in_find(struct kumo__dist *d, uint64_t id, struct in_conn ***prevp)
+{
+    struct in_conn **pp = &d->ins;
+    for (; *pp; pp = &(*pp)->next)
+        if ((*pp)->id == id) {
+            if (prevp)
+                *prevp = pp;
+            return *pp;
+        }
+    return NULL;
+}
+
+/* Copies bytes [off, off+len) of a message in pieces. */
+static void iov_copy(const struct iovec *iov, int n, size_t off, void *dst, size_t len)
+{
+    uint8_t *out = dst;
+    for (int i = 0; i < n && len; i++) {
+        size_t l = iov[i].iov_len;
+        if (off >= l) {
+            off -= l;
+            continue;
+        }
+        size_t k = l - off < len ? l - off : len;
+        memcpy(out, (const uint8_t *)iov[i].iov_base + off, k);
+        out += k;
+        len -= k;
+        off = 0;
+    }
+}
+
+static void malformed(struct dist_ep *de, struct in_conn *in, const char *why)
+{
+    char ab[128];
+    kumo__log(KUMO_LOG_WARN, "dist: malformed frame from %s (%s): closing the link",
+              kumo_address_str(&in->from, ab, sizeof ab), why);
+    kumo_transport_break_link(de->ep, &in->from);
+}
+
+static void on_hello(struct kumo__dist *d, struct dist_ep *de, struct in_conn *in,
+                     const struct kumo__dw_frame *f)
+{
+    if (f->to_node && f->to_node != d->node->id) {
+        char ab[128];
+        kumo__log(KUMO_LOG_WARN,
+                  "dist: %s addressed node %016llx, we are %016llx (another incarnation): "
+                  "ignoring it",
+                  kumo_address_str(&in->from, ab, sizeof ab), (unsigned long long)f->to_node,
+                  (unsigned long long)d->node->id);
+        kumo_transport_break_link(de->ep, &in->from);
+        return;
+    }
+    if (f->from_node == d->node->id) {
+        malformed(de, in, "HELLO claims our own node id");
+        return;
+    }
+    struct peer *p = peer_by_id(d, f->from_node);
+    if (!p) {
+        /* A peer we dialled by address only, or a new one. */
+        p = peer_by_addr(d, &in->from);
+        if (p && p->id)
+            p = NULL;
+        if (!p)
+            p = peer_new(d, f->from_node);
+        if (!p)
+            return;
+        p->id = f->from_node;
+    }
+    p->naddr = f->naddr;
+    memcpy(p->addr, f->addr, sizeof p->addr[0] * f->naddr);
+    if (p->tix < 0)
+        peer_choose_route(d, p);
+    if (p->tix < 0) {
+        p->tix = (int)de->tix;
+        p->via = in->from;
+    }
+    in->peer = p;
+    p->hello_in = true;
+    if (p->out == OUT_NONE)
+        peer_connect(d, p); /* answer on our own connection */
+    peer_check_waiters(p);
+}
+
+/* A frame from peer p, to a process of ours. */
+static void on_frame(struct kumo__dist *d, struct peer *p, const struct kumo__dw_frame *f,
+                     const struct iovec *iov, int n)
+{
+    struct kumo_node *node = d->node;
+    kumo_pid to = f->to, from = f->from;
+    to.node = node->id;
+    from.node = p->id;
+    struct kumo_msg *m;
+    if (f->op == KUMO__DW_DATA || f->op == KUMO__DW_CHAN) {
+        if (f->len > node->max_message) {
+            kumo__log(KUMO_LOG_WARN,
+                      "dist: dropping a %zu-byte message from node %016llx "
+                      "(over this node's max_message)",
+                      f->len, (unsigned long long)p->id);
+            return;
+        }
+        m = kumo__msg_new(f->len);
+        if (!m)
+            return;
+        m->kind = f->op == KUMO__DW_CHAN ? SIG_CHAN : SIG_DATA;
+        m->type = f->type;
+        m->aux = f->aux;
+        iov_copy(iov, n, f->payload_off, m->data, f->len);
+    } else {
+        uint8_t kind = 0;
+        size_t plen = 0;
+        switch (f->op) {
+        case KUMO__DW_LINK:
+            kind = SIG_LINK;
+            watch_add(p, to, from, 0, W_LINK, W_IN);
+            break;
+        case KUMO__DW_UNLINK:
+            kind = SIG_UNLINK;
+            watch_remove(p, to, from, 0, W_LINK, W_IN);
+            break;
+        case KUMO__DW_MONITOR:
+            kind = SIG_MONITOR;
+            watch_add(p, to, from, f->aux, W_MONITOR, W_IN);
+            break;
+        case KUMO__DW_DEMONITOR:
+            kind = SIG_DEMONITOR;
+            watch_remove(p, to, from, f->aux, W_MONITOR, W_IN);
+            break;
+        case KUMO__DW_EXIT:
+            kind = SIG_EXIT;
+            plen = sizeof(kumo_exit_msg);
+            if (f->flags & KUMO__DW_F_LINK)
+                watch_remove(p, to, from, 0, W_LINK, W_OUT);
+            break;
+        case KUMO__DW_KILL:
+            kind = SIG_KILL;
+            plen = sizeof(kumo_exit_msg);
+            break;
+        case KUMO__DW_DOWN:
+            kind = SIG_DOWN;
+            plen = sizeof(kumo_down_msg);
+            watch_remove(p, to, from, f->aux, W_MONITOR, W_OUT);
+            break;
+        }
+        if (plen) {
+            int err = kumo__post_reason_from(node, d->ps, from, to, kind,
+                                             (f->flags & KUMO__DW_F_LINK) ? MF_LINK : 0, f->aux,
+                                             &f->reason);
+            (void)err; /* no memory: lost, as on a broken link */
+            return;
+        }
+        m = kumo__msg_new(0);
+        if (!m)
+            return;
+        m->kind = kind;
+        m->aux = f->aux;
+    }
+    m->from = from;
+    msg_set_dst(m, to);
+    kumo__post_local(node, d->ps, m);
+}
+
+static void on_received(struct kumo__dist *d, struct dist_ep *de, const kumo_event *ev)
+{
+    struct in_conn *in = in_find(d, ev->conn, NULL);
+    if (!in)
+        return;
+    /* Decode from a private copy of the frame's head: a shm peer could
+     * change the bytes in its ring while we read them. */
+    uint8_t
+        head[KUMO__DW_HELLO_MAX > KUMO__DW_SIGNAL_MAX ? KUMO__DW_HELLO_MAX : KUMO__DW_SIGNAL_MAX];
+    size_t avail = ev->len < sizeof head ? ev->len : sizeof head;
+    iov_copy(ev->iov, ev->iovcnt, 0, head, avail);
+    if (avail >= 2 && head[1] != KUMO__DW_DATA && head[1] != KUMO__DW_CHAN && avail < ev->len) {
+        malformed(de, in, "control frame longer than any valid one");
+        return;
+    }
+    if (avail >= 2 && (head[1] == KUMO__DW_DATA || head[1] == KUMO__DW_CHAN) &&
+        avail > KUMO__DW_CHAN_HDR)
+        avail = head[1] == KUMO__DW_CHAN ? KUMO__DW_CHAN_HDR : KUMO__DW_DATA_HDR;
+    struct kumo__dw_frame f;
+    const char *why = NULL;
+    if (kumo__dw_decode(head, avail, ev->len, &f, &why)) {
+        malformed(de, in, why);
+        return;
+    }
+    if (f.op == KUMO__DW_HELLO) {
+        if (in->peer) {
+            malformed(de, in, "a second HELLO");
+            return;
+        }
+        on_hello(d, de, in, &f);
+        return;
+    }
+    if (!in->peer) {
+        /* Before its HELLO, or after its peer was declared lost. */
+        return;
+    }
+    on_frame(d, in->peer, &f, ev->iov, ev->iovcnt);
+}
+
+static void on_event(kumo_endpoint *ep, const kumo_event *ev, void *arg)
+{
+    struct dist_ep *de = arg;
+    struct kumo__dist *d = de->d;
+    (void)ep;
+    switch (ev->kind) {
+    case KUMO_EV_CONNECTION_OPENED: {
+        struct in_conn *in = kumo__zalloc(sizeof *in);
+        if (!in)
+            return;
+        in->de = de;
+        in->id = ev->conn;
+        in->from = *ev->address;
+        in->next = d->ins;
+        d->ins = in;
+        break;
+    }
+    case KUMO_EV_RECEIVED:
+        if (!d->stopping)
+            on_received(d, de, ev);
+        break;
+    case KUMO_EV_CONNECTION_CLOSED: {
+        struct in_conn **pp;
+        struct in_conn *in = in_find(d, ev->conn, &pp);
+        if (!in)
+            break;
+        *pp = in->next;
+        struct peer *p = in->peer;
+        kumo__free(in, sizeof *in);
+        if (p && !d->stopping)
+            peer_lost(d, p, "the peer closed its connection");
+        break;
+    }
+    case KUMO_EV_ERROR:
+        if (ev->error == KUMO_ERR_CONNECTION_LOST && ev->address) {
+            for (struct in_conn **pp = &d->ins; *pp;) {
+                struct in_conn *in = *pp;
+                if (in->de == de && kumo_address_eq(&in->from, ev->address)) {
+                    *pp = in->next;
+                    struct peer *p = in->peer;
+                    kumo__free(in, sizeof *in);
+                    if (p)
+                        peer_lost(d, p, kumo_strerror(ev->reason));
+                } else {
+                    pp = &in->next;
+                }
+            }
+            for (struct peer *p = d->peers; p; p = p->next)
+                if (p->tix == (int)de->tix && kumo_address_eq(&p->via, ev->address) &&
+                    (p->out != OUT_NONE || p->hello_in || p->nw))
+                    peer_lost(d, p, kumo_strerror(ev->reason));
+        } else {
+            kumo__log(KUMO_LOG_ERROR, "dist: transport %s failed: %s", kumo_transport_name(de->t),
+                      kumo_strerror(ev->reason));
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* kumo_node_connect                                                   */
+/* ------------------------------------------------------------------ */
+
+static void connect_task(struct kumo__shard *sh, struct kumo__task *t)
+{
+    struct waiter *w = (struct waiter *)t;
+    if (!sh) {
+        waiter_finish(w, -KUMO_ESHUTDOWN, 0);
+        return;
+    }
+    struct kumo__dist *d = w->d;
+    if (d->stopping) {
+        waiter_finish(w, -KUMO_ESHUTDOWN, 0);
+        return;
+    }
+    int tix = tix_for(d, &w->addr);
+    struct peer *p = peer_by_addr(d, &w->addr);
+    if (!p) {
+        p = peer_new(d, 0);
+        if (!p) {
+            waiter_finish(w, -ENOMEM, 0);
+            return;
+        }
+        p->tix = tix;
+        p->via = w->addr;
+    }
+    w->next = p->waiters;
+    p->waiters = w;
+    peer_connect(d, p);
+    peer_check_waiters(p);
+}
+
+int kumo_node_connect(kumo_node *node, const kumo_address *address, int64_t timeout_ns,
+                      uint64_t *peer)
+{
+    if (!node || !address || kumo__shard_current())
+        return -EINVAL;
+    struct kumo__dist *d = node->dist;
+    if (!d || tix_for(d, address) < 0)
+        return -EINVAL;
+    if (atomic_load(&node->stopping))
+        return -KUMO_ESHUTDOWN;
+    struct waiter *w = kumo__zalloc(sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    w->task.fn = connect_task;
+    w->d = d;
+    w->addr = *address;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    atomic_init(&w->refs, 2);
+    if (kumo__task_post(node->eng, 0, &w->task)) {
+        waiter_put(w);
+        waiter_put(w);
+        return -KUMO_ESHUTDOWN;
+    }
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    if (timeout_ns < 0)
+        timeout_ns = 30LL * 1000000000;
+    dl.tv_sec += timeout_ns / 1000000000;
+    dl.tv_nsec += timeout_ns % 1000000000;
+    if (dl.tv_nsec >= 1000000000) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&w->mu);
+    int rc = 0;
+    while (!w->done && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&w->cv, &w->mu, &dl);
+    int err = w->done ? w->err : -KUMO_ETIMEOUT;
+    if (w->done && !err && peer)
+        *peer = w->peer;
+    pthread_mutex_unlock(&w->mu);
+    waiter_put(w);
+    return err;
+}
+
+static void break_task(struct kumo__shard *sh, struct kumo__task *t)
+{
+    struct waiter *w = (struct waiter *)t;
+    if (!sh) {
+        waiter_finish(w, -KUMO_ESHUTDOWN, 0);
+        return;
+    }
+    struct kumo__dist *d = w->d;
+    struct peer *p = d->stopping ? NULL : peer_by_id(d, w->peer);
+    if (p && p->tix >= 0)
+        kumo_transport_break_link(d->ep[p->tix].ep, &p->via);
+    waiter_finish(w, 0, 0);
+}
+
+/* Runs fn on shard 0 with a waiter carrying `peer` and waits for it. */
+static int run_on_shard0(struct kumo_node *node,
+                         void (*fn)(struct kumo__shard *, struct kumo__task *), uint64_t peer)
+{
+    struct waiter *w = kumo__zalloc(sizeof *w);
+    if (!w)
+        return -ENOMEM;
+    w->task.fn = fn;
+    w->d = node->dist;
+    w->peer = peer;
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    atomic_init(&w->refs, 2);
+    if (kumo__task_post(node->eng, 0, &w->task)) {
+        waiter_put(w);
+        waiter_put(w);
+        return -KUMO_ESHUTDOWN;
+    }
+    pthread_mutex_lock(&w->mu);
+    while (!w->done)
+        pthread_cond_wait(&w->cv, &w->mu);
+    int err = w->err;
+    pthread_mutex_unlock(&w->mu);
+    waiter_put(w);
+    return err;
+}
+
+int kumo_node_break_link(kumo_node *node, uint64_t peer)
+{
+    if (!node || kumo__shard_current())
+        return -EINVAL;
+    if (!node->dist)
+        return 0;
+    if (atomic_load(&node->stopping))
+        return -KUMO_ESHUTDOWN;
+    return run_on_shard0(node, break_task, peer);
+}
+
+/* ------------------------------------------------------------------ */
+/* Start and stop                                                      */
+/* ------------------------------------------------------------------ */
+
+int kumo__dist_start(struct kumo_node *node, const struct kumo_dist_transport *tv, unsigned n)
+{
+    if (n > KUMO_DIST_MAX_TRANSPORTS || !tv)
+        return -EINVAL;
+    struct kumo__dist *d = kumo__zalloc(sizeof *d);
+    if (!d)
+        return -ENOMEM;
+    d->node = node;
+    d->ps = node->ps[0];
+    node->dist = d;
+    int err = 0;
+    for (unsigned i = 0; i < n && !err; i++) {
+        struct dist_ep *de = &d->ep[i];
+        de->d = d;
+        de->tix = i;
+        err = kumo__transport_new(node->eng, tv[i].name, tv[i].config, &de->t);
+        if (err) {
+            kumo__log(KUMO_LOG_ERROR, "dist: transport %s: %s", tv[i].name ? tv[i].name : "?",
+                      kumo_strerror(err));
+            break;
+        }
+        d->n = i + 1;
+        err = kumo_endpoint_new(de->t, 0, on_event, de, &de->ep);
+        if (!err)
+            de->addr = *kumo_endpoint_address(de->ep);
+    }
+    if (err) {
+        kumo__dist_stop(node);
+        kumo__dist_free(node);
+    }
+    return err;
+}
+
+static void stop_task(struct kumo__shard *sh, struct kumo__task *t)
+{
+    struct waiter *w = (struct waiter *)t;
+    if (sh) {
+        struct kumo__dist *d = w->d;
+        d->stopping = true;
+        for (struct peer *p = d->peers; p; p = p->next) {
+            if (p->out == OUT_UP)
+                kumo_conn_close(p->conn);
+            p->out = OUT_NONE;
+            p->gen++;
+            free_pend(p);
+            peer_fail_waiters(p, -KUMO_ESHUTDOWN);
+        }
+    }
+    waiter_finish(w, 0, 0);
+}
+
+void kumo__dist_stop(struct kumo_node *node)
+{
+    struct kumo__dist *d = node->dist;
+    if (!d)
+        return;
+    /* First make shard 0 stop using the endpoints, then free them. */
+    if (run_on_shard0(node, stop_task, 0))
+        d->stopping = true; /* the shards are gone: nothing runs there */
+    for (unsigned i = 0; i < d->n; i++) {
+        if (d->ep[i].t)
+            kumo_transport_free(d->ep[i].t);
+        d->ep[i].t = NULL;
+        d->ep[i].ep = NULL;
+    }
+}
+
+void kumo__dist_free(struct kumo_node *node)
+{
+    struct kumo__dist *d = node->dist;
+    if (!d)
+        return;
+    while (d->peers) {
+        struct peer *p = d->peers;
+        d->peers = p->next;
+        free_pend(p);
+        peer_fail_waiters(p, -KUMO_ESHUTDOWN);
+        kumo__free(p->w, sizeof *p->w * p->capw);
+        kumo__free(p, sizeof *p);
+    }
+    while (d->ins) {
+        struct in_conn *in = d->ins;
+        d->ins = in->next;
+        kumo__free(in, sizeof *in);
+    }
+    kumo__free(d, sizeof *d);
+    node->dist = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Identity                                                            */
+/* ------------------------------------------------------------------ */
+
+uint64_t kumo_self_node_id(const kumo_proc *self)
+{
+    return self->node->id;
+}
+
+int kumo_node_address(const kumo_node *node, unsigned i, kumo_address *out)
+{
+    const struct kumo__dist *d = node->dist;
+    if (!d || i >= d->n || !d->ep[i].ep)
+        return -ENOENT;
+    *out = d->ep[i].addr;
+    return 0;
 }

@@ -1,0 +1,179 @@
+/* The controller's wire format: see wire.h. */
+#include "proc/dist/wire.h"
+
+#include "engine/bytes.h"
+
+#include <stdbool.h>
+#include <string.h>
+
+static uint8_t *put_hdr(uint8_t *p, uint8_t op, uint16_t flags)
+{
+    p[0] = KUMO__DW_VERSION;
+    p[1] = op;
+    kumo__put16(p + 2, flags);
+    return p + KUMO__DW_HDR;
+}
+
+static uint8_t *put_pid(uint8_t *p, kumo_pid pid)
+{
+    kumo__put64(p, pid.serial);
+    kumo__put32(p + 8, pid.slot);
+    kumo__put16(p + 12, pid.shard);
+    return p + KUMO__DW_PID;
+}
+
+static kumo_pid get_pid(const uint8_t *p)
+{
+    return (kumo_pid){
+        .serial = kumo__get64(p), .slot = kumo__get32(p + 8), .shard = kumo__get16(p + 12)};
+}
+
+size_t kumo__dw_hello(uint8_t *out, uint64_t from_node, uint64_t to_node, const kumo_address *addrs,
+                      unsigned n)
+{
+    uint8_t *p = put_hdr(out, KUMO__DW_HELLO, 0);
+    kumo__put64(p, from_node);
+    kumo__put64(p + 8, to_node);
+    p[16] = (uint8_t)n;
+    p += 17;
+    for (unsigned i = 0; i < n; i++)
+        p += kumo_address_encode(&addrs[i], p);
+    return (size_t)(p - out);
+}
+
+size_t kumo__dw_data_hdr(uint8_t *out, kumo_pid to, kumo_pid from, uint64_t type, uint64_t chan)
+{
+    uint8_t *p = put_hdr(out, chan ? KUMO__DW_CHAN : KUMO__DW_DATA, 0);
+    p = put_pid(p, to);
+    p = put_pid(p, from);
+    kumo__put64(p, type);
+    p += 8;
+    if (chan) {
+        kumo__put64(p, chan);
+        p += 8;
+    }
+    return (size_t)(p - out);
+}
+
+static bool has_ref(uint8_t op)
+{
+    return op == KUMO__DW_MONITOR || op == KUMO__DW_DEMONITOR || op == KUMO__DW_DOWN;
+}
+
+static bool has_reason(uint8_t op)
+{
+    return op == KUMO__DW_EXIT || op == KUMO__DW_KILL || op == KUMO__DW_DOWN;
+}
+
+size_t kumo__dw_signal(uint8_t *out, uint8_t op, uint16_t flags, kumo_pid to, kumo_pid from,
+                       uint64_t ref, const kumo_reason *r)
+{
+    uint8_t *p = put_hdr(out, op, flags);
+    p = put_pid(p, to);
+    p = put_pid(p, from);
+    if (has_ref(op)) {
+        kumo__put64(p, ref);
+        p += 8;
+    }
+    if (has_reason(op)) {
+        size_t tl = strnlen(r->text, KUMO_REASON_TEXT - 1);
+        p[0] = (uint8_t)r->kind;
+        p[1] = (uint8_t)tl;
+        memcpy(p + 2, r->text, tl);
+        p += 2 + tl;
+    }
+    return (size_t)(p - out);
+}
+
+static int bad(const char **why, const char *what)
+{
+    *why = what;
+    return -KUMO_EBADWIRE;
+}
+
+static int decode_hello(const uint8_t *p, size_t len, struct kumo__dw_frame *f, const char **why)
+{
+    if (len < 17)
+        return bad(why, "short HELLO");
+    f->from_node = kumo__get64(p);
+    f->to_node = kumo__get64(p + 8);
+    f->naddr = p[16];
+    if (f->from_node == 0)
+        return bad(why, "HELLO from node 0");
+    if (f->naddr > KUMO__DW_MAX_ADDRS)
+        return bad(why, "HELLO with too many addresses");
+    size_t off = 17;
+    for (unsigned i = 0; i < f->naddr; i++) {
+        int n = kumo_address_decode(p + off, len - off, &f->addr[i]);
+        if (n < 0)
+            return bad(why, "HELLO with a malformed address");
+        off += (size_t)n;
+    }
+    if (off != len)
+        return bad(why, "trailing bytes after HELLO");
+    return 0;
+}
+
+int kumo__dw_decode(const uint8_t *in, size_t avail, size_t total, struct kumo__dw_frame *f,
+                    const char **why)
+{
+    memset(f, 0, sizeof *f);
+    if (avail > total)
+        return bad(why, "more bytes available than the frame has");
+    size_t len = avail;
+    if (len < KUMO__DW_HDR)
+        return bad(why, "frame shorter than its header");
+    if (in[0] != KUMO__DW_VERSION)
+        return bad(why, "unknown frame version");
+    f->op = in[1];
+    f->flags = kumo__get16(in + 2);
+    bool data = f->op == KUMO__DW_DATA || f->op == KUMO__DW_CHAN;
+    if (!data && avail != total)
+        return bad(why, "signal frame too long");
+    const uint8_t *p = in + KUMO__DW_HDR;
+    size_t n = len - KUMO__DW_HDR;
+    if (f->op == KUMO__DW_HELLO)
+        return decode_hello(p, n, f, why);
+    if (f->op <= KUMO__DW_HELLO || f->op >= KUMO__DW_OP_LAST)
+        return bad(why, "unknown frame op");
+    if (n < 2 * KUMO__DW_PID)
+        return bad(why, "frame too short for its pids");
+    f->to = get_pid(p);
+    f->from = get_pid(p + KUMO__DW_PID);
+    p += 2 * KUMO__DW_PID;
+    n -= 2 * KUMO__DW_PID;
+    if (data) {
+        size_t fixed = f->op == KUMO__DW_CHAN ? 16 : 8;
+        if (n < fixed)
+            return bad(why, "short DATA/CHAN header");
+        f->type = kumo__get64(p);
+        if (f->op == KUMO__DW_CHAN)
+            f->aux = kumo__get64(p + 8);
+        f->payload_off = KUMO__DW_HDR + 2 * KUMO__DW_PID + fixed;
+        f->len = total - f->payload_off;
+        return 0;
+    }
+    if (has_ref(f->op)) {
+        if (n < 8)
+            return bad(why, "signal too short for its ref");
+        f->aux = kumo__get64(p);
+        p += 8;
+        n -= 8;
+    }
+    if (has_reason(f->op)) {
+        if (n < 2)
+            return bad(why, "signal too short for its reason");
+        if (p[0] > KUMO_NODE_DOWN)
+            return bad(why, "unknown reason kind");
+        size_t tl = p[1];
+        if (tl >= KUMO_REASON_TEXT || n != 2 + tl)
+            return bad(why, "reason text does not fit the frame");
+        f->reason.kind = (kumo_reason_kind)p[0];
+        memcpy(f->reason.text, p + 2, tl);
+        f->reason.text[tl] = 0;
+        return 0;
+    }
+    if (n != 0)
+        return bad(why, "trailing bytes after a signal");
+    return 0;
+}

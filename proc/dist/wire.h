@@ -1,0 +1,115 @@
+/*
+ * The controller's wire format, version 1: pure encoders and decoders
+ * (no state, no allocation), so every decoder can be fuzzed on its own.
+ *
+ * Controller traffic rides one reliable-ordered transport connection per
+ * direction between two nodes.  Each transport message is one frame:
+ *
+ *   u8 version (1) | u8 op | u16 flags | body
+ *
+ * all integers little-endian.  A process id inside a frame is its local
+ * part only (serial u64, slot u32, shard u16: 14 bytes): the sender's node
+ * is the one that opened the connection (named in its HELLO) and the
+ * receiver's is the node the connection reaches, so a pid's node never
+ * travels per message.
+ *
+ *   HELLO     u64 from-node, u64 to-node (0: not known yet), u8 n,
+ *             n addresses (kumo_address_encode)           first frame, once
+ *   DATA      to, from, u64 type, payload                  mailbox message
+ *   CHAN      to, from, u64 type, u64 channel, payload     channel message
+ *   LINK      to, from
+ *   UNLINK    to, from
+ *   MONITOR   to, from, u64 ref
+ *   DEMONITOR to, from, u64 ref
+ *   EXIT      to, from, reason        flags bit 0: fires a link (MF_LINK)
+ *   KILL      to, from, reason
+ *   DOWN      to (watcher), from (target), u64 ref, reason
+ *
+ * A reason is u8 kind, u8 text length, text (no NUL).  Decoders check
+ * every length against what was received and return -KUMO_EBADWIRE for
+ * anything malformed: a short frame, an unknown version or op, trailing
+ * bytes after a fixed-size body, an address or reason that does not fit.
+ */
+#ifndef KUMO_PROC_DIST_WIRE_H
+#define KUMO_PROC_DIST_WIRE_H
+
+#include <kumo/kumo.h>
+#include <kumo/transport.h>
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define KUMO__DW_VERSION 1
+
+enum {
+    KUMO__DW_HELLO = 1,
+    KUMO__DW_DATA,
+    KUMO__DW_CHAN,
+    KUMO__DW_LINK,
+    KUMO__DW_UNLINK,
+    KUMO__DW_MONITOR,
+    KUMO__DW_DEMONITOR,
+    KUMO__DW_EXIT,
+    KUMO__DW_KILL,
+    KUMO__DW_DOWN,
+    KUMO__DW_OP_LAST
+};
+
+enum { KUMO__DW_F_LINK = 1 };
+
+/* Most addresses a HELLO carries (one per transport a node runs). */
+#define KUMO__DW_MAX_ADDRS 4
+
+#define KUMO__DW_HDR 4
+#define KUMO__DW_PID 14
+/* Largest fixed part before a DATA/CHAN payload. */
+#define KUMO__DW_DATA_HDR (KUMO__DW_HDR + 2 * KUMO__DW_PID + 8)
+#define KUMO__DW_CHAN_HDR (KUMO__DW_DATA_HDR + 8)
+/* Largest signal frame (DOWN with the longest reason text). */
+#define KUMO__DW_SIGNAL_MAX (KUMO__DW_HDR + 2 * KUMO__DW_PID + 8 + 2 + KUMO_REASON_TEXT)
+#define KUMO__DW_HELLO_MAX (KUMO__DW_HDR + 17 + KUMO__DW_MAX_ADDRS * KUMO_ADDRESS_WIRE_MAX)
+
+/* One decoded frame (copies of what was read: nothing points into the
+ * input). */
+struct kumo__dw_frame {
+    uint8_t op;
+    uint16_t flags;
+    /* HELLO */
+    uint64_t from_node, to_node;
+    uint8_t naddr;
+    kumo_address addr[KUMO__DW_MAX_ADDRS];
+    /* everything else: pids with node 0 (the caller fills the nodes in) */
+    kumo_pid to, from;
+    uint64_t type; /* DATA, CHAN */
+    uint64_t aux;  /* CHAN: channel id; MONITOR, DEMONITOR, DOWN: ref */
+    kumo_reason reason;
+    size_t payload_off; /* DATA, CHAN: where the payload starts in the frame */
+    size_t len;         /* ... and its length */
+};
+
+/* Writes a HELLO into out (room for KUMO__DW_HELLO_MAX); returns its
+ * length.  n <= KUMO__DW_MAX_ADDRS. */
+size_t kumo__dw_hello(uint8_t *out, uint64_t from_node, uint64_t to_node, const kumo_address *addrs,
+                      unsigned n);
+
+/* Writes the fixed part of a DATA (chan == 0) or CHAN frame; the payload
+ * follows it on the wire.  Returns its length (KUMO__DW_DATA_HDR or
+ * KUMO__DW_CHAN_HDR). */
+size_t kumo__dw_data_hdr(uint8_t *out, kumo_pid to, kumo_pid from, uint64_t type, uint64_t chan);
+
+/* Writes a signal frame (LINK .. DOWN) into out (room for
+ * KUMO__DW_SIGNAL_MAX); `ref` is used by MONITOR, DEMONITOR and DOWN,
+ * `r` by EXIT, KILL and DOWN.  Returns its length. */
+size_t kumo__dw_signal(uint8_t *out, uint8_t op, uint16_t flags, kumo_pid to, kumo_pid from,
+                       uint64_t ref, const kumo_reason *r);
+
+/*
+ * Decodes a frame of `total` bytes whose first `avail` bytes are in
+ * in[0..avail) (avail <= total: a DATA or CHAN payload need not be read
+ * here; every other frame must be whole, avail == total).  Returns 0 or
+ * -KUMO_EBADWIRE, with *why naming what was wrong (a static string).
+ */
+int kumo__dw_decode(const uint8_t *in, size_t avail, size_t total, struct kumo__dw_frame *f,
+                    const char **why);
+
+#endif

@@ -1,0 +1,307 @@
+/*
+ * Distribution: processes on two nodes working together.  Each test body
+ * runs on every transport topology (DT_TEST: two nodes in this OS process
+ * over tcp and over shm) with 1 and 2 shards per node.  The nodes are `a`
+ * and `b`; each has an inbox where the test receives.
+ */
+#include "_kt.h"
+
+#include <kumo/dist.h>
+
+#include <string.h>
+
+#define DT_COOKIE "kumo-dist-test-cookie"
+
+typedef struct dt_env {
+    kumo_node *a, *b;
+    kumo_inbox *ia, *ib;
+    uint64_t a_id, b_id;
+    const char *transport;
+} dt_env;
+
+static const kumo_tcp_config dt_tcp = {.cookie = DT_COOKIE};
+static const kumo_shm_config dt_shm = {.cookie = DT_COOKIE};
+
+static kumo_node_config dt_cfg(const char *transport, unsigned shards, kumo_dist_transport *slot)
+{
+    slot->name = transport;
+    slot->config = strcmp(transport, "tcp") == 0 ? (const void *)&dt_tcp : (const void *)&dt_shm;
+    return (kumo_node_config){.shards = shards, .transports = slot, .ntransports = 1};
+}
+
+static dt_env dt_start(const char *transport, unsigned shards)
+{
+    dt_env e = {.transport = transport};
+    kumo_dist_transport ta, tb;
+    e.a = kt_start_cfg(dt_cfg(transport, shards, &ta));
+    kumo_node_config cb = dt_cfg(transport, shards, &tb);
+    cb.spin_ns = 20000;
+    cb.no_pin = true;
+    int err = kumo_node_start(&cb, &e.b);
+    cr_assert_eq(err, 0, "node b: %s", kumo_strerror(err));
+    e.ia = kt_inbox(e.a);
+    e.ib = kt_inbox(e.b);
+    kumo_address ab;
+    cr_assert_eq(kumo_node_address(e.b, 0, &ab), 0);
+    err = kumo_node_connect(e.a, &ab, KT_WAIT_NS, &e.b_id);
+    cr_assert_eq(err, 0, "kumo_node_connect a -> b: %s", kumo_strerror(err));
+    cr_assert_eq(e.b_id, kumo_node_id(e.b));
+    e.a_id = kumo_node_id(e.a);
+    return e;
+}
+
+static void dt_stop(dt_env *e)
+{
+    kumo_inbox_free(e->ib);
+    kumo_node_free(e->b);
+    kumo_inbox_free(e->ia);
+    kt_stop(e->a);
+}
+
+#define DT_TEST(suite, name)                                                                       \
+    static void suite##__##name(dt_env *e, unsigned kt_shards);                                    \
+    static void suite##__##name##_run(const char *tr, unsigned shards)                             \
+    {                                                                                              \
+        dt_env e = dt_start(tr, shards);                                                           \
+        suite##__##name(&e, shards);                                                               \
+        dt_stop(&e);                                                                               \
+    }                                                                                              \
+    Test(suite, name##_tcp_1shard, .timeout = KT_TIMEOUT)                                          \
+    {                                                                                              \
+        suite##__##name##_run("tcp", 1);                                                           \
+    }                                                                                              \
+    Test(suite, name##_tcp_2shards, .timeout = KT_TIMEOUT)                                         \
+    {                                                                                              \
+        suite##__##name##_run("tcp", 2);                                                           \
+    }                                                                                              \
+    Test(suite, name##_shm_1shard, .timeout = KT_TIMEOUT)                                          \
+    {                                                                                              \
+        suite##__##name##_run("shm", 1);                                                           \
+    }                                                                                              \
+    Test(suite, name##_shm_2shards, .timeout = KT_TIMEOUT)                                         \
+    {                                                                                              \
+        suite##__##name##_run("shm", 2);                                                           \
+    }                                                                                              \
+    static void suite##__##name(dt_env *e, unsigned kt_shards)
+
+/* ------------------------------------------------------------------ */
+
+DT_TEST(dist, a_message_crosses_and_the_reply_comes_back)
+{
+    uint64_t T = kt_type("dt.ping");
+    kumo_pid echo =
+        kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, kt_echo_init, NULL);
+    cr_assert_eq(echo.node, e->b_id);
+    kumo_proc *me = kumo_inbox_proc(e->ia);
+    cr_assert_eq(kumo_send(me, echo, T, "hello", 5), 0);
+    kumo_msg *m = kt_expect(e->ia, T);
+    cr_assert_eq(kumo_msg_len(m), 5);
+    cr_assert_eq(memcmp(kumo_msg_data(m), "hello", 5), 0);
+    cr_assert(kumo_pid_eq(kumo_msg_sender(m), echo), "reply from %s, expected %s",
+              kt_pid(kumo_msg_sender(m)), kt_pid(echo));
+    kumo_msg_free(m);
+    kt_send_u64(me, echo, kt_type_stop(), 0);
+}
+
+DT_TEST(dist, messages_between_one_pair_arrive_in_order)
+{
+    uint64_t T = kt_type("dt.seq");
+    kumo_pid echo =
+        kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, kt_echo_init, NULL);
+    kumo_proc *me = kumo_inbox_proc(e->ia);
+    enum { N = 2000 };
+    for (uint64_t i = 0; i < N; i++)
+        kt_send_u64(me, echo, T, i);
+    for (uint64_t i = 0; i < N; i++) {
+        uint64_t v = kt_expect_u64(e->ia, T);
+        cr_assert_eq(v, i, "message %llu arrived as number %llu", (unsigned long long)v,
+                     (unsigned long long)i);
+    }
+    kt_send_u64(me, echo, kt_type_stop(), 0);
+}
+
+DT_TEST(dist, a_big_message_crosses_whole)
+{
+    uint64_t T = kt_type("dt.big");
+    kumo_pid echo = kt_spawn(e->b, e->ib, NULL, kt_echo_init, NULL);
+    size_t len = (3u << 20) + 7;
+    uint8_t *buf = malloc(len);
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (uint8_t)(i * 131 + 7);
+    kumo_proc *me = kumo_inbox_proc(e->ia);
+    cr_assert_eq(kumo_send(me, echo, T, buf, len), 0);
+    kumo_msg *m = kt_expect(e->ia, T);
+    cr_assert_eq(kumo_msg_len(m), len);
+    cr_assert_eq(memcmp(kumo_msg_data(m), buf, len), 0, "payload changed on the way");
+    kumo_msg_free(m);
+    free(buf);
+    kt_send_u64(me, echo, kt_type_stop(), 0);
+}
+
+/* A process that dies with an exception on any message. */
+static void crash_on_msg(kumo_proc *self, void *state, kumo_msg *m)
+{
+    (void)state;
+    kumo_die(self, KUMO_EXCEPTION, "boom %zu", kumo_msg_len(m));
+}
+static void crasher_init(kumo_proc *self, void *state)
+{
+    static kumo_match any = {.kind = KUMO_MATCH_ANY, .fn = crash_on_msg};
+    static const kumo_recv set = {.matches = &any, .n = 1};
+    (void)state;
+    kumo_receive(self, &set, KUMO_INFINITY);
+}
+
+DT_TEST(dist, a_remote_monitor_gets_one_down_with_the_reason)
+{
+    kumo_pid c =
+        kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, crasher_init, NULL);
+    kumo_proc *me = kumo_inbox_proc(e->ia);
+    kumo_ref ref;
+    cr_assert_eq(kumo_monitor(me, c, &ref), 0);
+    cr_assert_eq(ref.node, e->a_id);
+    /* The monitor reaches b before the message that ends c (one pair, in
+     * order). */
+    cr_assert_eq(kumo_send(me, c, kt_type("dt.x"), "xyz", 3), 0);
+    kumo_down_msg d = kt_expect_down_ref(e->ia, ref);
+    cr_assert(kumo_pid_eq(d.pid, c));
+    kt_assert_reason(&d.reason, KUMO_EXCEPTION, "boom 3");
+    /* exactly one: a marker from b's side comes next */
+    kumo_pid echo = kt_spawn(e->b, e->ib, NULL, kt_echo_init, NULL);
+    kt_send_u64(me, echo, kt_type("dt.marker"), 1);
+    kumo_msg_free(kt_expect_next(e->ia, kt_type("dt.marker")));
+    kt_send_u64(me, echo, kt_type_stop(), 0);
+}
+
+DT_TEST(dist, monitoring_a_dead_remote_pid_says_unknown_id)
+{
+    kumo_pid echo = kt_spawn(e->b, e->ib, NULL, kt_echo_init, NULL);
+    kumo_proc *me = kumo_inbox_proc(e->ia);
+    kumo_pid ghost = kt_forge_pid(echo);
+    kumo_ref ref;
+    cr_assert_eq(kumo_monitor(me, ghost, &ref), 0);
+    kumo_down_msg d = kt_expect_down_ref(e->ia, ref);
+    cr_assert(kumo_pid_eq(d.pid, ghost));
+    kt_assert_reason(&d.reason, KUMO_UNKNOWN_ID, NULL);
+    kt_send_u64(me, echo, kt_type_stop(), 0);
+}
+
+DT_TEST(dist, a_remote_link_fires_with_the_reason)
+{
+    kumo_pid c =
+        kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, crasher_init, NULL);
+    kumo_proc *me = kumo_inbox_proc(e->ia);
+    cr_assert_eq(kumo_link(me, c), 0);
+    cr_assert_eq(kumo_send(me, c, kt_type("dt.x"), "ab", 2), 0);
+    kumo_exit_msg x = kt_expect_exit(e->ia, c);
+    kt_assert_reason(&x.reason, KUMO_EXCEPTION, "boom 2");
+}
+
+DT_TEST(dist, a_remote_kill_ends_the_process)
+{
+    kumo_pid echo =
+        kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, kt_echo_init, NULL);
+    kumo_ref local;
+    cr_assert_eq(kumo_monitor(kumo_inbox_proc(e->ib), echo, &local), 0);
+    cr_assert_eq(kumo_kill(kumo_inbox_proc(e->ia), echo, "from a"), 0);
+    kumo_down_msg d = kt_expect_down_ref(e->ib, local);
+    kt_assert_reason(&d.reason, KUMO_KILLED, "from a");
+}
+
+DT_TEST(dist, a_watcher_on_the_other_node_is_told_by_the_death_of_its_target)
+{
+    /* b's process monitors and links a's inbox? a's inbox is the target
+     * here: b's inbox monitors a process of a, which a then kills. */
+    kumo_pid echo = kt_spawn(e->a, e->ia, NULL, kt_echo_init, NULL);
+    kumo_ref ref;
+    cr_assert_eq(kumo_monitor(kumo_inbox_proc(e->ib), echo, &ref), 0);
+    cr_assert_eq(ref.node, e->b_id);
+    /* The monitor has arrived once the echo answers b. */
+    kt_send_u64(kumo_inbox_proc(e->ib), echo, kt_type("dt.sync"), 7);
+    cr_assert_eq(kt_expect_u64(e->ib, kt_type("dt.sync")), 7);
+    cr_assert_eq(kumo_kill(kumo_inbox_proc(e->ia), echo, "local kill"), 0);
+    kumo_down_msg d = kt_expect_down_ref(e->ib, ref);
+    cr_assert(kumo_pid_eq(d.pid, echo));
+    kt_assert_reason(&d.reason, KUMO_KILLED, "local kill");
+}
+
+DT_TEST(dist, a_broken_link_fires_monitors_and_links_with_disconnect)
+{
+    kumo_pid echo =
+        kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, kt_echo_init, NULL);
+    kumo_proc *me = kumo_inbox_proc(e->ia);
+    kumo_ref ref;
+    cr_assert_eq(kumo_monitor(me, echo, &ref), 0);
+    cr_assert_eq(kumo_link(me, echo), 0);
+    kt_send_u64(me, echo, kt_type("dt.sync"), 1);
+    cr_assert_eq(kt_expect_u64(e->ia, kt_type("dt.sync")), 1);
+    cr_assert_eq(kumo_node_break_link(e->a, e->b_id), 0);
+    kumo_down_msg d = kt_expect_down_ref(e->ia, ref);
+    cr_assert(kumo_pid_eq(d.pid, echo));
+    kt_assert_reason(&d.reason, KUMO_DISCONNECT, NULL);
+    kumo_exit_msg x = kt_expect_exit(e->ia, echo);
+    kt_assert_reason(&x.reason, KUMO_DISCONNECT, NULL);
+    /* The echo lives on: the link break did not touch b's processes. */
+    cr_assert_eq(kumo_monitor(kumo_inbox_proc(e->ib), echo, &ref), 0);
+    kt_send_u64(kumo_inbox_proc(e->ib), echo, kt_type_stop(), 0);
+    kt_down(e->ib, echo, KUMO_NORMAL, NULL);
+}
+
+DT_TEST(dist, a_stopped_node_fires_monitors_with_disconnect)
+{
+    kumo_pid echo = kt_spawn(e->b, e->ib, NULL, kt_echo_init, NULL);
+    kumo_proc *me = kumo_inbox_proc(e->ia);
+    kumo_ref ref;
+    cr_assert_eq(kumo_monitor(me, echo, &ref), 0);
+    kt_send_u64(me, echo, kt_type("dt.sync"), 1);
+    cr_assert_eq(kt_expect_u64(e->ia, kt_type("dt.sync")), 1);
+    kumo_node_stop(e->b);
+    kumo_down_msg d = kt_expect_down_ref(e->ia, ref);
+    kt_assert_reason(&d.reason, KUMO_DISCONNECT, NULL);
+}
+
+/* A process that opens a channel and sends its send port to the pid in its
+ * state, then echoes each value it receives on the port back to it. */
+struct chan_state {
+    kumo_pid reply_to;
+    kumo_recv_port *rp;
+    kumo_match m;
+    kumo_recv set;
+};
+static void chan_got(kumo_proc *self, void *state, kumo_msg *m)
+{
+    struct chan_state *s = state;
+    kumo_send(self, s->reply_to, kt_type("dt.chan.back"), kumo_msg_data(m), kumo_msg_len(m));
+    kumo_receive(self, &s->set, KUMO_INFINITY);
+}
+static void chan_init(kumo_proc *self, void *state)
+{
+    struct chan_state *s = state;
+    kumo_send_port sp;
+    cr_assert_eq(kumo_new_chan(self, kt_type("dt.chan"), &sp, &s->rp), 0);
+    s->m = (kumo_match){.kind = KUMO_MATCH_PORT, .port = s->rp, .fn = chan_got};
+    s->set = (kumo_recv){.matches = &s->m, .n = 1};
+    kumo_send(self, s->reply_to, kt_type("dt.port"), &sp, sizeof sp);
+    kumo_receive(self, &s->set, KUMO_INFINITY);
+}
+
+DT_TEST(dist, a_send_port_works_from_the_other_node)
+{
+    struct chan_state *s = calloc(1, sizeof *s);
+    s->reply_to = kumo_inbox_pid(e->ia);
+    kumo_pid c =
+        kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, chan_init, s);
+    kumo_send_port sp;
+    KT_TAKE(kt_expect(e->ia, kt_type("dt.port")), sp);
+    cr_assert(kumo_pid_eq(sp.owner, c));
+    kumo_proc *me = kumo_inbox_proc(e->ia);
+    for (uint64_t i = 0; i < 10; i++)
+        cr_assert_eq(kumo_send_chan(me, sp, &i, sizeof i), 0);
+    for (uint64_t i = 0; i < 10; i++)
+        cr_assert_eq(kt_expect_u64(e->ia, kt_type("dt.chan.back")), i);
+    kumo_kill(me, c, NULL);
+    kumo_ref ref;
+    kumo_monitor(kumo_inbox_proc(e->ib), c, &ref);
+    kt_expect_down_ref(e->ib, ref);
+    free(s);
+}
