@@ -25,6 +25,7 @@ int kumo_inbox_new(kumo_node *node, kumo_inbox **out)
     p->ext = &ib->ext;
     ib->ext.p = p;
     ib->ext.inbox = ib;
+    ib->ext.watchers.by_watcher = true;
     kumo__timer_init(&ib->ext.timer);
     int err = kumo__inbox_publish(node, p);
     if (err) {

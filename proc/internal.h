@@ -137,6 +137,7 @@ struct watch_list {
     uint32_t n, cap;
     uint32_t *h; /* index: entry position + 1, 0 = empty; NULL while small */
     uint32_t hcap;
+    bool by_watcher; /* a watchers list: monitors keyed by (ref, watcher's node) */
 };
 
 struct kumo_recv_port {

@@ -15,6 +15,7 @@ struct proc_ext *kumo__ext(struct kumo_proc *p)
     if (!e)
         return NULL;
     e->p = p;
+    e->watchers.by_watcher = true;
     kumo__timer_init(&e->timer);
     p->ext = e;
     return e;

@@ -4,7 +4,10 @@
  * backward-shift deletion) so that adding, finding and removing one entry
  * stays O(1) however many a process holds: a supervisor monitoring 100k
  * children must not pay per DOWN for the other 99,999.  Links are keyed by
- * pid, monitors by their ref (unique per node).  Removal swaps the last
+ * pid, monitors by their ref: in a `watching` list the refs are all this
+ * node's, unique; in a `watchers` list (by_watcher) they come from the
+ * watchers' nodes, each with its own counter, so the key is (ref, the
+ * watcher's node).  Removal swaps the last
  * entry into the hole: notification order across different watchers
  * carries no meaning.
  */
@@ -14,9 +17,9 @@
 
 #define INDEX_FROM 8
 
-static uint64_t key_of(uint32_t kind, kumo_pid pid, uint64_t ref)
+static uint64_t key_of(const struct watch_list *l, uint32_t kind, kumo_pid pid, uint64_t ref)
 {
-    uint64_t k = kind == W_MONITOR ? ref
+    uint64_t k = kind == W_MONITOR ? ref ^ (l->by_watcher ? pid.node * 0xC2B2AE3D27D4EB4Full : 0)
                                    : pid.serial ^ (pid.node * 0x9E3779B97F4A7C15ull) ^
                                          ((uint64_t)pid.slot << 20) ^ pid.shard;
     k ^= kind;
@@ -24,9 +27,14 @@ static uint64_t key_of(uint32_t kind, kumo_pid pid, uint64_t ref)
     return k ^ (k >> 33);
 }
 
-static bool same(const struct watch *w, uint32_t kind, kumo_pid pid, uint64_t ref)
+static bool same(const struct watch_list *l, const struct watch *w, uint32_t kind, kumo_pid pid,
+                 uint64_t ref)
 {
-    return w->kind == kind && (kind == W_MONITOR ? w->ref == ref : kumo_pid_eq(w->pid, pid));
+    if (w->kind != kind)
+        return false;
+    if (kind != W_MONITOR)
+        return kumo_pid_eq(w->pid, pid);
+    return w->ref == ref && (!l->by_watcher || w->pid.node == pid.node);
 }
 
 /* Index slot holding entry `i`, or the empty slot where (kind,pid,ref)
@@ -35,14 +43,14 @@ static uint32_t probe(const struct watch_list *l, uint32_t kind, kumo_pid pid, u
                       bool *found)
 {
     uint32_t mask = l->hcap - 1;
-    uint32_t s = (uint32_t)key_of(kind, pid, ref) & mask;
+    uint32_t s = (uint32_t)key_of(l, kind, pid, ref) & mask;
     for (;; s = (s + 1) & mask) {
         uint32_t v = l->h[s];
         if (!v) {
             *found = false;
             return s;
         }
-        if (same(&l->v[v - 1], kind, pid, ref)) {
+        if (same(l, &l->v[v - 1], kind, pid, ref)) {
             *found = true;
             return s;
         }
@@ -73,7 +81,7 @@ int kumo__watch_find(const struct watch_list *l, kumo_pid pid, uint64_t ref, uin
         return found ? (int)l->h[s] - 1 : -1;
     }
     for (uint32_t i = 0; i < l->n; i++)
-        if (same(&l->v[i], kind, pid, ref))
+        if (same(l, &l->v[i], kind, pid, ref))
             return (int)i;
     return -1;
 }
@@ -114,7 +122,7 @@ static void unindex(struct watch_list *l, uint32_t s)
     l->h[s] = 0;
     for (uint32_t j = (s + 1) & mask; l->h[j]; j = (j + 1) & mask) {
         struct watch *w = &l->v[l->h[j] - 1];
-        uint32_t home = (uint32_t)key_of(w->kind, w->pid, w->ref) & mask;
+        uint32_t home = (uint32_t)key_of(l, w->kind, w->pid, w->ref) & mask;
         /* move h[j] into the hole if its home is not in (s, j] */
         if (((j - home) & mask) >= ((j - s) & mask)) {
             l->h[s] = l->h[j];
@@ -161,5 +169,5 @@ void kumo__watch_free(struct watch_list *l)
 {
     kumo__free(l->v, sizeof(struct watch) * l->cap);
     kumo__free(l->h, sizeof(uint32_t) * l->hcap);
-    *l = (struct watch_list){0};
+    *l = (struct watch_list){.by_watcher = l->by_watcher};
 }

@@ -305,3 +305,25 @@ DT_TEST(dist, a_send_port_works_from_the_other_node)
     kt_expect_down_ref(e->ib, ref);
     free(s);
 }
+
+DT_TEST(dist, monitors_from_two_nodes_with_equal_ref_ids_stay_apart)
+{
+    /* Both inboxes' first refs come from counters that start alike on
+     * every node: the target must tell them apart by the watcher's node. */
+    kumo_pid echo = kt_spawn(e->b, e->ib, NULL, kt_echo_init, NULL);
+    kumo_ref ra, rb;
+    cr_assert_eq(kumo_monitor(kumo_inbox_proc(e->ia), echo, &ra), 0);
+    cr_assert_eq(kumo_monitor(kumo_inbox_proc(e->ib), echo, &rb), 0);
+    cr_assert_eq(ra.id, rb.id, "the refs were meant to collide (%llx, %llx)",
+                 (unsigned long long)ra.id, (unsigned long long)rb.id);
+    cr_assert_eq(kumo_unmonitor(kumo_inbox_proc(e->ia), ra), 0);
+    /* a's DEMONITOR reaches the echo before this message does */
+    kt_send_u64(kumo_inbox_proc(e->ia), echo, kt_type_stop(), 0);
+    kumo_down_msg d = kt_expect_down_ref(e->ib, rb);
+    kt_assert_reason(&d.reason, KUMO_NORMAL, NULL);
+    /* and a, having unmonitored, gets nothing: a marker from b comes first */
+    kumo_pid echo2 = kt_spawn(e->b, e->ib, NULL, kt_echo_init, NULL);
+    kt_send_u64(kumo_inbox_proc(e->ia), echo2, kt_type("dt.marker"), 1);
+    kumo_msg_free(kt_expect_next(e->ia, kt_type("dt.marker")));
+    kt_send_u64(kumo_inbox_proc(e->ia), echo2, kt_type_stop(), 0);
+}
