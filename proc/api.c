@@ -37,6 +37,8 @@ const char *kumo_strerror(int err)
         return "malformed or unknown-version encoding";
     case KUMO_ENOTOWNER:
         return "receive port belongs to another process";
+    case KUMO_ENOCLOSURE:
+        return "no such closure in the node's remote table";
     default:
         if (-err > KUMO_ETRANSPORT_BASE && -err < KUMO_ETRANSPORT_LAST)
             return kumo_transport_strerror(err);
@@ -465,14 +467,20 @@ int kumo_unmonitor(kumo_proc *self, kumo_ref ref)
     kumo__inbox_lock(self);
     struct proc_ext *e = self->ext;
     kumo_pid target = {0};
-    bool found = e && kumo__watch_take_monitor(&e->watching, ref.id, &target);
+    uint8_t kind = SIG_DEMONITOR;
+    bool found = e && kumo__watch_take_ref(&e->watching, ref.id, W_MONITOR, &target);
+    if (!found && e && kumo__watch_take_ref(&e->watching, ref.id, W_NODE, &target)) {
+        found = true;
+        kind = SIG_DEMONITOR_NODE;
+    }
     /* A DOWN for this ref may already be queued: remove it.  (One still in
      * flight is dropped on arrival because the watch is gone.) */
     bool removed = false;
     for (struct kumo_msg **pp = &self->mbox_head; *pp;) {
         struct kumo_msg *m = *pp;
-        if (m->kind == SIG_DATA && m->type == node->type_down && m->aux == ref.id &&
-            ((kumo_down_msg *)m->data)->ref.node == ref.node) {
+        /* kumo_down_msg and kumo_node_down_msg both start with the ref */
+        if (m->kind == SIG_DATA && (m->type == node->type_down || m->type == node->type_node_down) &&
+            m->aux == ref.id && ((kumo_down_msg *)m->data)->ref.node == ref.node) {
             *pp = msg_next(m);
             if (self->mbox_tail == (struct kumo_msg **)&m->link.next)
                 self->mbox_tail = pp;
@@ -487,7 +495,7 @@ int kumo_unmonitor(kumo_proc *self, kumo_ref ref)
     kumo__inbox_unlock(self);
     if (!found)
         return removed ? 0 : -ENOENT;
-    return post_watch(self, target, SIG_DEMONITOR, ref.id);
+    return post_watch(self, target, kind, ref.id);
 }
 
 /* ------------------------------------------------------------------ */

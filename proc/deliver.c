@@ -93,6 +93,45 @@ static void handle_down(struct pshard *ps, struct kumo_proc *p, struct kumo_msg 
     deliver_data(ps, p, m);
 }
 
+/* The answer to p's remote spawn: p now holds the link and monitor it
+ * asked for (before any exit signal or DOWN from the child can arrive:
+ * the controller posts this first), then gets the answer as a message. */
+static void handle_spawn_reply(struct pshard *ps, struct kumo_proc *p, struct kumo_msg *m)
+{
+    kumo_did_spawn_msg *r = (kumo_did_spawn_msg *)m->data;
+    if (r->err == 0 && (m->flags & (MF_SP_LINK | MF_SP_MONITOR))) {
+        kumo__inbox_lock(p);
+        struct proc_ext *e = kumo__ext(p);
+        if (e && (m->flags & MF_SP_LINK))
+            kumo__watch_add(&e->watching, r->pid, 0, W_LINK);
+        if (e && (m->flags & MF_SP_MONITOR))
+            kumo__watch_add(&e->watching, r->pid, r->ref.id, W_MONITOR);
+        kumo__inbox_unlock(p);
+    }
+    m->kind = SIG_DATA;
+    m->flags = 0;
+    m->type = ps->node->type_did_spawn;
+    m->aux = r->ref.id;
+    m->from = (kumo_pid){0}; /* engine messages have no sender (kumo.h) */
+    deliver_data(ps, p, m);
+}
+
+static void handle_node_down(struct pshard *ps, struct kumo_proc *p, struct kumo_msg *m)
+{
+    kumo__inbox_lock(p);
+    kumo_pid nodepid;
+    bool held = p->ext && kumo__watch_take_ref(&p->ext->watching, m->aux, W_NODE, &nodepid);
+    kumo__inbox_unlock(p);
+    if (!held) {
+        kumo__msg_free(m);
+        return;
+    }
+    m->kind = SIG_DATA;
+    m->type = ps->node->type_node_down;
+    m->from = (kumo_pid){0};
+    deliver_data(ps, p, m);
+}
+
 static void handle_watch(struct kumo_proc *p, struct kumo_msg *m)
 {
     kumo__inbox_lock(p);
@@ -169,6 +208,12 @@ slow:
     }
     case SIG_DOWN:
         handle_down(ps, p, m);
+        break;
+    case SIG_SPAWN_REPLY:
+        handle_spawn_reply(ps, p, m);
+        break;
+    case SIG_NODE_DOWN:
+        handle_node_down(ps, p, m);
         break;
     case SIG_INBOX_CLOSE: {
         kumo__msg_free(m);

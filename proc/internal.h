@@ -23,6 +23,7 @@
 #ifndef KUMO_PROC_INTERNAL_H
 #define KUMO_PROC_INTERNAL_H
 
+#include <kumo/dist.h>
 #include <kumo/kumo.h>
 
 #include "engine/alloc.h"
@@ -53,6 +54,16 @@
  *   SIG_KILL       sender -> dst      -        kumo_exit_msg   untrappable kill
  *   SIG_DOWN       target -> watcher  ref id   kumo_down_msg   DOWN, if dst still holds ref
  *
+ * Between a process and its node's controller (to = {node: the peer}):
+ *   SIG_SPAWN_REQ     requester -> node   payload: struct kumo__spawn_req, the closure's
+ *                                         name, its argument bytes (crosses as SPAWN)
+ *   SIG_MONITOR_NODE   watcher -> node    aux: ref; the controller notes it
+ *   SIG_DEMONITOR_NODE watcher -> node    aux: ref; ... and forgets it
+ * and back (local):
+ *   SIG_SPAWN_REPLY   -> requester        payload: kumo_did_spawn_msg; flags MF_SP_*:
+ *                                         the requester now links/monitors the child
+ *   SIG_NODE_DOWN     -> watcher          payload: kumo_node_down_msg, if still held
+ *
  * Local only (never cross a node):
  *   SIG_SPAWN        -> embryo        payload: its struct kumo_proc *; activates a
  *                                     process spawned from another thread or shard
@@ -74,9 +85,29 @@ enum {
     SIG_KILL,
     SIG_DOWN,
     SIG_INBOX_CLOSE,
+    SIG_SPAWN_REQ,
+    SIG_SPAWN_REPLY,
+    SIG_MONITOR_NODE,
+    SIG_DEMONITOR_NODE,
+    SIG_NODE_DOWN,
 };
 
-enum { MF_LINK = 1 };
+/* The fixed head of a SIG_SPAWN_REQ payload; the name and the argument
+ * bytes follow. */
+struct kumo__spawn_req {
+    int32_t shard;
+    uint8_t flags; /* MF_SP_* */
+    uint8_t namelen;
+    uint16_t pad;
+};
+
+enum {
+    MF_LINK = 1,
+    /* SIG_SPAWN_REQ / SIG_SPAWN_REPLY */
+    MF_SP_LINK = 1,
+    MF_SP_MONITOR = 2,
+    MF_SP_TRAP = 4,
+};
 
 struct kumo_msg {
     /* First cache line: everything the receiving side reads to match,
@@ -123,7 +154,7 @@ enum {
                                    node->remote_live for its whole life */
 };
 
-enum { W_LINK = 1, W_MONITOR = 2 };
+enum { W_LINK = 1, W_MONITOR = 2, W_NODE = 4 /* pid: {node}, ref */ };
 
 struct watch {
     kumo_pid pid;
@@ -254,7 +285,11 @@ struct kumo_node {
      * count them) */
     _Atomic int64_t remote_live;
     struct kumo__names names;
-    uint64_t type_exit, type_down;
+    uint64_t type_exit, type_down, type_did_spawn, type_node_down;
+    /* the remote table (copied from the config) */
+    struct kumo_closure *closures;
+    unsigned nclosures;
+    uint64_t spawn_timeout_ns;
     struct kumo__dist *dist; /* the node controller (proc/dist/), or NULL */
 };
 
@@ -330,8 +365,9 @@ int kumo__watch_add(struct watch_list *l, kumo_pid pid, uint64_t ref, uint32_t k
 bool kumo__watch_remove(struct watch_list *l, kumo_pid pid, uint64_t ref, uint32_t kind);
 /* Position of the entry, or -1.  Monitors are found by ref alone. */
 int kumo__watch_find(const struct watch_list *l, kumo_pid pid, uint64_t ref, uint32_t kind);
-/* Removes the monitor `ref`, telling whom it watched. */
-bool kumo__watch_take_monitor(struct watch_list *l, uint64_t ref, kumo_pid *pid);
+/* Removes the monitor (kind W_MONITOR) or node monitor (W_NODE) `ref`,
+ * telling whom it watched. */
+bool kumo__watch_take_ref(struct watch_list *l, uint64_t ref, uint32_t kind, kumo_pid *pid);
 void kumo__watch_free(struct watch_list *l);
 
 static inline kumo_pid kumo__pid_of(const struct kumo_proc *p)
@@ -500,6 +536,24 @@ void kumo__hook_deliver(void *ctx, struct kumo__shard *sh, struct kumo__item *it
 void kumo__proc_make_ready(struct pshard *ps, struct kumo_proc *p);
 unsigned kumo__hook_run(void *ctx, struct kumo__shard *sh);
 void kumo__hook_timer(void *ctx, struct kumo__shard *sh, struct kumo__timer *t);
+
+/* ---- spawn (proc/spawn.c) ---- */
+
+/* A watcher on another node that a spawn links and/or monitors the child
+ * to atomically (remote spawn): the child's watchers list gets it before
+ * the child can run. */
+struct kumo__spawn_watch {
+    kumo_pid watcher;
+    uint64_t ref;
+    bool link, monitor;
+};
+/* kumo_spawn with the spawning shard given (src: NULL from a thread
+ * outside the engine), for the controller; self (or NULL) is who links or
+ * monitors through opts; rw may be NULL, and when rw->watcher is self both
+ * sides of its link/monitor are set up (self's with ref rw->ref). */
+int kumo__spawn(struct kumo_node *node, struct pshard *src, kumo_proc *self,
+                const kumo_spawn_opts *opts, kumo_init_fn init, void *state,
+                const struct kumo__spawn_watch *rw, kumo_pid *out);
 
 /* ---- channels (proc/chan.c) ---- */
 void kumo__chan_deliver(struct kumo_proc *p, struct kumo_msg *m);

@@ -10,6 +10,8 @@
 #include "proc/dist/dist.h"
 #include "transport/create.h"
 
+#include <kumo/dist.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <sys/random.h>
@@ -94,6 +96,19 @@ int kumo_node_start(const kumo_node_config *cfg, kumo_node **out)
     node->budget = cfg->budget ? cfg->budget : 64;
     node->type_exit = kumo_type(KUMO_TYPE_EXIT_NAME);
     node->type_down = kumo_type(KUMO_TYPE_DOWN_NAME);
+    node->type_did_spawn = kumo_type(KUMO_TYPE_DID_SPAWN_NAME);
+    node->type_node_down = kumo_type(KUMO_TYPE_NODE_DOWN_NAME);
+    node->spawn_timeout_ns = cfg->spawn_timeout_ns ? cfg->spawn_timeout_ns : 10000000000ull;
+    if (cfg->nclosures) {
+        node->closures = kumo__alloc(sizeof *node->closures * cfg->nclosures);
+        if (!node->closures) {
+            kumo__names_fini(&node->names);
+            kumo__free(node, sizeof *node);
+            return -ENOMEM;
+        }
+        memcpy(node->closures, cfg->closures, sizeof *node->closures * cfg->nclosures);
+        node->nclosures = cfg->nclosures;
+    }
 
     struct kumo__engine_config ec = {.shards = cfg->shards,
                                      .no_pin = cfg->no_pin,
@@ -150,6 +165,7 @@ fail:
             pshard_free(node->ps[i]);
     kumo__free(node->ps, sizeof(*node->ps) * node->n);
     kumo__names_fini(&node->names);
+    kumo__free(node->closures, sizeof *node->closures * node->nclosures);
     kumo__free(node, sizeof *node);
     return err;
 }
@@ -191,6 +207,7 @@ void kumo_node_free(kumo_node *node)
         pshard_free(node->ps[i]);
     kumo__free(node->ps, sizeof(*node->ps) * node->n);
     kumo__names_fini(&node->names);
+    kumo__free(node->closures, sizeof *node->closures * node->nclosures);
     kumo__free(node, sizeof *node);
 }
 

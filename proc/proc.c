@@ -112,7 +112,9 @@ void kumo__die(struct pshard *ps, struct kumo_proc *p, const kumo_reason *why)
             struct kumo_msg *m = kumo__msg_new(0);
             if (!m)
                 continue;
-            m->kind = w->kind == W_LINK ? SIG_UNLINK : SIG_DEMONITOR;
+            m->kind = w->kind == W_LINK      ? SIG_UNLINK
+                      : w->kind == W_MONITOR ? SIG_DEMONITOR
+                                             : SIG_DEMONITOR_NODE;
             m->aux = w->ref;
             m->from = me;
             msg_set_dst(m, w->pid);

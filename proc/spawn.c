@@ -19,11 +19,17 @@ int kumo_spawn(kumo_node *node, kumo_proc *self, const kumo_spawn_opts *opts, ku
         opts = &defaults;
     if (!node || !init)
         return -EINVAL;
-    if (atomic_load_explicit(&node->stopping, memory_order_relaxed))
-        return -KUMO_ESHUTDOWN;
-    struct pshard *src = kumo__pshard_of(self);
     if ((opts->link || opts->monitor) && !self)
         return -EINVAL;
+    return kumo__spawn(node, kumo__pshard_of(self), self, opts, init, state, NULL, out);
+}
+
+int kumo__spawn(struct kumo_node *node, struct pshard *src, kumo_proc *self,
+                const kumo_spawn_opts *opts, kumo_init_fn init, void *state,
+                const struct kumo__spawn_watch *rw, kumo_pid *out)
+{
+    if (atomic_load_explicit(&node->stopping, memory_order_relaxed))
+        return -KUMO_ESHUTDOWN;
     unsigned dst;
     if (opts->shard >= 0) {
         if ((unsigned)opts->shard >= node->n)
@@ -91,6 +97,32 @@ int kumo_spawn(kumo_node *node, kumo_proc *self, const kumo_spawn_opts *opts, ku
         if (opts->monitor)
             *opts->monitor = (kumo_ref){.node = node->id, .id = ref};
     }
+    if (rw && (rw->link || rw->monitor)) {
+        /* A watcher given by pid: on another node only the child's side is
+         * ours; when it is `self`, its side too, before the child runs. */
+        struct proc_ext *ce = kumo__ext(p);
+        bool ok = ce;
+        if (ok && rw->link)
+            ok = !kumo__watch_add(&ce->watchers, rw->watcher, 0, W_LINK);
+        if (ok && rw->monitor)
+            ok = !kumo__watch_add(&ce->watchers, rw->watcher, rw->ref, W_MONITOR);
+        if (ok && self && kumo_pid_eq(rw->watcher, kumo__pid_of(self))) {
+            kumo__inbox_lock(self);
+            struct proc_ext *se = kumo__ext(self);
+            ok = se != NULL;
+            if (ok && rw->link)
+                ok = !kumo__watch_add(&se->watching, child, 0, W_LINK);
+            if (ok && rw->monitor)
+                ok = !kumo__watch_add(&se->watching, child, rw->ref, W_MONITOR);
+            if (!ok && se) {
+                kumo__watch_remove(&se->watching, child, 0, W_LINK);
+                kumo__watch_remove(&se->watching, child, rw->ref, W_MONITOR);
+            }
+            kumo__inbox_unlock(self);
+        }
+        if (!ok)
+            goto fail;
+    }
     if (local)
         pshard_live_add(ps, 1); /* the owner's plain counter */
     else
@@ -116,7 +148,7 @@ int kumo_spawn(kumo_node *node, kumo_proc *self, const kumo_spawn_opts *opts, ku
         *out = child;
     return 0;
 fail:
-    if (self && (opts->link || opts->monitor)) {
+    if (self && (opts->link || opts->monitor) && self->ext) {
         kumo__inbox_lock(self);
         if (self->ext) {
             kumo__watch_remove(&self->ext->watching, child, 0, W_LINK);

@@ -19,7 +19,7 @@
 
 static uint64_t key_of(const struct watch_list *l, uint32_t kind, kumo_pid pid, uint64_t ref)
 {
-    uint64_t k = kind == W_MONITOR ? ref ^ (l->by_watcher ? pid.node * 0xC2B2AE3D27D4EB4Full : 0)
+    uint64_t k = kind != W_LINK ? ref ^ (l->by_watcher ? pid.node * 0xC2B2AE3D27D4EB4Full : 0)
                                    : pid.serial ^ (pid.node * 0x9E3779B97F4A7C15ull) ^
                                          ((uint64_t)pid.slot << 20) ^ pid.shard;
     k ^= kind;
@@ -32,7 +32,7 @@ static bool same(const struct watch_list *l, const struct watch *w, uint32_t kin
 {
     if (w->kind != kind)
         return false;
-    if (kind != W_MONITOR)
+    if (kind == W_LINK)
         return kumo_pid_eq(w->pid, pid);
     return w->ref == ref && (!l->by_watcher || w->pid.node == pid.node);
 }
@@ -155,9 +155,9 @@ bool kumo__watch_remove(struct watch_list *l, kumo_pid pid, uint64_t ref, uint32
     return true;
 }
 
-bool kumo__watch_take_monitor(struct watch_list *l, uint64_t ref, kumo_pid *pid)
+bool kumo__watch_take_ref(struct watch_list *l, uint64_t ref, uint32_t kind, kumo_pid *pid)
 {
-    int i = kumo__watch_find(l, (kumo_pid){0}, ref, W_MONITOR);
+    int i = kumo__watch_find(l, (kumo_pid){0}, ref, kind);
     if (i < 0)
         return false;
     *pid = l->v[i].pid;

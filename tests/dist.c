@@ -19,6 +19,38 @@ typedef struct dt_env {
     const char *transport;
 } dt_env;
 
+/* ---- the remote table every test node runs ---- */
+
+static void echo_closure(kumo_proc *self, const void *args, size_t len)
+{
+    (void)args;
+    (void)len;
+    kt_echo_init(self, NULL);
+}
+
+/* Sends its argument bytes back to the pid they start with, then waits
+ * for anything: the first message ends it with an exception. */
+static void crash_on_msg(kumo_proc *self, void *state, kumo_msg *m);
+static void crasher_init(kumo_proc *self, void *state);
+static void crasher_closure(kumo_proc *self, const void *args, size_t len)
+{
+    (void)args;
+    (void)len;
+    crasher_init(self, NULL);
+}
+
+/* Ends at once with an exception naming its argument. */
+static void failing_closure(kumo_proc *self, const void *args, size_t len)
+{
+    kumo_die(self, KUMO_EXCEPTION, "failed with %.*s", (int)len, (const char *)args);
+}
+
+static const kumo_closure dt_table[] = {
+    {.name = "dt.echo", .init = echo_closure},
+    {.name = "dt.crasher", .init = crasher_closure},
+    {.name = "dt.fail", .init = failing_closure},
+};
+
 static const kumo_tcp_config dt_tcp = {.cookie = DT_COOKIE};
 static const kumo_shm_config dt_shm = {.cookie = DT_COOKIE};
 
@@ -26,7 +58,11 @@ static kumo_node_config dt_cfg(const char *transport, unsigned shards, kumo_dist
 {
     slot->name = transport;
     slot->config = strcmp(transport, "tcp") == 0 ? (const void *)&dt_tcp : (const void *)&dt_shm;
-    return (kumo_node_config){.shards = shards, .transports = slot, .ntransports = 1};
+    return (kumo_node_config){.shards = shards,
+                              .transports = slot,
+                              .ntransports = 1,
+                              .closures = dt_table,
+                              .nclosures = sizeof dt_table / sizeof dt_table[0]};
 }
 
 static dt_env dt_start(const char *transport, unsigned shards)
@@ -326,4 +362,123 @@ DT_TEST(dist, monitors_from_two_nodes_with_equal_ref_ids_stay_apart)
     kt_send_u64(kumo_inbox_proc(e->ia), echo2, kt_type("dt.marker"), 1);
     kumo_msg_free(kt_expect_next(e->ia, kt_type("dt.marker")));
     kt_send_u64(kumo_inbox_proc(e->ia), echo2, kt_type_stop(), 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Remote spawn and node monitors                                      */
+/* ------------------------------------------------------------------ */
+
+DT_TEST(dist, a_closure_spawned_on_the_other_node_runs_there)
+{
+    kumo_pid echo;
+    int err = kumo_spawn_remote_wait(e->ia, e->b_id, "dt.echo", NULL, 0, NULL, &echo);
+    cr_assert_eq(err, 0, "spawn: %s", kumo_strerror(err));
+    cr_assert_eq(echo.node, e->b_id);
+    kumo_proc *me = kumo_inbox_proc(e->ia);
+    kt_send_u64(me, echo, kt_type("dt.hi"), 42);
+    cr_assert_eq(kt_expect_u64(e->ia, kt_type("dt.hi")), 42);
+    kt_send_u64(me, echo, kt_type_stop(), 0);
+}
+
+DT_TEST(dist, an_unknown_closure_is_refused_and_the_node_goes_on)
+{
+    kumo_pid pid = {0};
+    int err = kumo_spawn_remote_wait(e->ia, e->b_id, "dt.no-such-closure", "x", 1, NULL, &pid);
+    cr_assert_eq(err, -KUMO_ENOCLOSURE, "got %s", kumo_strerror(err));
+    cr_assert(kumo_pid_is_null(pid));
+    err = kumo_spawn_remote_wait(e->ia, e->b_id, "dt.echo", NULL, 0, NULL, &pid);
+    cr_assert_eq(err, 0, "the node no longer spawns: %s", kumo_strerror(err));
+    kt_send_u64(kumo_inbox_proc(e->ia), pid, kt_type_stop(), 0);
+}
+
+DT_TEST(dist, a_remote_spawn_with_monitor_sees_an_immediate_death)
+{
+    kumo_ref mon;
+    kumo_spawn_opts o = {.monitor = &mon, .shard = KT_OTHER(kt_shards)};
+    kumo_pid pid;
+    int err = kumo_spawn_remote_wait(e->ia, e->b_id, "dt.fail", "now", 3, &o, &pid);
+    cr_assert_eq(err, 0, "spawn: %s", kumo_strerror(err));
+    cr_assert_eq(pid.shard, KT_OTHER(kt_shards));
+    kumo_down_msg d = kt_expect_down_ref(e->ia, mon);
+    cr_assert(kumo_pid_eq(d.pid, pid));
+    kt_assert_reason(&d.reason, KUMO_EXCEPTION, "failed with now");
+}
+
+DT_TEST(dist, a_remote_spawn_with_link_gets_the_exit_signal)
+{
+    kumo_spawn_opts o = {.link = true};
+    kumo_pid pid;
+    int err = kumo_spawn_remote_wait(e->ia, e->b_id, "dt.fail", "soon", 4, &o, &pid);
+    cr_assert_eq(err, 0, "spawn: %s", kumo_strerror(err));
+    kumo_exit_msg x = kt_expect_exit(e->ia, pid);
+    kt_assert_reason(&x.reason, KUMO_EXCEPTION, "failed with soon");
+}
+
+DT_TEST(dist, a_spawn_on_an_unknown_node_fails_with_connlost)
+{
+    kumo_pid pid;
+    int err = kumo_spawn_remote_wait(e->ia, 0x1234567890abcdefull, "dt.echo", NULL, 0, NULL, &pid);
+    cr_assert_eq(err, -KUMO_ECONNLOST, "got %s", kumo_strerror(err));
+}
+
+DT_TEST(dist, a_spawn_on_this_node_by_closure_works_too)
+{
+    kumo_ref mon;
+    kumo_spawn_opts o = {.monitor = &mon};
+    kumo_pid pid;
+    int err = kumo_spawn_remote_wait(e->ia, e->a_id, "dt.fail", "here", 4, &o, &pid);
+    cr_assert_eq(err, 0, "spawn: %s", kumo_strerror(err));
+    cr_assert_eq(pid.node, e->a_id);
+    kumo_down_msg d = kt_expect_down_ref(e->ia, mon);
+    kt_assert_reason(&d.reason, KUMO_EXCEPTION, "failed with here");
+}
+
+static kumo_node_down_msg expect_node_down(kumo_inbox *ib, kumo_ref ref)
+{
+    kumo_msg *m = kt_expect(ib, kumo_type_node_down());
+    kumo_node_down_msg d;
+    KT_TAKE(m, d);
+    cr_assert(kumo_ref_eq(d.ref, ref), "node-down for ref %llx, expected %llx",
+              (unsigned long long)d.ref.id, (unsigned long long)ref.id);
+    return d;
+}
+
+DT_TEST(dist, a_node_monitor_fires_once_when_the_link_breaks)
+{
+    kumo_proc *me = kumo_inbox_proc(e->ia);
+    kumo_ref ref;
+    cr_assert_eq(kumo_monitor_node(me, e->b_id, &ref), 0);
+    cr_assert_eq(kumo_node_break_link(e->a, e->b_id), 0);
+    kumo_node_down_msg d = expect_node_down(e->ia, ref);
+    cr_assert_eq(d.node, e->b_id);
+    kt_assert_reason(&d.reason, KUMO_DISCONNECT, NULL);
+    /* The controller reconnects by itself: a spawn works again, and no
+     * second node-down came before its answer. */
+    kumo_pid pid;
+    int err = kumo_spawn_remote_wait(e->ia, e->b_id, "dt.echo", NULL, 0, NULL, &pid);
+    cr_assert_eq(err, 0, "spawn after the break: %s", kumo_strerror(err));
+    kt_expect_empty(e->ia);
+    kt_send_u64(me, pid, kt_type_stop(), 0);
+}
+
+DT_TEST(dist, monitoring_an_unknown_node_fires_at_once)
+{
+    kumo_ref ref;
+    cr_assert_eq(kumo_monitor_node(kumo_inbox_proc(e->ia), 0xfeedfacecafebeefull, &ref), 0);
+    kumo_node_down_msg d = expect_node_down(e->ia, ref);
+    cr_assert_eq(d.node, 0xfeedfacecafebeefull);
+    kt_assert_reason(&d.reason, KUMO_DISCONNECT, NULL);
+}
+
+DT_TEST(dist, an_unmonitored_node_sends_nothing)
+{
+    kumo_proc *me = kumo_inbox_proc(e->ia);
+    kumo_ref ref, keep;
+    cr_assert_eq(kumo_monitor_node(me, e->b_id, &ref), 0);
+    cr_assert_eq(kumo_monitor_node(me, e->b_id, &keep), 0);
+    cr_assert_eq(kumo_unmonitor(me, ref), 0);
+    cr_assert_eq(kumo_node_break_link(e->a, e->b_id), 0);
+    kumo_node_down_msg d = expect_node_down(e->ia, keep);
+    kt_assert_reason(&d.reason, KUMO_DISCONNECT, NULL);
+    kt_expect_empty(e->ia);
 }

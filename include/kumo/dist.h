@@ -69,6 +69,96 @@ KUMO_API int kumo_node_address(const kumo_node *node, unsigned i, kumo_address *
 KUMO_API int kumo_node_connect(kumo_node *node, const kumo_address *address, int64_t timeout_ns,
                                uint64_t *peer);
 
+/* ------------------------------------------------------------------ */
+/* Remote spawn by closure                                             */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A closure: a name in every node's remote table (kumo_node_config
+ * .closures) and the code it stands for.  Code never travels: every node
+ * runs the same binary and looks the name up.  init runs as the new
+ * process's init, on its shard, with the argument bytes the spawner sent
+ * (valid during the call only): it decodes them itself, may set the
+ * process's state (kumo_set_state) and declares its first receive as any
+ * init does.  on_exit (may be NULL) is the process's on_exit.
+ */
+typedef struct kumo_closure {
+    const char *name;
+    void (*init)(kumo_proc *self, const void *args, size_t len);
+    kumo_exit_fn on_exit;
+} kumo_closure;
+
+/* Longest closure name. */
+#define KUMO_CLOSURE_NAME_MAX 200
+
+/* The answer to a remote spawn, delivered to the spawner as a message of
+ * type KUMO_TYPE_DID_SPAWN with this payload: err 0 and the new pid, or
+ * err < 0 and a null pid. */
+#define KUMO_TYPE_DID_SPAWN_NAME "kumo.did_spawn"
+KUMO_API uint64_t kumo_type_did_spawn(void);
+typedef struct kumo_did_spawn_msg {
+    kumo_ref ref;
+    kumo_pid pid;
+    int32_t err;
+} kumo_did_spawn_msg;
+
+/*
+ * Spawns closure `name` on node `node` (this node's id works too) with the
+ * argument bytes args[0..len) (copied).  Asynchronous: returns 0 and the
+ * request's ref, and exactly one KUMO_TYPE_DID_SPAWN message with that ref
+ * follows, within the node's spawn_timeout_ns: err 0 and the pid, or
+ * -KUMO_ENOCLOSURE (the node's table lacks `name`; it logs a line),
+ * -KUMO_ECONNLOST (the node is unreachable, or its link was lost before it
+ * answered), -KUMO_ESHUTDOWN (that node is stopping), -KUMO_ETIMEOUT (no
+ * answer in time; a process spawned after all is killed), -EINVAL (a shard
+ * that node lacks), -ENOMEM.
+ *
+ * opts as for kumo_spawn: shard (KUMO_SHARD_SAME, the default, means
+ * round-robin over that node's shards), trap_exit, link, monitor.  Link
+ * and monitor are atomic with the spawn: the child cannot end unseen.  The
+ * monitor's ref is the request's ref (also stored in *opts->monitor).
+ * on_exit is ignored (the closure's own runs).
+ *
+ * Returns 0, -EINVAL (no self, a name longer than KUMO_CLOSURE_NAME_MAX,
+ * args over max_message), -ENOMEM or -KUMO_ESHUTDOWN.  The call itself
+ * never waits on the network.
+ */
+KUMO_API int kumo_spawn_remote(kumo_proc *self, uint64_t node, const char *name, const void *args,
+                               size_t len, const kumo_spawn_opts *opts, kumo_ref *ref);
+
+/*
+ * The synchronous form for an inbox: kumo_spawn_remote, then waits (other
+ * messages stay queued) for its answer.  Returns 0 and the pid, the
+ * answer's err, or an error of kumo_spawn_remote / kumo_inbox_recv.
+ */
+KUMO_API int kumo_spawn_remote_wait(kumo_inbox *ib, uint64_t node, const char *name,
+                                    const void *args, size_t len, const kumo_spawn_opts *opts,
+                                    kumo_pid *out);
+
+/* ------------------------------------------------------------------ */
+/* Node monitors                                                       */
+/* ------------------------------------------------------------------ */
+
+/* A node monitor's notification: a message of type KUMO_TYPE_NODE_DOWN
+ * with this payload (reason KUMO_DISCONNECT: the link to the node was lost
+ * or could not be made). */
+#define KUMO_TYPE_NODE_DOWN_NAME "kumo.node_down"
+KUMO_API uint64_t kumo_type_node_down(void);
+typedef struct kumo_node_down_msg {
+    kumo_ref ref;
+    uint64_t node;
+    kumo_reason reason;
+} kumo_node_down_msg;
+
+/*
+ * Monitors node `node`: exactly one KUMO_TYPE_NODE_DOWN message with the
+ * ref when the link to it is lost; at once when it cannot be reached (not
+ * known, or the connect fails).  kumo_unmonitor(ref) cancels it (removing
+ * a queued notification too).  Monitoring this node itself never fires.
+ * Returns 0 and the ref, -ENOMEM or -KUMO_ESHUTDOWN.
+ */
+KUMO_API int kumo_monitor_node(kumo_proc *self, uint64_t node, kumo_ref *ref);
+
 /*
  * Test hook: breaks the link between `node` and node `peer` as if the
  * network between them failed (kumo_transport_break_link on the transport

@@ -57,6 +57,7 @@ enum {
     KUMO_ETOOBIG,    /* message over the node's size limit */
     KUMO_EBADWIRE,   /* malformed or unknown-version encoding */
     KUMO_ENOTOWNER,  /* receive port used by a process that does not own it */
+    KUMO_ENOCLOSURE, /* remote spawn: the node's remote table lacks the closure */
     KUMO_ELAST
 };
 
@@ -144,6 +145,14 @@ typedef struct kumo_node_config {
      * as dead ones. */
     const struct kumo_dist_transport *transports;
     unsigned ntransports;
+    /* The remote table (<kumo/dist.h>): closures other nodes (and this
+     * one) may spawn here by name.  The array is copied; the names must
+     * stay valid while the node runs. */
+    const struct kumo_closure *closures;
+    unsigned nclosures;
+    /* How long a remote spawn waits for its answer before it fails with
+     * -KUMO_ETIMEOUT; 0 = 10 s. */
+    uint64_t spawn_timeout_ns;
 } kumo_node_config;
 
 #define KUMO_SPIN_NEVER UINT64_MAX

@@ -61,6 +61,7 @@ struct dwatch {
 enum { OUT_NONE = 0, OUT_CONNECTING, OUT_UP };
 
 struct waiter;
+struct pspawn;
 
 struct peer {
     struct peer *next;
@@ -74,9 +75,21 @@ struct peer {
     kumo_conn conn;
     bool hello_in; /* its HELLO arrived on a connection that is up */
     struct pend *ph, **pt;
-    struct dwatch *w;
+    struct dwatch *w; /* links, monitors and node monitors (W_NODE, W_OUT) */
     uint32_t nw, capw;
     struct waiter *waiters;
+    struct pspawn *spawns; /* our requests it has not answered */
+};
+
+/* A remote spawn we asked for and wait the answer of. */
+struct pspawn {
+    struct pspawn *next;
+    struct kumo__timer timer;
+    struct kumo__dist *d;
+    struct peer *p;
+    kumo_pid requester;
+    uint64_t ref;
+    uint8_t flags;
 };
 
 struct in_conn {
@@ -418,13 +431,64 @@ static void connect_done(kumo_endpoint *ep, kumo_conn conn, int err, void *arg)
 }
 
 /* ------------------------------------------------------------------ */
+/* Pending spawns                                                      */
+/* ------------------------------------------------------------------ */
+
+static void pspawn_unlink(struct pspawn *s)
+{
+    for (struct pspawn **pp = &s->p->spawns; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            return;
+        }
+}
+
+static void pspawn_timeout(struct kumo__shard *sh, struct kumo__timer *t)
+{
+    (void)sh;
+    struct pspawn *s = (struct pspawn *)((char *)t - offsetof(struct pspawn, timer));
+    struct kumo__dist *d = s->d;
+    pspawn_unlink(s);
+    kumo__log(KUMO_LOG_WARN, "dist: spawn on node %016llx got no answer in time",
+              (unsigned long long)s->p->id);
+    kumo__spawn_reply(d->node, d->ps, s->requester, s->ref, 0, (kumo_pid){0}, -KUMO_ETIMEOUT);
+    kumo__free(s, sizeof *s);
+}
+
+static struct pspawn *pspawn_take(struct peer *p, kumo_pid requester, uint64_t ref)
+{
+    for (struct pspawn **pp = &p->spawns; *pp; pp = &(*pp)->next) {
+        struct pspawn *s = *pp;
+        if (s->ref == ref && kumo_pid_eq(s->requester, requester)) {
+            *pp = s->next;
+            kumo__timer_cancel(&s->d->ps->sh->timers, &s->timer);
+            return s;
+        }
+    }
+    return NULL;
+}
+
+/* Every spawn still waiting on p fails with err (no timer fires later). */
+static void pspawn_fail_all(struct kumo__dist *d, struct peer *p, int err, bool reply)
+{
+    while (p->spawns) {
+        struct pspawn *s = p->spawns;
+        p->spawns = s->next;
+        kumo__timer_cancel(&d->ps->sh->timers, &s->timer);
+        if (reply)
+            kumo__spawn_reply(d->node, d->ps, s->requester, s->ref, 0, (kumo_pid){0}, err);
+        kumo__free(s, sizeof *s);
+    }
+}
+
+/* ------------------------------------------------------------------ */
 /* Loss                                                                */
 /* ------------------------------------------------------------------ */
 
 static void peer_lost(struct kumo__dist *d, struct peer *p, const char *why)
 {
     struct kumo_node *node = d->node;
-    if (p->out != OUT_NONE || p->hello_in || p->nw)
+    if (p->out != OUT_NONE || p->hello_in || p->nw || p->spawns)
         kumo__log(KUMO_LOG_INFO, "dist: link to node %016llx lost (%s): %u links/monitors fire",
                   (unsigned long long)p->id, why, (unsigned)p->nw);
     if (p->out == OUT_UP)
@@ -447,7 +511,9 @@ static void peer_lost(struct kumo__dist *d, struct peer *p, const char *why)
     p->nw = p->capw = 0;
     for (uint32_t i = 0; i < nw; i++) {
         struct dwatch *x = &w[i];
-        if (x->dir == W_OUT) {
+        if (x->kind == W_NODE) {
+            kumo__node_down(node, d->ps, x->local, x->ref, p->id);
+        } else if (x->dir == W_OUT) {
             if (x->kind == W_LINK)
                 kumo__post_reason_from(node, d->ps, x->remote, x->local, SIG_EXIT, MF_LINK, 0, &r);
             else
@@ -464,6 +530,7 @@ static void peer_lost(struct kumo__dist *d, struct peer *p, const char *why)
         }
     }
     kumo__free(w, sizeof *w * capw);
+    pspawn_fail_all(d, p, -KUMO_ECONNLOST, true);
     peer_fail_waiters(p, -KUMO_ECONNLOST);
 }
 
@@ -497,6 +564,10 @@ static uint8_t wire_op(uint8_t kind)
  * link would answer it. */
 static void unreachable(struct kumo__dist *d, kumo_pid to, struct kumo_msg *m)
 {
+    if (m->kind == SIG_SPAWN_REQ)
+        kumo__spawn_reply(d->node, d->ps, m->from, m->aux, 0, (kumo_pid){0}, -KUMO_ECONNLOST);
+    else if (m->kind == SIG_MONITOR_NODE)
+        kumo__node_down(d->node, d->ps, m->from, m->aux, to.node);
     if (m->kind == SIG_LINK || m->kind == SIG_MONITOR) {
         kumo_reason r;
         kumo__reason_set(&r, KUMO_DISCONNECT, NULL);
@@ -504,6 +575,42 @@ static void unreachable(struct kumo__dist *d, kumo_pid to, struct kumo_msg *m)
         kumo__post_reason_from(d->node, d->ps, to, m->from, link ? SIG_EXIT : SIG_DOWN,
                                link ? MF_LINK : 0, m->aux, &r);
     }
+    kumo__msg_free(m);
+}
+
+/* A SIG_SPAWN_REQ for peer p: remembered until answered (or timed out),
+ * sent as a SPAWN frame. */
+static void spawn_out(struct kumo__dist *d, struct peer *p, struct kumo_msg *m)
+{
+    const struct kumo__spawn_req *h = (const struct kumo__spawn_req *)m->data;
+    struct pspawn *s = kumo__zalloc(sizeof *s);
+    if (!s) {
+        kumo__spawn_reply(d->node, d->ps, m->from, m->aux, 0, (kumo_pid){0}, -ENOMEM);
+        kumo__msg_free(m);
+        return;
+    }
+    s->d = d;
+    s->p = p;
+    s->requester = m->from;
+    s->ref = m->aux;
+    s->flags = h->flags;
+    kumo__timer_init(&s->timer);
+    s->timer.fn = pspawn_timeout;
+    if (kumo__timer_arm(&d->ps->sh->timers, &s->timer,
+                        kumo__now_ns() + d->node->spawn_timeout_ns)) {
+        kumo__free(s, sizeof *s);
+        kumo__spawn_reply(d->node, d->ps, m->from, m->aux, 0, (kumo_pid){0}, -ENOMEM);
+        kumo__msg_free(m);
+        return;
+    }
+    s->next = p->spawns;
+    p->spawns = s;
+    const char *name = (const char *)m->data + sizeof *h;
+    size_t args = m->len - sizeof *h - h->namelen;
+    uint8_t hdr[KUMO__DW_SPAWN_HDR_MAX];
+    size_t hl = kumo__dw_spawn_hdr(hdr, m->from, m->aux, h->shard, h->flags, name, h->namelen);
+    struct iovec v[2] = {{hdr, hl}, {(uint8_t *)name + h->namelen, args}};
+    peer_send(d, p, v, args ? 2 : 1);
     kumo__msg_free(m);
 }
 
@@ -521,6 +628,26 @@ static void dist_out(struct kumo__dist *d, kumo_pid to, struct kumo_msg *m)
         size_t hl = kumo__dw_data_hdr(hdr, to, from, m->type, m->kind == SIG_CHAN ? m->aux : 0);
         struct iovec v[2] = {{hdr, hl}, {m->data, m->len}};
         peer_send(d, p, v, m->len ? 2 : 1);
+        kumo__msg_free(m);
+        return;
+    }
+    if (m->kind == SIG_SPAWN_REQ) {
+        spawn_out(d, p, m);
+        return;
+    }
+    if (m->kind == SIG_MONITOR_NODE) {
+        kumo_pid node_pid = {.node = p->id};
+        if (watch_add(p, from, node_pid, m->aux, W_NODE, W_OUT)) {
+            unreachable(d, to, m);
+            return;
+        }
+        if (p->out == OUT_NONE)
+            peer_connect(d, p);
+        kumo__msg_free(m);
+        return;
+    }
+    if (m->kind == SIG_DEMONITOR_NODE) {
+        watch_remove(p, from, (kumo_pid){.node = p->id}, m->aux, W_NODE, W_OUT);
         kumo__msg_free(m);
         return;
     }
@@ -699,6 +826,64 @@ static void on_hello(struct kumo__dist *d, struct dist_ep *de, struct in_conn *i
     peer_check_waiters(p);
 }
 
+/* A peer asks us to spawn a closure for its process `requester`. */
+static void spawn_in(struct kumo__dist *d, struct peer *p, const struct kumo__dw_frame *f,
+                     kumo_pid requester, const struct iovec *iov, int n)
+{
+    struct kumo_node *node = d->node;
+    kumo_pid child = {0};
+    int err = -ENOMEM;
+    uint8_t small[256];
+    uint8_t *args = f->len <= sizeof small ? small : kumo__alloc(f->len);
+    if (f->len > node->max_message)
+        err = -KUMO_ETOOBIG;
+    else if (args) {
+        iov_copy(iov, n, f->payload_off, args, f->len);
+        err = kumo__closure_spawn(node, d->ps, NULL, requester, f->aux, f->shard, f->sflags,
+                                  f->name, f->namelen, args, f->len, &child);
+    }
+    if (args && args != small)
+        kumo__free(args, f->len);
+    if (!err && (f->sflags & MF_SP_LINK))
+        watch_add(p, child, requester, 0, W_LINK, W_IN);
+    if (!err && (f->sflags & MF_SP_MONITOR))
+        watch_add(p, child, requester, f->aux, W_MONITOR, W_IN);
+    uint8_t buf[KUMO__DW_SPAWN_REPLY_LEN];
+    kumo_pid to = requester;
+    size_t len = kumo__dw_spawn_reply(buf, to, child, f->aux, err);
+    struct iovec v = {buf, len};
+    peer_send(d, p, &v, 1);
+}
+
+/* The answer to one of our spawns. */
+static void spawn_reply_in(struct kumo__dist *d, struct peer *p, const struct kumo__dw_frame *f,
+                           kumo_pid requester, kumo_pid child)
+{
+    int err = f->shard;
+    struct pspawn *s = pspawn_take(p, requester, f->aux);
+    if (!s) {
+        if (err == 0) {
+            /* We gave up on it (timed out): the child must not live on. */
+            kumo_reason r;
+            kumo__reason_set(&r, KUMO_KILLED, "its spawn timed out");
+            uint8_t buf[KUMO__DW_SIGNAL_MAX];
+            size_t len = kumo__dw_signal(buf, KUMO__DW_KILL, 0, child, requester, 0, &r);
+            struct iovec v = {buf, len};
+            peer_send(d, p, &v, 1);
+        }
+        return;
+    }
+    uint8_t flags = s->flags;
+    kumo__free(s, sizeof *s);
+    if (err == 0 && (flags & MF_SP_LINK))
+        watch_add(p, requester, child, 0, W_LINK, W_OUT);
+    if (err == 0 && (flags & MF_SP_MONITOR))
+        watch_add(p, requester, child, f->aux, W_MONITOR, W_OUT);
+    if (err > 0 || err < -KUMO_ETRANSPORT_LAST)
+        err = -KUMO_EBADWIRE; /* not a code we know: say so rather than pass it on */
+    kumo__spawn_reply(d->node, d->ps, requester, f->aux, flags, err ? (kumo_pid){0} : child, err);
+}
+
 /* A frame from peer p, to a process of ours. */
 static void on_frame(struct kumo__dist *d, struct peer *p, const struct kumo__dw_frame *f,
                      const struct iovec *iov, int n)
@@ -708,6 +893,14 @@ static void on_frame(struct kumo__dist *d, struct peer *p, const struct kumo__dw
     to.node = node->id;
     from.node = p->id;
     struct kumo_msg *m;
+    if (f->op == KUMO__DW_SPAWN) {
+        spawn_in(d, p, f, from, iov, n);
+        return;
+    }
+    if (f->op == KUMO__DW_SPAWN_REPLY) {
+        spawn_reply_in(d, p, f, to, from);
+        return;
+    }
     if (f->op == KUMO__DW_DATA || f->op == KUMO__DW_CHAN) {
         if (f->len > node->max_message) {
             kumo__log(KUMO_LOG_WARN,
@@ -784,17 +977,13 @@ static void on_received(struct kumo__dist *d, struct dist_ep *de, const kumo_eve
         return;
     /* Decode from a private copy of the frame's head: a shm peer could
      * change the bytes in its ring while we read them. */
-    uint8_t
-        head[KUMO__DW_HELLO_MAX > KUMO__DW_SIGNAL_MAX ? KUMO__DW_HELLO_MAX : KUMO__DW_SIGNAL_MAX];
+    uint8_t head[KUMO__DW_HEAD_MAX];
     size_t avail = ev->len < sizeof head ? ev->len : sizeof head;
     iov_copy(ev->iov, ev->iovcnt, 0, head, avail);
-    if (avail >= 2 && head[1] != KUMO__DW_DATA && head[1] != KUMO__DW_CHAN && avail < ev->len) {
+    if (avail >= 2 && !kumo__dw_has_payload(head[1]) && avail < ev->len) {
         malformed(de, in, "control frame longer than any valid one");
         return;
     }
-    if (avail >= 2 && (head[1] == KUMO__DW_DATA || head[1] == KUMO__DW_CHAN) &&
-        avail > KUMO__DW_CHAN_HDR)
-        avail = head[1] == KUMO__DW_CHAN ? KUMO__DW_CHAN_HDR : KUMO__DW_DATA_HDR;
     struct kumo__dw_frame f;
     const char *why = NULL;
     if (kumo__dw_decode(head, avail, ev->len, &f, &why)) {
@@ -1062,6 +1251,7 @@ static void stop_task(struct kumo__shard *sh, struct kumo__task *t)
             p->gen++;
             free_pend(p);
             peer_fail_waiters(p, -KUMO_ESHUTDOWN);
+            pspawn_fail_all(d, p, -KUMO_ESHUTDOWN, true);
         }
     }
     waiter_finish(w, 0, 0);
@@ -1093,6 +1283,11 @@ void kumo__dist_free(struct kumo_node *node)
         d->peers = p->next;
         free_pend(p);
         peer_fail_waiters(p, -KUMO_ESHUTDOWN);
+        while (p->spawns) {
+            struct pspawn *x = p->spawns;
+            p->spawns = x->next;
+            kumo__free(x, sizeof *x);
+        }
         kumo__free(p->w, sizeof *p->w * p->capw);
         kumo__free(p, sizeof *p);
     }

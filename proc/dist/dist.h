@@ -20,6 +20,24 @@ void kumo__dist_route(struct kumo_node *node, struct pshard *src, kumo_pid to, s
 
 struct kumo_dist_transport;
 
+/* ---- spawn by closure (proc/dist/spawn.c) ---- */
+
+/* Spawns closure name[0..namelen) of node's remote table for `requester`
+ * (linking and monitoring it to the child atomically per flags MF_SP_*;
+ * ref is the monitor's; self: the requester when it is local, else NULL).  0 and *out, or
+ * -KUMO_ENOCLOSURE (logged), -EINVAL (no such shard), -ENOMEM, -KUMO_ESHUTDOWN. */
+int kumo__closure_spawn(struct kumo_node *node, struct pshard *src, kumo_proc *self,
+                        kumo_pid requester, uint64_t ref, int32_t shard, uint8_t flags,
+                        const char *name, size_t namelen, const void *args, size_t len,
+                        kumo_pid *out);
+/* Posts the SIG_SPAWN_REPLY for a request to its (local) requester. */
+void kumo__spawn_reply(struct kumo_node *node, struct pshard *src, kumo_pid requester, uint64_t ref,
+                       uint8_t flags, kumo_pid child, int err);
+/* Posts a SIG_NODE_DOWN (reason disconnect) about node nid to a local
+ * watcher. */
+void kumo__node_down(struct kumo_node *node, struct pshard *src, kumo_pid watcher, uint64_t ref,
+                     uint64_t nid);
+
 /* From kumo_node_start, after the engine started: opens each transport
  * and its endpoint on shard 0.  0 or -errno (nothing left open). */
 int kumo__dist_start(struct kumo_node *node, const struct kumo_dist_transport *tv, unsigned n);

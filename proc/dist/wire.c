@@ -85,6 +85,30 @@ size_t kumo__dw_signal(uint8_t *out, uint8_t op, uint16_t flags, kumo_pid to, ku
     return (size_t)(p - out);
 }
 
+size_t kumo__dw_spawn_hdr(uint8_t *out, kumo_pid from, uint64_t ref, int32_t shard, uint8_t flags,
+                          const char *name, size_t namelen)
+{
+    uint8_t *p = put_hdr(out, KUMO__DW_SPAWN, 0);
+    p = put_pid(p, (kumo_pid){0});
+    p = put_pid(p, from);
+    kumo__put64(p, ref);
+    kumo__put32(p + 8, (uint32_t)shard);
+    p[12] = flags;
+    p[13] = (uint8_t)namelen;
+    memcpy(p + 14, name, namelen);
+    return (size_t)(p + 14 + namelen - out);
+}
+
+size_t kumo__dw_spawn_reply(uint8_t *out, kumo_pid to, kumo_pid child, uint64_t ref, int32_t err)
+{
+    uint8_t *p = put_hdr(out, KUMO__DW_SPAWN_REPLY, 0);
+    p = put_pid(p, to);
+    p = put_pid(p, child);
+    kumo__put64(p, ref);
+    kumo__put32(p + 8, (uint32_t)err);
+    return (size_t)(p + 12 - out);
+}
+
 static int bad(const char **why, const char *what)
 {
     *why = what;
@@ -127,7 +151,7 @@ int kumo__dw_decode(const uint8_t *in, size_t avail, size_t total, struct kumo__
         return bad(why, "unknown frame version");
     f->op = in[1];
     f->flags = kumo__get16(in + 2);
-    bool data = f->op == KUMO__DW_DATA || f->op == KUMO__DW_CHAN;
+    bool data = kumo__dw_has_payload(f->op);
     if (!data && avail != total)
         return bad(why, "signal frame too long");
     const uint8_t *p = in + KUMO__DW_HDR;
@@ -142,6 +166,30 @@ int kumo__dw_decode(const uint8_t *in, size_t avail, size_t total, struct kumo__
     f->from = get_pid(p + KUMO__DW_PID);
     p += 2 * KUMO__DW_PID;
     n -= 2 * KUMO__DW_PID;
+    if (f->op == KUMO__DW_SPAWN) {
+        if (n < 14)
+            return bad(why, "short SPAWN");
+        f->aux = kumo__get64(p);
+        f->shard = (int32_t)kumo__get32(p + 8);
+        f->sflags = p[12];
+        f->namelen = p[13];
+        if (f->namelen == 0 || f->namelen > KUMO_CLOSURE_NAME_MAX)
+            return bad(why, "SPAWN with a bad closure name length");
+        if (n < 14u + f->namelen)
+            return bad(why, "SPAWN shorter than its closure name");
+        memcpy(f->name, p + 14, f->namelen);
+        f->name[f->namelen] = 0;
+        f->payload_off = KUMO__DW_SPAWN_FIXED + f->namelen;
+        f->len = total - f->payload_off;
+        return 0;
+    }
+    if (f->op == KUMO__DW_SPAWN_REPLY) {
+        if (n != 12)
+            return bad(why, "SPAWN_REPLY of the wrong length");
+        f->aux = kumo__get64(p);
+        f->shard = (int32_t)kumo__get32(p + 8);
+        return 0;
+    }
     if (data) {
         size_t fixed = f->op == KUMO__DW_CHAN ? 16 : 8;
         if (n < fixed)

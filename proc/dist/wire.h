@@ -24,6 +24,9 @@
  *   EXIT      to, from, reason        flags bit 0: fires a link (MF_LINK)
  *   KILL      to, from, reason
  *   DOWN      to (watcher), from (target), u64 ref, reason
+ *   SPAWN     to (0), from (requester), u64 ref, i32 shard, u8 flags,
+ *             u8 name length, name, argument bytes              remote spawn
+ *   SPAWN_REPLY to (requester), from (the child, or 0), u64 ref, i32 err
  *
  * A reason is u8 kind, u8 text length, text (no NUL).  Decoders check
  * every length against what was received and return -KUMO_EBADWIRE for
@@ -33,9 +36,11 @@
 #ifndef KUMO_PROC_DIST_WIRE_H
 #define KUMO_PROC_DIST_WIRE_H
 
+#include <kumo/dist.h>
 #include <kumo/kumo.h>
 #include <kumo/transport.h>
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -52,6 +57,8 @@ enum {
     KUMO__DW_EXIT,
     KUMO__DW_KILL,
     KUMO__DW_DOWN,
+    KUMO__DW_SPAWN,
+    KUMO__DW_SPAWN_REPLY,
     KUMO__DW_OP_LAST
 };
 
@@ -68,6 +75,17 @@ enum { KUMO__DW_F_LINK = 1 };
 /* Largest signal frame (DOWN with the longest reason text). */
 #define KUMO__DW_SIGNAL_MAX (KUMO__DW_HDR + 2 * KUMO__DW_PID + 8 + 2 + KUMO_REASON_TEXT)
 #define KUMO__DW_HELLO_MAX (KUMO__DW_HDR + 17 + KUMO__DW_MAX_ADDRS * KUMO_ADDRESS_WIRE_MAX)
+/* A SPAWN's fixed part and name (the arguments follow). */
+#define KUMO__DW_SPAWN_FIXED (KUMO__DW_HDR + 2 * KUMO__DW_PID + 8 + 4 + 1 + 1)
+#define KUMO__DW_SPAWN_HDR_MAX (KUMO__DW_SPAWN_FIXED + KUMO_CLOSURE_NAME_MAX)
+#define KUMO__DW_SPAWN_REPLY_LEN (KUMO__DW_HDR + 2 * KUMO__DW_PID + 8 + 4)
+/* Room that holds the head of any frame: all of it for every frame but
+ * DATA, CHAN and SPAWN, whose payloads need not be copied to decode. */
+#define KUMO__DW_HEAD_MAX                                                                          \
+    (KUMO__DW_HELLO_MAX > KUMO__DW_SPAWN_HDR_MAX                                                   \
+         ? (KUMO__DW_HELLO_MAX > KUMO__DW_SIGNAL_MAX ? KUMO__DW_HELLO_MAX : KUMO__DW_SIGNAL_MAX)   \
+         : (KUMO__DW_SPAWN_HDR_MAX > KUMO__DW_SIGNAL_MAX ? KUMO__DW_SPAWN_HDR_MAX                  \
+                                                         : KUMO__DW_SIGNAL_MAX))
 
 /* One decoded frame (copies of what was read: nothing points into the
  * input). */
@@ -81,9 +99,14 @@ struct kumo__dw_frame {
     /* everything else: pids with node 0 (the caller fills the nodes in) */
     kumo_pid to, from;
     uint64_t type; /* DATA, CHAN */
-    uint64_t aux;  /* CHAN: channel id; MONITOR, DEMONITOR, DOWN: ref */
+    uint64_t aux;  /* CHAN: channel id; MONITOR, DEMONITOR, DOWN, SPAWN*: ref */
     kumo_reason reason;
-    size_t payload_off; /* DATA, CHAN: where the payload starts in the frame */
+    /* SPAWN */
+    int32_t shard; /* also SPAWN_REPLY: err */
+    uint8_t sflags;
+    uint8_t namelen;
+    char name[KUMO_CLOSURE_NAME_MAX + 1];
+    size_t payload_off; /* DATA, CHAN, SPAWN: where the payload starts */
     size_t len;         /* ... and its length */
 };
 
@@ -102,6 +125,19 @@ size_t kumo__dw_data_hdr(uint8_t *out, kumo_pid to, kumo_pid from, uint64_t type
  * `r` by EXIT, KILL and DOWN.  Returns its length. */
 size_t kumo__dw_signal(uint8_t *out, uint8_t op, uint16_t flags, kumo_pid to, kumo_pid from,
                        uint64_t ref, const kumo_reason *r);
+
+/* Writes a SPAWN's fixed part and name (the argument bytes follow it on
+ * the wire; namelen <= KUMO_CLOSURE_NAME_MAX).  Returns its length. */
+size_t kumo__dw_spawn_hdr(uint8_t *out, kumo_pid from, uint64_t ref, int32_t shard, uint8_t flags,
+                          const char *name, size_t namelen);
+/* Writes a SPAWN_REPLY (KUMO__DW_SPAWN_REPLY_LEN bytes). */
+size_t kumo__dw_spawn_reply(uint8_t *out, kumo_pid to, kumo_pid child, uint64_t ref, int32_t err);
+
+/* Whether an op's frame may be decoded from its head alone. */
+static inline bool kumo__dw_has_payload(uint8_t op)
+{
+    return op == KUMO__DW_DATA || op == KUMO__DW_CHAN || op == KUMO__DW_SPAWN;
+}
 
 /*
  * Decodes a frame of `total` bytes whose first `avail` bytes are in
