@@ -104,7 +104,7 @@ PROGRAM_DEPS = {
 # Compile probes: (macro, deps whose flags the probe uses, program). A probe is
 # 1 when the program compiles and links. These say what the headers and
 # libraries we build against offer; whether the running kernel supports a
-# feature is still probed at start-up (STYLE.md principle 9).
+# feature is still probed at start-up (docs/architecture.md §6).
 URING = "#include <liburing.h>\n"
 PROBES = [
     ("KUMO_HAVE_IO_URING_PREP_MSG_RING", ["liburing"], URING + """
@@ -507,7 +507,7 @@ def main():
         "/*",
         " * Every macro is 0 or 1: test with #if, not #ifdef.  KUMO_HAVE_* say what",
         " * the headers and libraries we compile against offer; whether the running",
-        " * kernel supports the feature is probed at start-up (STYLE.md principle 9).",
+        " * kernel supports the feature is probed at start-up (docs/architecture.md §6).",
         " */",
         "#ifndef KUMO_CONFIG_H",
         "#define KUMO_CONFIG_H",

@@ -4,12 +4,17 @@
  * are not shards, and one io_uring per shard.  The engine knows nothing of
  * processes: the layer above gives it hooks and items.
  *
- * Shard loop, one iteration, in this order:
- *   1. drain the inbound rings and the foreign queue (hooks.deliver per item)
+ * Shard loop, one iteration, in this order (docs/architecture.md §3):
+ *   1. drain the inbound rings, the foreign queue and the shard's own
+ *      tasks (hooks.deliver per item, tasks run)
  *   2. run ready work under a budget (hooks.run)
- *   3. flush: publish outbound rings, wake target shards that sleep
- *   4. fire due timers (hooks.timer)
- *   5. submit once, reap completions in a batch (user_data -> completion)
+ *   3. poll the pollers (work no completion announces)
+ *   4. flush: publish outbound rings, wake target shards that sleep
+ *   5. run the deferred flushes (kumo__shard_defer)
+ *   6. submit once, reap completions in a batch (user_data -> completion)
+ *   7. fire due timers (hooks.timer, or the timer's own fn), reading the
+ *      clock only when timers are armed and, on a busy shard, only once
+ *      KUMO__CLOCK_CYCLES have passed since the last reading
  * When an iteration did nothing the shard polls for spin_ns, then parks in
  * io_uring_enter until a wake-up, a completion or its next timer.
  *
@@ -56,7 +61,8 @@ struct kumo__task {
 /*
  * A deferred flush: fn runs once on its shard, in the loop iteration in
  * which it was queued, right before the iteration submits its SQEs (after
- * the run phase, the outbound flush and the timers).  Transports use it to
+ * the run phase, the pollers and the outbound flush; timers fire later in
+ * the iteration, so what a timer defers runs in the next one).  Transports use it to
  * batch the sends of one iteration into one submission per socket.
  * Queueing an already queued record is a no-op; fn may queue it again.
  */

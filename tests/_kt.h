@@ -5,7 +5,7 @@
  * two Criterion tests, `<name>_1shard` and `<name>_2shards` (KT_TEST).  A
  * body starts its node with kt_start() and ends with kt_stop(), which stops
  * and frees the node and then asserts, inside the test body, that nothing
- * leaked (see STYLE.md principle 10 for why it must be inside the body).
+ * leaked (docs/architecture.md, §6, says why it must be inside the body).
  *
  * Tests observe the system through blocking inboxes.  Every wait is bounded
  * (KT_WAIT_NS) and fails with a dump of what did arrive; negatives use a

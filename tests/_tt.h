@@ -6,8 +6,8 @@
  * need them) with tt_start(), makes a transport, observes endpoints through
  * recorders (tt_ep: every event copied into a queue the test thread waits
  * on), and ends with tt_finish(), which frees the transport, stops the
- * engine and asserts inside the test body that nothing leaked (STYLE.md
- * principle 10).  Every wait is bounded (TT_WAIT_NS) and fails with a dump
+ * engine and asserts inside the test body that nothing leaked
+ * (docs/architecture.md, §6).  Every wait is bounded (TT_WAIT_NS) and fails with a dump
  * of what did arrive; no test sleeps.
  *
  * Callbacks run on shard threads, where Criterion assertions must not be

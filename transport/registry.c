@@ -1,5 +1,5 @@
 /*
- * The one place transports are listed (STYLE.md principle 5).  Adding a
+ * The one place transports are listed (docs/architecture.md §6).  Adding a
  * transport is adding its folder and one line to `registered` below; the
  * required ops are checked on first use, and an incomplete table is left
  * out with a log line instead of crashing later.

@@ -1,6 +1,6 @@
 /*
  * The transport layer's inside: what every implementation shares, and the
- * ops table each one fills in (STYLE.md principle 5: a transport is one
+ * ops table each one fills in (docs/architecture.md §6: a transport is one
  * folder, one const ops table, one line in transport/registry.c).
  *
  * The generic layer (transport/core.c) owns handles and threads:

@@ -6,7 +6,7 @@
  * channels, the local registry, and the blocking inbox through which
  * ordinary threads (main, tests) take part.
  *
- * Conventions (see shared/STYLE.md):
+ * Conventions (docs/architecture.md §6):
  *  - Functions return 0 (or a count) on success and -errno on failure;
  *    Kumo-specific codes are in the KUMO_E* range, kumo_strerror() names
  *    every code.

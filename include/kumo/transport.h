@@ -55,7 +55,7 @@
  * never calls the callback it was given.  kumo_transport_strerror() names
  * every code, the transport ones included.
  *
- * Lifetimes (STYLE.md: close / stop / free).
+ * Lifetimes (close / stop / free).
  *  - kumo_conn is a value (endpoint + id + generation): once closed, or once
  *    its link failed and it was closed, a stale handle is refused with
  *    -KUMO_ECLOSED, never a crash.
