@@ -239,6 +239,9 @@ DT_TEST(dist, a_remote_kill_ends_the_process)
         kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, kt_echo_init, NULL);
     kumo_ref local;
     cr_assert_eq(kumo_monitor(kumo_inbox_proc(e->ib), echo, &local), 0);
+    /* b's monitor is in place once the echo has answered b */
+    kt_send_u64(kumo_inbox_proc(e->ib), echo, kt_type("dt.sync"), 3);
+    cr_assert_eq(kt_expect_u64(e->ib, kt_type("dt.sync")), 3);
     cr_assert_eq(kumo_kill(kumo_inbox_proc(e->ia), echo, "from a"), 0);
     kumo_down_msg d = kt_expect_down_ref(e->ib, local);
     kt_assert_reason(&d.reason, KUMO_KILLED, "from a");
@@ -481,4 +484,51 @@ DT_TEST(dist, an_unmonitored_node_sends_nothing)
     kumo_node_down_msg d = expect_node_down(e->ia, keep);
     kt_assert_reason(&d.reason, KUMO_DISCONNECT, NULL);
     kt_expect_empty(e->ia);
+}
+
+/* ------------------------------------------------------------------ */
+/* A third node                                                        */
+/* ------------------------------------------------------------------ */
+
+DT_TEST(dist, a_pid_of_a_third_node_got_in_a_message_is_usable)
+{
+    /* c is known to b only; a gets a pid of c from b, in a payload, and
+     * talks to it without ever being introduced to c. */
+    kumo_dist_transport tc;
+    kumo_node_config cc = dt_cfg(e->transport, kt_shards, &tc);
+    cc.spin_ns = 20000;
+    cc.no_pin = true;
+    kumo_node *c = NULL;
+    cr_assert_eq(kumo_node_start(&cc, &c), 0);
+    kumo_inbox *ic = kt_inbox(c);
+    kumo_address ca;
+    cr_assert_eq(kumo_node_address(c, 0, &ca), 0);
+    uint64_t c_id;
+    cr_assert_eq(kumo_node_connect(e->b, &ca, KT_WAIT_NS, &c_id), 0);
+    kumo_pid echo = kt_spawn(c, ic, NULL, kt_echo_init, NULL);
+
+    /* c's echo hands b its own pid (the reply's sender); b passes it on */
+    uint64_t T = kt_type("dt.pid");
+    kumo_proc *bp = kumo_inbox_proc(e->ib);
+    kt_send_u64(bp, echo, kt_type("dt.hello"), 1);
+    kumo_msg *m = kt_expect(e->ib, kt_type("dt.hello"));
+    kumo_pid got = kumo_msg_sender(m);
+    kumo_msg_free(m);
+    cr_assert(kumo_pid_eq(got, echo));
+    cr_assert_eq(kumo_send(bp, kumo_inbox_pid(e->ia), T, &got, sizeof got), 0);
+    kumo_pid third;
+    KT_TAKE(kt_expect(e->ia, T), third);
+    cr_assert_eq(third.node, c_id);
+
+    kumo_proc *ap = kumo_inbox_proc(e->ia);
+    kumo_ref ref;
+    cr_assert_eq(kumo_monitor(ap, third, &ref), 0);
+    kt_send_u64(ap, third, kt_type("dt.direct"), 99);
+    cr_assert_eq(kt_expect_u64(e->ia, kt_type("dt.direct")), 99);
+    kt_send_u64(ap, third, kt_type_stop(), 0);
+    kumo_down_msg d = kt_expect_down_ref(e->ia, ref);
+    kt_assert_reason(&d.reason, KUMO_NORMAL, NULL);
+
+    kumo_inbox_free(ic);
+    kumo_node_free(c);
 }

@@ -393,11 +393,32 @@ static void send_hello(struct kumo__dist *d, struct peer *p)
     kumo_address addrs[KUMO__DW_MAX_ADDRS];
     for (unsigned i = 0; i < d->n; i++)
         addrs[i] = d->ep[i].addr;
-    size_t len = kumo__dw_hello(buf, d->node->id, p->id, addrs, d->n);
+    size_t len = kumo__dw_hello(buf, KUMO__DW_HELLO, d->node->id, p->id, addrs, d->n);
     struct iovec v = {buf, len};
     int err = kumo_conn_send(p->conn, &v, 1, NULL, NULL);
     if (err)
         peer_lost(d, p, kumo_strerror(err));
+}
+
+/* Tells `to` where node `x` is (a DIR frame), unless it is `to` itself. */
+static void send_dir(struct kumo__dist *d, struct peer *to, const struct peer *x)
+{
+    if (x == to || !x->id || !x->naddr || x->id == to->id)
+        return;
+    uint8_t buf[KUMO__DW_HELLO_MAX];
+    size_t len = kumo__dw_hello(buf, KUMO__DW_DIR, x->id, 0, x->addr, x->naddr);
+    struct iovec v = {buf, len};
+    peer_send(d, to, &v, 1);
+}
+
+/* A node this one just learned of: every peer we talk to hears of it
+ * before anything we send it later, so a pid of `x` that travels from here
+ * in a payload arrives after x's addresses (docs/architecture.md §5). */
+static void announce(struct kumo__dist *d, const struct peer *x)
+{
+    for (struct peer *p = d->peers; p; p = p->next)
+        if (p != x && p->id && p->out != OUT_NONE)
+            send_dir(d, p, x);
 }
 
 static void connect_done(kumo_endpoint *ep, kumo_conn conn, int err, void *arg)
@@ -425,6 +446,19 @@ static void connect_done(kumo_endpoint *ep, kumo_conn conn, int err, void *arg)
     p->out = OUT_UP;
     p->conn = conn;
     send_hello(d, p);
+    /* Then everything we know of, before whatever waited for the link. */
+    if (p->out == OUT_UP && p->id) {
+        struct pend *queued = p->ph;
+        struct pend **qtail = p->pt;
+        p->ph = NULL;
+        p->pt = &p->ph;
+        for (struct peer *x = d->peers; x && p->out == OUT_UP; x = x->next)
+            send_dir(d, p, x);
+        if (queued) {
+            *p->pt = queued;
+            p->pt = qtail;
+        }
+    }
     if (p->out == OUT_UP)
         flush_pend(d, p);
     peer_check_waiters(p);
@@ -800,6 +834,7 @@ static void on_hello(struct kumo__dist *d, struct dist_ep *de, struct in_conn *i
         return;
     }
     struct peer *p = peer_by_id(d, f->from_node);
+    bool news = !p || !p->naddr;
     if (!p) {
         /* A peer we dialled by address only, or a new one. */
         p = peer_by_addr(d, &in->from);
@@ -823,7 +858,28 @@ static void on_hello(struct kumo__dist *d, struct dist_ep *de, struct in_conn *i
     p->hello_in = true;
     if (p->out == OUT_NONE)
         peer_connect(d, p); /* answer on our own connection */
+    if (news)
+        announce(d, p);
     peer_check_waiters(p);
+}
+
+/* A peer told us where a third node is. */
+static void on_dir(struct kumo__dist *d, const struct kumo__dw_frame *f)
+{
+    if (f->from_node == d->node->id || !f->naddr)
+        return;
+    struct peer *x = peer_by_id(d, f->from_node);
+    if (x && x->naddr)
+        return; /* known: news travel once */
+    if (!x)
+        x = peer_new(d, f->from_node);
+    if (!x)
+        return;
+    x->naddr = f->naddr;
+    memcpy(x->addr, f->addr, sizeof x->addr[0] * f->naddr);
+    if (x->tix < 0)
+        peer_choose_route(d, x);
+    announce(d, x);
 }
 
 /* A peer asks us to spawn a closure for its process `requester`. */
@@ -1000,6 +1056,10 @@ static void on_received(struct kumo__dist *d, struct dist_ep *de, const kumo_eve
     }
     if (!in->peer) {
         /* Before its HELLO, or after its peer was declared lost. */
+        return;
+    }
+    if (f.op == KUMO__DW_DIR) {
+        on_dir(d, &f);
         return;
     }
     on_frame(d, in->peer, &f, ev->iov, ev->iovcnt);

@@ -28,10 +28,10 @@ static kumo_pid get_pid(const uint8_t *p)
         .serial = kumo__get64(p), .slot = kumo__get32(p + 8), .shard = kumo__get16(p + 12)};
 }
 
-size_t kumo__dw_hello(uint8_t *out, uint64_t from_node, uint64_t to_node, const kumo_address *addrs,
-                      unsigned n)
+size_t kumo__dw_hello(uint8_t *out, uint8_t op, uint64_t from_node, uint64_t to_node,
+                      const kumo_address *addrs, unsigned n)
 {
-    uint8_t *p = put_hdr(out, KUMO__DW_HELLO, 0);
+    uint8_t *p = put_hdr(out, op, 0);
     kumo__put64(p, from_node);
     kumo__put64(p + 8, to_node);
     p[16] = (uint8_t)n;
@@ -156,7 +156,7 @@ int kumo__dw_decode(const uint8_t *in, size_t avail, size_t total, struct kumo__
         return bad(why, "signal frame too long");
     const uint8_t *p = in + KUMO__DW_HDR;
     size_t n = len - KUMO__DW_HDR;
-    if (f->op == KUMO__DW_HELLO)
+    if (f->op == KUMO__DW_HELLO || f->op == KUMO__DW_DIR)
         return decode_hello(p, n, f, why);
     if (f->op <= KUMO__DW_HELLO || f->op >= KUMO__DW_OP_LAST)
         return bad(why, "unknown frame op");

@@ -24,6 +24,8 @@
  *   EXIT      to, from, reason        flags bit 0: fires a link (MF_LINK)
  *   KILL      to, from, reason
  *   DOWN      to (watcher), from (target), u64 ref, reason
+ *   DIR       as HELLO: the node id and addresses of a third node the
+ *             sender knows (to-node 0)                    directory entry
  *   SPAWN     to (0), from (requester), u64 ref, i32 shard, u8 flags,
  *             u8 name length, name, argument bytes              remote spawn
  *   SPAWN_REPLY to (requester), from (the child, or 0), u64 ref, i32 err
@@ -59,6 +61,7 @@ enum {
     KUMO__DW_DOWN,
     KUMO__DW_SPAWN,
     KUMO__DW_SPAWN_REPLY,
+    KUMO__DW_DIR,
     KUMO__DW_OP_LAST
 };
 
@@ -110,10 +113,11 @@ struct kumo__dw_frame {
     size_t len;         /* ... and its length */
 };
 
-/* Writes a HELLO into out (room for KUMO__DW_HELLO_MAX); returns its
- * length.  n <= KUMO__DW_MAX_ADDRS. */
-size_t kumo__dw_hello(uint8_t *out, uint64_t from_node, uint64_t to_node, const kumo_address *addrs,
-                      unsigned n);
+/* Writes a HELLO (op KUMO__DW_HELLO) or a DIR entry (op KUMO__DW_DIR,
+ * to_node 0) into out (room for KUMO__DW_HELLO_MAX); returns its length.
+ * n <= KUMO__DW_MAX_ADDRS. */
+size_t kumo__dw_hello(uint8_t *out, uint8_t op, uint64_t from_node, uint64_t to_node,
+                      const kumo_address *addrs, unsigned n);
 
 /* Writes the fixed part of a DATA (chan == 0) or CHAN frame; the payload
  * follows it on the wire.  Returns its length (KUMO__DW_DATA_HDR or
