@@ -232,6 +232,21 @@ int kumo_sendv(kumo_proc *self, kumo_pid to, uint64_t type, const struct iovec *
     return 0;
 }
 
+int kumo_usend(kumo_proc *self, kumo_pid to, uint64_t type, const void *data, size_t len)
+{
+    kumo_node *node = node_of(self);
+    int err = kumo__check_send(node, len);
+    if (err)
+        return err;
+    struct kumo_msg *m = data_msg(self, to, type, len);
+    if (!m)
+        return -ENOMEM;
+    m->flags = MF_USEND;
+    kumo__copy(m->data, data, len);
+    kumo__post(node, self, to, m);
+    return 0;
+}
+
 kumo_msg *kumo_msg_alloc(kumo_proc *self, uint64_t type, size_t len, void **payload)
 {
     if (len > self->node->max_message)
@@ -425,6 +440,16 @@ int kumo_link(kumo_proc *self, kumo_pid pid)
     return err;
 }
 
+int kumo_reconnect(kumo_proc *self, kumo_pid pid)
+{
+    kumo_node *node = node_of(self);
+    if (atomic_load_explicit(&node->stopping, memory_order_relaxed))
+        return -KUMO_ESHUTDOWN;
+    if (pid.node == node->id)
+        return 0; /* a local pair is never disconnected */
+    return post_watch(self, pid, SIG_RECONNECT, 0);
+}
+
 int kumo_unlink(kumo_proc *self, kumo_pid pid)
 {
     kumo__inbox_lock(self);
@@ -479,8 +504,9 @@ int kumo_unmonitor(kumo_proc *self, kumo_ref ref)
     for (struct kumo_msg **pp = &self->mbox_head; *pp;) {
         struct kumo_msg *m = *pp;
         /* kumo_down_msg and kumo_node_down_msg both start with the ref */
-        if (m->kind == SIG_DATA && (m->type == node->type_down || m->type == node->type_node_down) &&
-            m->aux == ref.id && ((kumo_down_msg *)m->data)->ref.node == ref.node) {
+        if (m->kind == SIG_DATA &&
+            (m->type == node->type_down || m->type == node->type_node_down) && m->aux == ref.id &&
+            ((kumo_down_msg *)m->data)->ref.node == ref.node) {
             *pp = msg_next(m);
             if (self->mbox_tail == (struct kumo_msg **)&m->link.next)
                 self->mbox_tail = pp;

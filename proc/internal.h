@@ -59,6 +59,8 @@
  *                                         name, its argument bytes (crosses as SPAWN)
  *   SIG_MONITOR_NODE   watcher -> node    aux: ref; the controller notes it
  *   SIG_DEMONITOR_NODE watcher -> node    aux: ref; ... and forgets it
+ *   SIG_RECONNECT     sender -> receiver  the sender accepts the loss: its
+ *                                         later sends to receiver go out again
  * and back (local):
  *   SIG_SPAWN_REPLY   -> requester        payload: kumo_did_spawn_msg; flags MF_SP_*:
  *                                         the requester now links/monitors the child
@@ -90,6 +92,7 @@ enum {
     SIG_MONITOR_NODE,
     SIG_DEMONITOR_NODE,
     SIG_NODE_DOWN,
+    SIG_RECONNECT,
 };
 
 /* The fixed head of a SIG_SPAWN_REQ payload; the name and the argument
@@ -103,6 +106,8 @@ struct kumo__spawn_req {
 
 enum {
     MF_LINK = 1,
+    /* SIG_DATA: kumo_usend (ignores the pair's reconnect history) */
+    MF_USEND = 2,
     /* SIG_SPAWN_REQ / SIG_SPAWN_REPLY */
     MF_SP_LINK = 1,
     MF_SP_MONITOR = 2,
@@ -150,6 +155,8 @@ enum {
     PF_TIMEDOUT = 1u << 10,
     PF_DECLARED = 1u << 11, /* declared a receive during this callback */
     PF_MSG_TAKEN = 1u << 12,
+    PF_DIST = 1u << 14,         /* sent data to another node: the controller
+                                   keeps (sender, receiver) pairs for it */
     PF_NODE_COUNTED = 1u << 13, /* spawned from another thread: counted in
                                    node->remote_live for its whole life */
 };
@@ -505,6 +512,8 @@ void kumo__route(struct kumo_node *node, struct pshard *src, kumo_pid to, struct
 static inline void kumo__post(struct kumo_node *node, struct kumo_proc *self, kumo_pid to,
                               struct kumo_msg *m)
 {
+    if (__builtin_expect(to.node != node->id, 0) && !(self->flags & PF_FOREIGN))
+        self->flags |= PF_DIST; /* (an inbox's flags belong to shard 0) */
     kumo__route(node, kumo__pshard_of(self), to, m);
 }
 /* Local delivery: to the dst shard's queue (or the mailbox at once, for

@@ -4,6 +4,7 @@
  * mutex is taken.
  */
 #include "proc/internal.h"
+#include "proc/dist/dist.h"
 
 #include <stdio.h>
 
@@ -123,6 +124,8 @@ void kumo__die(struct pshard *ps, struct kumo_proc *p, const kumo_reason *why)
         ext_fini(e);
         kumo__ports_free(p);
     }
+    if (p->flags & (PF_DIST | PF_FOREIGN))
+        kumo__dist_forget(node, ps, me);
     if (p->flags & PF_FOREIGN) {
         atomic_fetch_sub(&node->inboxes_live, 1);
         kumo__inbox_closed(p, reason.kind == KUMO_SHUTDOWN);

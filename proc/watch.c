@@ -20,8 +20,8 @@
 static uint64_t key_of(const struct watch_list *l, uint32_t kind, kumo_pid pid, uint64_t ref)
 {
     uint64_t k = kind != W_LINK ? ref ^ (l->by_watcher ? pid.node * 0xC2B2AE3D27D4EB4Full : 0)
-                                   : pid.serial ^ (pid.node * 0x9E3779B97F4A7C15ull) ^
-                                         ((uint64_t)pid.slot << 20) ^ pid.shard;
+                                : pid.serial ^ (pid.node * 0x9E3779B97F4A7C15ull) ^
+                                      ((uint64_t)pid.slot << 20) ^ pid.shard;
     k ^= kind;
     k *= 0xff51afd7ed558ccdull;
     return k ^ (k >> 33);

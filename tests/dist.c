@@ -532,3 +532,117 @@ DT_TEST(dist, a_pid_of_a_third_node_got_in_a_message_is_usable)
     kumo_inbox_free(ic);
     kumo_node_free(c);
 }
+
+/* ------------------------------------------------------------------ */
+/* Disconnect, reconnect, usend                                        */
+/* ------------------------------------------------------------------ */
+
+/* Breaks the a-b link and waits until a has seen the loss. */
+static void dt_break(dt_env *e)
+{
+    kumo_ref nref;
+    cr_assert_eq(kumo_monitor_node(kumo_inbox_proc(e->ia), e->b_id, &nref), 0);
+    cr_assert_eq(kumo_node_break_link(e->a, e->b_id), 0);
+    expect_node_down(e->ia, nref);
+}
+
+/* Forwards every message to the pid in its state (which must outlive
+ * it): what a receiver got, observed on its own node. */
+/* Ends a process of b from b's inbox and waits until it is gone (before
+ * its state, on the test's stack, goes away). */
+static void dt_end_on_b(dt_env *e, kumo_pid pid)
+{
+    kumo_ref ref;
+    cr_assert_eq(kumo_monitor(kumo_inbox_proc(e->ib), pid, &ref), 0);
+    cr_assert_eq(kumo_kill(kumo_inbox_proc(e->ib), pid, NULL), 0);
+    kt_expect_down_ref(e->ib, ref);
+}
+
+static void relay_got(kumo_proc *self, void *state, kumo_msg *m);
+static kumo_match relay_any = {.kind = KUMO_MATCH_ANY, .fn = relay_got};
+static const kumo_recv relay_set = {.matches = &relay_any, .n = 1};
+static void relay_got(kumo_proc *self, void *state, kumo_msg *m)
+{
+    kumo_forward(self, *(kumo_pid *)state, m);
+    kumo_receive(self, &relay_set, KUMO_INFINITY);
+}
+static void relay_init(kumo_proc *self, void *state)
+{
+    (void)state;
+    kumo_receive(self, &relay_set, KUMO_INFINITY);
+}
+
+DT_TEST(dist, after_a_break_sends_are_dropped_until_reconnect)
+{
+    /* Cloud Haskell's testReconnect: the receiver gets m1 and m3, never m2
+     * (sent after the break, before reconnect). */
+    uint64_t T = kt_type("dt.m");
+    kumo_pid to_b = kumo_inbox_pid(e->ib);
+    kumo_pid relay =
+        kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, relay_init, &to_b);
+    kumo_proc *me = kumo_inbox_proc(e->ia);
+    kt_send_u64(me, relay, T, 1);
+    cr_assert_eq(kt_expect_u64(e->ib, T), 1);
+    dt_break(e);
+    cr_assert_eq(kumo_send(me, relay, T, &(uint64_t){2}, 8), 0, "a dropped send still returns 0");
+    cr_assert_eq(kumo_reconnect(me, relay), 0);
+    kt_send_u64(me, relay, T, 3);
+    cr_assert_eq(kt_expect_u64(e->ib, T), 3, "m2 arrived: the pair was not disconnected");
+    kt_expect_empty(e->ib);
+    dt_end_on_b(e, relay);
+}
+
+DT_TEST(dist, a_reply_over_a_broken_pair_needs_its_own_reconnect)
+{
+    /* The echo answered a before the break, so its pair (echo, a) is
+     * disconnected too: its answers are dropped until it reconnects. */
+    uint64_t T = kt_type("dt.m");
+    kumo_pid echo = kt_spawn(e->b, e->ib, NULL, kt_echo_init, NULL);
+    kumo_proc *me = kumo_inbox_proc(e->ia);
+    kt_send_u64(me, echo, T, 1);
+    cr_assert_eq(kt_expect_u64(e->ia, T), 1);
+    dt_break(e);
+    cr_assert_eq(kumo_reconnect(me, echo), 0);
+    kt_send_u64(me, echo, T, 2); /* arrives; its answer is dropped on b */
+    kumo_ref ref;
+    cr_assert_eq(kumo_monitor(me, echo, &ref), 0);
+    kt_send_u64(me, echo, kt_type_stop(), 0);
+    kumo_down_msg d = kt_expect_down_ref(e->ia, ref);
+    kt_assert_reason(&d.reason, KUMO_NORMAL, NULL);
+    kt_expect_empty(e->ia);
+}
+
+DT_TEST(dist, a_pair_that_first_talks_after_a_break_is_not_disconnected)
+{
+    uint64_t T = kt_type("dt.m");
+    kumo_pid to_b = kumo_inbox_pid(e->ib);
+    kumo_pid old = kt_spawn(e->b, e->ib, NULL, relay_init, &to_b);
+    kumo_pid fresh = kt_spawn(e->b, e->ib, NULL, relay_init, &to_b);
+    kumo_proc *me = kumo_inbox_proc(e->ia);
+    kt_send_u64(me, old, T, 1);
+    cr_assert_eq(kt_expect_u64(e->ib, T), 1);
+    dt_break(e);
+    kt_send_u64(me, fresh, T, 2);
+    cr_assert_eq(kt_expect_u64(e->ib, T), 2);
+    kt_send_u64(me, old, T, 3); /* dropped: this pair talked before */
+    kt_send_u64(me, fresh, T, 4);
+    cr_assert_eq(kt_expect_u64(e->ib, T), 4);
+    kt_expect_empty(e->ib);
+    dt_end_on_b(e, old);
+    dt_end_on_b(e, fresh);
+}
+
+DT_TEST(dist, usend_ignores_the_reconnect_history)
+{
+    /* Cloud Haskell's testUSend: a break before each send blocks none. */
+    uint64_t T = kt_type("dt.u");
+    kumo_pid to_b = kumo_inbox_pid(e->ib);
+    kumo_pid relay = kt_spawn(e->b, e->ib, NULL, relay_init, &to_b);
+    kumo_proc *me = kumo_inbox_proc(e->ia);
+    for (uint64_t i = 0; i < 5; i++) {
+        cr_assert_eq(kumo_usend(me, relay, T, &i, sizeof i), 0);
+        cr_assert_eq(kt_expect_u64(e->ib, T), i);
+        dt_break(e);
+    }
+    dt_end_on_b(e, relay);
+}

@@ -70,6 +70,36 @@ KUMO_API int kumo_node_connect(kumo_node *node, const kumo_address *address, int
                                uint64_t *peer);
 
 /* ------------------------------------------------------------------ */
+/* Disconnect and reconnect                                            */
+/* ------------------------------------------------------------------ */
+
+/*
+ * When the link to a node is lost, what was in flight to it is dropped,
+ * and every (sender, receiver) pair that had traffic over the lost link
+ * stays disconnected: the sender's later kumo_send / kumo_send_chan /
+ * kumo_forward to that receiver are dropped (still returning 0, as a send
+ * to a dead pid does) until the sender calls kumo_reconnect(self,
+ * receiver), accepting the loss.  The receiver thus sees a prefix of what
+ * was sent before the break, never a gap.  A pair that first talks after
+ * the loss is not affected, and signals (links, monitors, exit, kill,
+ * spawn) between controllers reconnect by themselves.  A channel's pair is
+ * (sender, the port's owner).
+ *
+ * kumo_reconnect returns 0 (also for a local pid or a pair that was never
+ * disconnected), or -KUMO_ESHUTDOWN.  It takes effect in order with the
+ * caller's sends: the next send to `pid` goes out.
+ */
+KUMO_API int kumo_reconnect(kumo_proc *self, kumo_pid pid);
+
+/*
+ * Unreliable send (Cloud Haskell's usend): as kumo_send, but it ignores
+ * the pair's reconnect history, so it may be dropped by a lost link
+ * without any later send being blocked; messages that arrive arrive in
+ * order.  Returns as kumo_send.
+ */
+KUMO_API int kumo_usend(kumo_proc *self, kumo_pid to, uint64_t type, const void *data, size_t len);
+
+/* ------------------------------------------------------------------ */
 /* Remote spawn by closure                                             */
 /* ------------------------------------------------------------------ */
 

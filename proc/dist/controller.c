@@ -60,6 +60,31 @@ struct dwatch {
 
 enum { OUT_NONE = 0, OUT_CONNECTING, OUT_UP };
 
+/*
+ * Disconnect and reconnect (Cloud Haskell's semantics): once a link to a
+ * peer is lost, a (sender, receiver) pair that had traffic before the loss
+ * stays disconnected, its sends dropped, until the sender calls
+ * kumo_reconnect.  A pair that first talks after the loss is not affected.
+ * So each peer keeps, per local sender, the receivers it sent to and the
+ * link epoch of the first send; the peer's epoch counts its losses.
+ */
+struct pair_rx {
+    kumo_pid to;
+    uint64_t epoch;
+};
+
+struct pair_sender {
+    struct pair_sender *next;
+    kumo_pid from;
+    uint32_t n, cap;
+    struct pair_rx *v;
+};
+
+struct pair_tab {
+    struct pair_sender **b;
+    uint32_t nb, count;
+};
+
 struct waiter;
 struct pspawn;
 
@@ -79,6 +104,8 @@ struct peer {
     uint32_t nw, capw;
     struct waiter *waiters;
     struct pspawn *spawns; /* our requests it has not answered */
+    uint64_t epoch;        /* links to it lost so far */
+    struct pair_tab pairs;
 };
 
 /* A remote spawn we asked for and wait the answer of. */
@@ -285,6 +312,121 @@ static void watch_remove(struct peer *p, kumo_pid local, kumo_pid remote, uint64
             return;
         }
     }
+}
+
+static uint32_t pid_hash(kumo_pid p)
+{
+    uint64_t k = p.serial ^ (p.node * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)p.slot << 20) ^ p.shard;
+    k *= 0xff51afd7ed558ccdull;
+    return (uint32_t)(k ^ (k >> 33));
+}
+
+static struct pair_sender **pair_slot(struct pair_tab *t, kumo_pid from)
+{
+    struct pair_sender **pp = &t->b[pid_hash(from) & (t->nb - 1)];
+    while (*pp && !kumo_pid_eq((*pp)->from, from))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static void pair_grow(struct pair_tab *t)
+{
+    uint32_t nb = t->nb ? t->nb * 2 : 64;
+    struct pair_sender **b = kumo__zalloc(sizeof *b * nb);
+    if (!b)
+        return; /* keep the chains longer */
+    for (uint32_t i = 0; i < t->nb; i++)
+        while (t->b[i]) {
+            struct pair_sender *s = t->b[i];
+            t->b[i] = s->next;
+            uint32_t h = pid_hash(s->from) & (nb - 1);
+            s->next = b[h];
+            b[h] = s;
+        }
+    kumo__free(t->b, sizeof *t->b * t->nb);
+    t->b = b;
+    t->nb = nb;
+}
+
+/* Whether `from` may send to `to` on p now (recording a first send). */
+static bool pair_open(struct peer *p, kumo_pid from, kumo_pid to)
+{
+    struct pair_tab *t = &p->pairs;
+    if (t->count >= t->nb)
+        pair_grow(t);
+    if (!t->nb)
+        return true; /* no memory to remember: let it through */
+    struct pair_sender **pp = pair_slot(t, from);
+    struct pair_sender *s = *pp;
+    if (!s) {
+        s = kumo__zalloc(sizeof *s);
+        if (!s)
+            return true;
+        s->from = from;
+        *pp = s;
+        t->count++;
+    }
+    for (uint32_t i = 0; i < s->n; i++)
+        if (kumo_pid_eq(s->v[i].to, to))
+            return s->v[i].epoch == p->epoch;
+    if (s->n == s->cap) {
+        uint32_t ncap = s->cap ? s->cap * 2 : 4;
+        struct pair_rx *nv = kumo__alloc(sizeof *nv * ncap);
+        if (!nv)
+            return true;
+        if (s->n)
+            memcpy(nv, s->v, sizeof *nv * s->n);
+        kumo__free(s->v, sizeof *s->v * s->cap);
+        s->v = nv;
+        s->cap = ncap;
+    }
+    s->v[s->n++] = (struct pair_rx){.to = to, .epoch = p->epoch};
+    return true;
+}
+
+static void pair_sender_free(struct pair_tab *t, struct pair_sender **pp)
+{
+    struct pair_sender *s = *pp;
+    *pp = s->next;
+    kumo__free(s->v, sizeof *s->v * s->cap);
+    kumo__free(s, sizeof *s);
+    t->count--;
+}
+
+/* kumo_reconnect: the pair starts afresh. */
+static void pair_reset(struct peer *p, kumo_pid from, kumo_pid to)
+{
+    if (!p->pairs.nb)
+        return;
+    struct pair_sender **pp = pair_slot(&p->pairs, from);
+    struct pair_sender *s = *pp;
+    if (!s)
+        return;
+    for (uint32_t i = 0; i < s->n; i++)
+        if (kumo_pid_eq(s->v[i].to, to)) {
+            s->v[i] = s->v[--s->n];
+            break;
+        }
+    if (!s->n)
+        pair_sender_free(&p->pairs, pp);
+}
+
+static void pair_forget_sender(struct peer *p, kumo_pid from)
+{
+    if (!p->pairs.nb)
+        return;
+    struct pair_sender **pp = pair_slot(&p->pairs, from);
+    if (*pp)
+        pair_sender_free(&p->pairs, pp);
+}
+
+static void pair_tab_free(struct pair_tab *t)
+{
+    for (uint32_t i = 0; i < t->nb; i++)
+        while (t->b[i])
+            pair_sender_free(t, &t->b[i]);
+    kumo__free(t->b, sizeof *t->b * t->nb);
+    *t = (struct pair_tab){0};
 }
 
 /* ------------------------------------------------------------------ */
@@ -531,6 +673,7 @@ static void peer_lost(struct kumo__dist *d, struct peer *p, const char *why)
     p->conn = (kumo_conn){0};
     p->hello_in = false;
     p->gen++;
+    p->epoch++; /* every pair that talked so far is now disconnected */
     free_pend(p);
     for (struct in_conn *in = d->ins; in; in = in->next)
         if (in->peer == p)
@@ -657,7 +800,16 @@ static void dist_out(struct kumo__dist *d, kumo_pid to, struct kumo_msg *m)
         return;
     }
     kumo_pid from = m->from;
+    if (m->kind == SIG_RECONNECT) {
+        pair_reset(p, from, to);
+        kumo__msg_free(m);
+        return;
+    }
     if (m->kind == SIG_DATA || m->kind == SIG_CHAN) {
+        if (!(m->flags & MF_USEND) && !pair_open(p, from, to)) {
+            kumo__msg_free(m); /* disconnected until kumo_reconnect */
+            return;
+        }
         uint8_t hdr[KUMO__DW_CHAN_HDR];
         size_t hl = kumo__dw_data_hdr(hdr, to, from, m->type, m->kind == SIG_CHAN ? m->aux : 0);
         struct iovec v[2] = {{hdr, hl}, {m->data, m->len}};
@@ -772,6 +924,43 @@ void kumo__dist_route(struct kumo_node *node, struct pshard *src, kumo_pid to, s
         kumo__msg_free(m);
         kumo__free(e, sizeof *e);
     }
+}
+
+struct forget {
+    struct kumo__task task;
+    struct kumo__dist *d;
+    kumo_pid sender;
+};
+
+static void forget_now(struct kumo__dist *d, kumo_pid sender)
+{
+    for (struct peer *p = d->peers; p; p = p->next)
+        pair_forget_sender(p, sender);
+}
+
+static void forget_run(struct kumo__shard *sh, struct kumo__task *t)
+{
+    struct forget *f = (struct forget *)t;
+    if (sh)
+        forget_now(f->d, f->sender);
+    kumo__free(f, sizeof *f);
+}
+
+void kumo__dist_forget(struct kumo_node *node, struct pshard *src, kumo_pid sender)
+{
+    struct kumo__dist *d = node->dist;
+    if (!d)
+        return;
+    if (src && src->id == 0) {
+        forget_now(d, sender);
+        return;
+    }
+    struct forget *f = kumo__alloc(sizeof *f);
+    if (!f)
+        return; /* its pairs stay until the node stops */
+    *f = (struct forget){.task.fn = forget_run, .d = d, .sender = sender};
+    if (kumo__task_post(node->eng, 0, &f->task))
+        kumo__free(f, sizeof *f);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1349,6 +1538,7 @@ void kumo__dist_free(struct kumo_node *node)
             kumo__free(x, sizeof *x);
         }
         kumo__free(p->w, sizeof *p->w * p->capw);
+        pair_tab_free(&p->pairs);
         kumo__free(p, sizeof *p);
     }
     while (d->ins) {

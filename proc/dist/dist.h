@@ -20,6 +20,10 @@ void kumo__dist_route(struct kumo_node *node, struct pshard *src, kumo_pid to, s
 
 struct kumo_dist_transport;
 
+/* A local process that sent to other nodes (PF_DIST) has ended: the
+ * controller forgets its (sender, receiver) pairs.  From its shard. */
+void kumo__dist_forget(struct kumo_node *node, struct pshard *src, kumo_pid sender);
+
 /* ---- spawn by closure (proc/dist/spawn.c) ---- */
 
 /* Spawns closure name[0..namelen) of node's remote table for `requester`
