@@ -105,6 +105,7 @@ struct peer {
     struct waiter *waiters;
     struct pspawn *spawns; /* our requests it has not answered */
     uint64_t epoch;        /* links to it lost so far */
+    bool ready_wait;       /* a kumo_conn_when_ready is armed on conn */
     struct pair_tab pairs;
 };
 
@@ -492,8 +493,47 @@ static void peer_connect(struct kumo__dist *d, struct peer *p)
     p->out = OUT_CONNECTING;
 }
 
+static void flush_pend(struct kumo__dist *d, struct peer *p);
+
+struct ready_arg {
+    struct kumo__dist *d;
+    struct peer *p;
+    uint32_t gen;
+};
+
+static void on_ready(kumo_conn c, int err, void *arg)
+{
+    struct ready_arg *ra = arg;
+    struct peer *p = ra->p;
+    struct kumo__dist *d = ra->d;
+    bool current = ra->gen == p->gen;
+    kumo__free(ra, sizeof *ra);
+    (void)c;
+    if (!current)
+        return;
+    p->ready_wait = false;
+    if (err == 0 && p->out == OUT_UP && !d->stopping)
+        flush_pend(d, p); /* re-arms if the link fills up again */
+}
+
+/* The link is busy: flush what is queued once it drains. */
+static void wait_ready(struct kumo__dist *d, struct peer *p)
+{
+    if (p->ready_wait)
+        return;
+    struct ready_arg *ra = kumo__alloc(sizeof *ra);
+    if (!ra)
+        return; /* the next send retries */
+    *ra = (struct ready_arg){.d = d, .p = p, .gen = p->gen};
+    if (kumo_conn_when_ready(p->conn, on_ready, ra)) {
+        kumo__free(ra, sizeof *ra);
+        return;
+    }
+    p->ready_wait = true;
+}
+
 /* Sends one frame to p: at once when its connection is up, else queued
- * behind the connect (started here if needed). */
+ * behind the connect (started here if needed) or behind a busy link. */
 static void peer_send(struct kumo__dist *d, struct peer *p, const struct iovec *iov, int n)
 {
     if (p->out == OUT_UP && !p->ph) {
@@ -506,8 +546,12 @@ static void peer_send(struct kumo__dist *d, struct peer *p, const struct iovec *
         }
         /* busy: queue it (bounded per-peer buffers come with the lanes) */
     }
-    if (pend_add(p, iov, n) == 0 && p->out == OUT_NONE)
+    if (pend_add(p, iov, n) != 0)
+        return;
+    if (p->out == OUT_NONE)
         peer_connect(d, p);
+    else if (p->out == OUT_UP)
+        wait_ready(d, p);
 }
 
 static void flush_pend(struct kumo__dist *d, struct peer *p)
@@ -516,8 +560,10 @@ static void flush_pend(struct kumo__dist *d, struct peer *p)
         struct pend *q = p->ph;
         struct iovec v = {q->bytes, q->len};
         int err = kumo_conn_send(p->conn, &v, 1, NULL, NULL);
-        if (err == -KUMO_EBUSY)
-            return; /* stays queued; the next send or connect retries */
+        if (err == -KUMO_EBUSY) {
+            wait_ready(d, p); /* stays queued until the link drains */
+            return;
+        }
         p->ph = q->next;
         if (!p->ph)
             p->pt = &p->ph;
@@ -672,6 +718,7 @@ static void peer_lost(struct kumo__dist *d, struct peer *p, const char *why)
     p->out = OUT_NONE;
     p->conn = (kumo_conn){0};
     p->hello_in = false;
+    p->ready_wait = false;
     p->gen++;
     p->epoch++; /* every pair that talked so far is now disconnected */
     free_pend(p);
