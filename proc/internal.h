@@ -252,6 +252,7 @@ struct pshard {
     struct kumo_msg *cur_msg;
     uint64_t serial_next;
     uint64_t ref_next;
+    uint64_t slice_end; /* kumo__cycles() at which the run phase yields */
     unsigned rr_next;
     /* slots */
     _Atomic(struct slot *) chunks[SLOT_MAX_CHUNKS];

@@ -129,10 +129,19 @@ static bool callback(struct pshard *ps, struct kumo_proc *p, kumo_handler fn, ku
     return false;
 }
 
+/* How long one run phase may last before the shard goes round its loop
+ * (sends out, completions in, other shards' messages in): ~40-65 us at
+ * 2-3 GHz.  Without it a process that keeps itself busy (a long
+ * computation in chunks, each a message to itself) held the shard for as
+ * long as it ran, and nothing it or its neighbours sent left the node. */
+#define RUN_SLICE_CYCLES (1u << 17)
+
 static void run_proc(struct pshard *ps, struct kumo_proc *p)
 {
     ps->current = p;
     for (unsigned turn = 0; turn < ps->node->budget; turn++) {
+        if ((turn & 7) == 7 && kumo__cycles() > ps->slice_end)
+            break; /* the slice is over: finish this turn later */
         if (p->flags & PF_INIT) {
             p->flags &= ~PF_INIT;
             kumo_init_fn init = p->init;
@@ -166,7 +175,10 @@ unsigned kumo__hook_run(void *ctx, struct kumo__shard *sh)
 {
     struct pshard *ps = sh->user;
     unsigned work = 0;
+    ps->slice_end = kumo__cycles() + RUN_SLICE_CYCLES;
     for (unsigned round = 0; round < 4096; round++) {
+        if ((round & 15) == 15 && kumo__cycles() > ps->slice_end)
+            break;
         if (ps->lq_head) {
             struct kumo_msg *m = ps->lq_head;
             ps->lq_head = NULL;
