@@ -124,7 +124,8 @@ struct in_conn {
     struct in_conn *next;
     struct dist_ep *de;
     uint64_t id;
-    struct peer *peer; /* NULL until its HELLO */
+    struct peer *peer; /* NULL until its HELLO, and again once it is lost */
+    bool helloed;
     kumo_address from;
 };
 
@@ -1091,6 +1092,7 @@ static void on_hello(struct kumo__dist *d, struct dist_ep *de, struct in_conn *i
         p->via = in->from;
     }
     in->peer = p;
+    in->helloed = true;
     p->hello_in = true;
     if (p->out == OUT_NONE)
         peer_connect(d, p); /* answer on our own connection */
@@ -1283,17 +1285,19 @@ static void on_received(struct kumo__dist *d, struct dist_ep *de, const kumo_eve
         return;
     }
     if (f.op == KUMO__DW_HELLO) {
-        if (in->peer) {
+        if (in->helloed) {
             malformed(de, in, "a second HELLO");
             return;
         }
         on_hello(d, de, in, &f);
         return;
     }
-    if (!in->peer) {
-        /* Before its HELLO, or after its peer was declared lost. */
+    if (!in->helloed) {
+        malformed(de, in, "a frame before HELLO");
         return;
     }
+    if (!in->peer)
+        return; /* its peer was declared lost: what still arrives is dropped */
     if (f.op == KUMO__DW_DIR) {
         on_dir(d, &f);
         return;
