@@ -61,6 +61,9 @@
  *   SIG_DEMONITOR_NODE watcher -> node    aux: ref; ... and forgets it
  *   SIG_RECONNECT     sender -> receiver  the sender accepts the loss: its
  *                                         later sends to receiver go out again
+ *   SIG_REG_REQ       requester -> node   payload: struct kumo__reg_req, name, bytes;
+ *                                         aux: ref (crosses as REG; answered with a
+ *                                         kumo.reg_reply data message)
  * and back (local):
  *   SIG_SPAWN_REPLY   -> requester        payload: kumo_did_spawn_msg; flags MF_SP_*:
  *                                         the requester now links/monitors the child
@@ -93,6 +96,19 @@ enum {
     SIG_DEMONITOR_NODE,
     SIG_NODE_DOWN,
     SIG_RECONNECT,
+    SIG_REG_REQ,
+};
+
+/* The fixed head of a SIG_REG_REQ payload (a remote registry request);
+ * the name and, for KUMO__REG_NSEND, the message's bytes follow. */
+enum { KUMO__REG_WHEREIS = 1, KUMO__REG_REGISTER, KUMO__REG_UNREGISTER, KUMO__REG_NSEND };
+struct kumo__reg_req {
+    kumo_pid pid;  /* KUMO__REG_REGISTER: whom */
+    uint64_t type; /* KUMO__REG_NSEND: the message's type */
+    uint8_t op;
+    uint8_t namelen;
+    uint16_t pad;
+    uint32_t pad2;
 };
 
 /* The fixed head of a SIG_SPAWN_REQ payload; the name and the argument
@@ -293,7 +309,7 @@ struct kumo_node {
      * count them) */
     _Atomic int64_t remote_live;
     struct kumo__names names;
-    uint64_t type_exit, type_down, type_did_spawn, type_node_down;
+    uint64_t type_exit, type_down, type_did_spawn, type_node_down, type_reg_reply;
     /* the remote table (copied from the config) */
     struct kumo_closure *closures;
     unsigned nclosures;

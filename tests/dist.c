@@ -702,3 +702,64 @@ DT_TEST(dist, a_flood_past_the_links_send_queue_arrives_whole_and_in_order)
     free(buf);
     dt_end_on_b(e, seq);
 }
+
+/* ------------------------------------------------------------------ */
+/* Remote registry                                                     */
+/* ------------------------------------------------------------------ */
+
+DT_TEST(dist, a_name_registered_remotely_is_found_and_used_from_the_other_node)
+{
+    kumo_pid echo =
+        kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, kt_echo_init, NULL);
+    int err = kumo_register_remote_wait(e->ia, e->b_id, "dt.svc", echo, KT_WAIT_NS);
+    cr_assert_eq(err, 0, "register_remote: %s", kumo_strerror(err));
+    kumo_pid got;
+    cr_assert_eq(kumo_whereis(e->b, "dt.svc", &got), 0, "the name is on b");
+    cr_assert(kumo_pid_eq(got, echo));
+    err = kumo_whereis_remote_wait(e->ia, e->b_id, "dt.svc", KT_WAIT_NS, &got);
+    cr_assert_eq(err, 0, "whereis_remote: %s", kumo_strerror(err));
+    cr_assert(kumo_pid_eq(got, echo));
+    /* a name already taken, a dead pid */
+    err = kumo_register_remote_wait(e->ia, e->b_id, "dt.svc", echo, KT_WAIT_NS);
+    cr_assert_eq(err, -KUMO_ENAMETAKEN, "got %s", kumo_strerror(err));
+    err = kumo_register_remote_wait(e->ia, e->b_id, "dt.ghost", kt_forge_pid(echo), KT_WAIT_NS);
+    cr_assert_eq(err, -KUMO_ENOPROC, "got %s", kumo_strerror(err));
+    /* nsend_remote reaches it, from a's inbox */
+    uint64_t v = 77;
+    cr_assert_eq(
+        kumo_nsend_remote(kumo_inbox_proc(e->ia), e->b_id, "dt.svc", kt_type("dt.n"), &v, sizeof v),
+        0);
+    cr_assert_eq(kt_expect_u64(e->ia, kt_type("dt.n")), 77);
+    /* to an unknown name: dropped, and nothing else goes wrong */
+    kumo_nsend_remote(kumo_inbox_proc(e->ia), e->b_id, "dt.nobody", kt_type("dt.n"), &v, 8);
+    err = kumo_unregister_remote_wait(e->ia, e->b_id, "dt.svc", KT_WAIT_NS);
+    cr_assert_eq(err, 0, "unregister_remote: %s", kumo_strerror(err));
+    err = kumo_whereis_remote_wait(e->ia, e->b_id, "dt.svc", KT_WAIT_NS, &got);
+    cr_assert_eq(err, -KUMO_ENONAME, "got %s", kumo_strerror(err));
+    err = kumo_unregister_remote_wait(e->ia, e->b_id, "dt.svc", KT_WAIT_NS);
+    cr_assert_eq(err, -KUMO_ENONAME, "got %s", kumo_strerror(err));
+    kt_expect_empty(e->ia);
+    kt_send_u64(kumo_inbox_proc(e->ia), echo, kt_type_stop(), 0);
+}
+
+DT_TEST(dist, a_remote_name_dies_with_its_process)
+{
+    kumo_pid echo = kt_spawn(e->b, e->ib, NULL, kt_echo_init, NULL);
+    cr_assert_eq(kumo_register_remote_wait(e->ia, e->b_id, "dt.mortal", echo, KT_WAIT_NS), 0);
+    kumo_ref ref;
+    cr_assert_eq(kumo_monitor(kumo_inbox_proc(e->ia), echo, &ref), 0);
+    kt_send_u64(kumo_inbox_proc(e->ia), echo, kt_type_stop(), 0);
+    kt_expect_down_ref(e->ia, ref);
+    kumo_pid got;
+    int err = kumo_whereis_remote_wait(e->ia, e->b_id, "dt.mortal", KT_WAIT_NS, &got);
+    cr_assert_eq(err, -KUMO_ENONAME, "got %s", kumo_strerror(err));
+}
+
+DT_TEST(dist, registry_requests_to_an_unreachable_node_fail_with_connlost)
+{
+    kumo_pid got;
+    int err = kumo_whereis_remote_wait(e->ia, 0x0badc0ffee0ddf00dull, "x", KT_WAIT_NS, &got);
+    cr_assert_eq(err, -KUMO_ECONNLOST, "got %s", kumo_strerror(err));
+    err = kumo_whereis_remote_wait(e->ia, e->a_id, "x", KT_WAIT_NS, &got);
+    cr_assert_eq(err, -KUMO_ENONAME, "own node: got %s", kumo_strerror(err));
+}

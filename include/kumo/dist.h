@@ -189,6 +189,53 @@ typedef struct kumo_node_down_msg {
  */
 KUMO_API int kumo_monitor_node(kumo_proc *self, uint64_t node, kumo_ref *ref);
 
+/* ------------------------------------------------------------------ */
+/* Remote registry                                                     */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Each node's registry (kumo_register, ...) used from another node, as
+ * Cloud Haskell's whereisRemoteAsync, registerRemoteAsync and nsendRemote.
+ * The request is asynchronous: exactly one KUMO_TYPE_REG_REPLY message
+ * with the returned ref follows (not for kumo_nsend_remote): err 0 (and
+ * for whereis the pid, null when the name is not registered), or the
+ * error the node's kumo_register / kumo_unregister returned
+ * (-KUMO_ENAMETAKEN, -KUMO_ENOPROC: the pid is dead or not of that node,
+ * -KUMO_ENONAME, -EINVAL), or -KUMO_ECONNLOST when the node cannot be
+ * reached or the link is lost before it answers.  `node` may be this
+ * node's own id.  Names live on their node: they die with their process
+ * and with their node.  Each call returns 0 and the ref, -EINVAL (a name
+ * empty or over KUMO_NAME_MAX), -ENOMEM or -KUMO_ESHUTDOWN.
+ */
+#define KUMO_TYPE_REG_REPLY_NAME "kumo.reg_reply"
+KUMO_API uint64_t kumo_type_reg_reply(void);
+typedef struct kumo_reg_reply_msg {
+    kumo_ref ref;
+    kumo_pid pid; /* whereis: the name's pid, or null */
+    int32_t err;
+} kumo_reg_reply_msg;
+
+KUMO_API int kumo_whereis_remote(kumo_proc *self, uint64_t node, const char *name, kumo_ref *ref);
+KUMO_API int kumo_register_remote(kumo_proc *self, uint64_t node, const char *name, kumo_pid pid,
+                                  kumo_ref *ref);
+KUMO_API int kumo_unregister_remote(kumo_proc *self, uint64_t node, const char *name,
+                                    kumo_ref *ref);
+/* Sends to the process registered as `name` on `node` (dropped, as a
+ * send to a dead pid, when there is none).  Returns as kumo_send. */
+KUMO_API int kumo_nsend_remote(kumo_proc *self, uint64_t node, const char *name, uint64_t type,
+                               const void *data, size_t len);
+
+/* The inbox forms: the request, then a wait of at most timeout_ns for its
+ * reply (other messages stay queued).  Return 0 (and the pid for whereis:
+ * -KUMO_ENONAME when the name is not registered), the reply's err, or
+ * -KUMO_ETIMEOUT. */
+KUMO_API int kumo_whereis_remote_wait(kumo_inbox *ib, uint64_t node, const char *name,
+                                      int64_t timeout_ns, kumo_pid *pid);
+KUMO_API int kumo_register_remote_wait(kumo_inbox *ib, uint64_t node, const char *name,
+                                       kumo_pid pid, int64_t timeout_ns);
+KUMO_API int kumo_unregister_remote_wait(kumo_inbox *ib, uint64_t node, const char *name,
+                                         int64_t timeout_ns);
+
 /*
  * Test hook: breaks the link between `node` and node `peer` as if the
  * network between them failed (kumo_transport_break_link on the transport

@@ -109,7 +109,9 @@ struct peer {
     struct pair_tab pairs;
 };
 
-/* A remote spawn we asked for and wait the answer of. */
+/* A request we sent a peer and wait the answer of: a remote spawn, or a
+ * remote registry request. */
+enum { REQ_SPAWN, REQ_REG };
 struct pspawn {
     struct pspawn *next;
     struct kumo__timer timer;
@@ -118,7 +120,10 @@ struct pspawn {
     kumo_pid requester;
     uint64_t ref;
     uint8_t flags;
+    uint8_t kind; /* REQ_* */
 };
+
+static void pspawn_answer(struct kumo__dist *d, struct pspawn *s, int err);
 
 struct in_conn {
     struct in_conn *next;
@@ -146,6 +151,15 @@ struct kumo__dist {
     struct in_conn *ins;
     bool stopping;
 };
+
+/* Answers a request that will get no answer from its peer. */
+static void pspawn_answer(struct kumo__dist *d, struct pspawn *s, int err)
+{
+    if (s->kind == REQ_SPAWN)
+        kumo__spawn_reply(d->node, d->ps, s->requester, s->ref, 0, (kumo_pid){0}, err);
+    else
+        kumo__reg_reply(d->node, d->ps, s->requester, s->ref, (kumo_pid){0}, err);
+}
 
 /* kumo_node_connect's rendezvous: shared by the waiting thread and the
  * controller, freed by whichever lets go last. */
@@ -672,9 +686,9 @@ static void pspawn_timeout(struct kumo__shard *sh, struct kumo__timer *t)
     struct pspawn *s = (struct pspawn *)((char *)t - offsetof(struct pspawn, timer));
     struct kumo__dist *d = s->d;
     pspawn_unlink(s);
-    kumo__log(KUMO_LOG_WARN, "dist: spawn on node %016llx got no answer in time",
-              (unsigned long long)s->p->id);
-    kumo__spawn_reply(d->node, d->ps, s->requester, s->ref, 0, (kumo_pid){0}, -KUMO_ETIMEOUT);
+    kumo__log(KUMO_LOG_WARN, "dist: %s request to node %016llx got no answer in time",
+              s->kind == REQ_SPAWN ? "spawn" : "registry", (unsigned long long)s->p->id);
+    pspawn_answer(d, s, -KUMO_ETIMEOUT);
     kumo__free(s, sizeof *s);
 }
 
@@ -699,7 +713,7 @@ static void pspawn_fail_all(struct kumo__dist *d, struct peer *p, int err, bool 
         p->spawns = s->next;
         kumo__timer_cancel(&d->ps->sh->timers, &s->timer);
         if (reply)
-            kumo__spawn_reply(d->node, d->ps, s->requester, s->ref, 0, (kumo_pid){0}, err);
+            pspawn_answer(d, s, err);
         kumo__free(s, sizeof *s);
     }
 }
@@ -791,6 +805,9 @@ static void unreachable(struct kumo__dist *d, kumo_pid to, struct kumo_msg *m)
 {
     if (m->kind == SIG_SPAWN_REQ)
         kumo__spawn_reply(d->node, d->ps, m->from, m->aux, 0, (kumo_pid){0}, -KUMO_ECONNLOST);
+    else if (m->kind == SIG_REG_REQ &&
+             ((const struct kumo__reg_req *)m->data)->op != KUMO__REG_NSEND)
+        kumo__reg_reply(d->node, d->ps, m->from, m->aux, (kumo_pid){0}, -KUMO_ECONNLOST);
     else if (m->kind == SIG_MONITOR_NODE)
         kumo__node_down(d->node, d->ps, m->from, m->aux, to.node);
     if (m->kind == SIG_LINK || m->kind == SIG_MONITOR) {
@@ -805,37 +822,65 @@ static void unreachable(struct kumo__dist *d, kumo_pid to, struct kumo_msg *m)
 
 /* A SIG_SPAWN_REQ for peer p: remembered until answered (or timed out),
  * sent as a SPAWN frame. */
+/* Remembers a request to p until its answer (or its deadline, or the
+ * loss of the link); false (after answering -ENOMEM) if it cannot. */
+static bool pending_add(struct kumo__dist *d, struct peer *p, kumo_pid requester, uint64_t ref,
+                        uint8_t flags, uint8_t kind)
+{
+    struct pspawn *s = kumo__zalloc(sizeof *s);
+    if (s) {
+        s->d = d;
+        s->p = p;
+        s->requester = requester;
+        s->ref = ref;
+        s->flags = flags;
+        s->kind = kind;
+        kumo__timer_init(&s->timer);
+        s->timer.fn = pspawn_timeout;
+        if (kumo__timer_arm(&d->ps->sh->timers, &s->timer,
+                            kumo__now_ns() + d->node->spawn_timeout_ns) == 0) {
+            s->next = p->spawns;
+            p->spawns = s;
+            return true;
+        }
+        kumo__free(s, sizeof *s);
+    }
+    struct pspawn tmp = {.requester = requester, .ref = ref, .kind = kind};
+    pspawn_answer(d, &tmp, -ENOMEM);
+    return false;
+}
+
 static void spawn_out(struct kumo__dist *d, struct peer *p, struct kumo_msg *m)
 {
     const struct kumo__spawn_req *h = (const struct kumo__spawn_req *)m->data;
-    struct pspawn *s = kumo__zalloc(sizeof *s);
-    if (!s) {
-        kumo__spawn_reply(d->node, d->ps, m->from, m->aux, 0, (kumo_pid){0}, -ENOMEM);
+    if (!pending_add(d, p, m->from, m->aux, h->flags, REQ_SPAWN)) {
         kumo__msg_free(m);
         return;
     }
-    s->d = d;
-    s->p = p;
-    s->requester = m->from;
-    s->ref = m->aux;
-    s->flags = h->flags;
-    kumo__timer_init(&s->timer);
-    s->timer.fn = pspawn_timeout;
-    if (kumo__timer_arm(&d->ps->sh->timers, &s->timer,
-                        kumo__now_ns() + d->node->spawn_timeout_ns)) {
-        kumo__free(s, sizeof *s);
-        kumo__spawn_reply(d->node, d->ps, m->from, m->aux, 0, (kumo_pid){0}, -ENOMEM);
-        kumo__msg_free(m);
-        return;
-    }
-    s->next = p->spawns;
-    p->spawns = s;
     const char *name = (const char *)m->data + sizeof *h;
     size_t args = m->len - sizeof *h - h->namelen;
     uint8_t hdr[KUMO__DW_SPAWN_HDR_MAX];
     size_t hl = kumo__dw_spawn_hdr(hdr, m->from, m->aux, h->shard, h->flags, name, h->namelen);
     struct iovec v[2] = {{hdr, hl}, {(uint8_t *)name + h->namelen, args}};
     peer_send(d, p, v, args ? 2 : 1);
+    kumo__msg_free(m);
+}
+
+/* A SIG_REG_REQ for peer p, sent as a REG frame (an NSEND gets no
+ * answer, so it is not remembered). */
+static void reg_out(struct kumo__dist *d, struct peer *p, struct kumo_msg *m)
+{
+    const struct kumo__reg_req *h = (const struct kumo__reg_req *)m->data;
+    if (h->op != KUMO__REG_NSEND && !pending_add(d, p, m->from, m->aux, 0, REQ_REG)) {
+        kumo__msg_free(m);
+        return;
+    }
+    const char *name = (const char *)m->data + sizeof *h;
+    size_t bytes = m->len - sizeof *h - h->namelen;
+    uint8_t hdr[KUMO__DW_REG_HDR_MAX];
+    size_t hl = kumo__dw_reg_hdr(hdr, h->op, h->pid, m->from, m->aux, h->type, name, h->namelen);
+    struct iovec v[2] = {{hdr, hl}, {(uint8_t *)name + h->namelen, bytes}};
+    peer_send(d, p, v, bytes ? 2 : 1);
     kumo__msg_free(m);
 }
 
@@ -867,6 +912,10 @@ static void dist_out(struct kumo__dist *d, kumo_pid to, struct kumo_msg *m)
     }
     if (m->kind == SIG_SPAWN_REQ) {
         spawn_out(d, p, m);
+        return;
+    }
+    if (m->kind == SIG_REG_REQ) {
+        reg_out(d, p, m);
         return;
     }
     if (m->kind == SIG_MONITOR_NODE) {
@@ -1149,6 +1198,30 @@ static void spawn_in(struct kumo__dist *d, struct peer *p, const struct kumo__dw
     peer_send(d, p, &v, 1);
 }
 
+/* A peer's request to our registry, for its process `requester`. */
+static void reg_in(struct kumo__dist *d, struct peer *p, const struct kumo__dw_frame *f,
+                   kumo_pid pid, kumo_pid requester, const struct iovec *iov, int n)
+{
+    uint8_t small[256];
+    uint8_t *data = f->len <= sizeof small ? small : kumo__alloc(f->len);
+    kumo_pid found = {0};
+    int err = -ENOMEM;
+    if (data) {
+        iov_copy(iov, n, f->payload_off, data, f->len);
+        err = kumo__reg_exec(d->node, d->ps, requester, (uint8_t)f->flags, f->name, f->namelen, pid,
+                             f->type, data, f->len, &found);
+    }
+    if (data && data != small)
+        kumo__free(data, f->len);
+    if (f->flags == KUMO__REG_NSEND)
+        return;
+    uint8_t buf[KUMO__DW_REG_REPLY_LEN];
+    size_t len = kumo__dw_spawn_reply(buf, requester, found, f->aux, err);
+    buf[1] = KUMO__DW_REG_REPLY;
+    struct iovec v = {buf, len};
+    peer_send(d, p, &v, 1);
+}
+
 /* The answer to one of our spawns. */
 static void spawn_reply_in(struct kumo__dist *d, struct peer *p, const struct kumo__dw_frame *f,
                            kumo_pid requester, kumo_pid child)
@@ -1193,6 +1266,21 @@ static void on_frame(struct kumo__dist *d, struct peer *p, const struct kumo__dw
     }
     if (f->op == KUMO__DW_SPAWN_REPLY) {
         spawn_reply_in(d, p, f, to, from);
+        return;
+    }
+    if (f->op == KUMO__DW_REG) {
+        reg_in(d, p, f, to, from, iov, n);
+        return;
+    }
+    if (f->op == KUMO__DW_REG_REPLY) {
+        struct pspawn *s = pspawn_take(p, to, f->aux);
+        /* no pid (an error, or whereis of a free name) crosses as zeros */
+        kumo_pid found = f->shard || f->from.serial == 0 ? (kumo_pid){0} : from;
+        int err = f->shard > 0 || f->shard < -KUMO_ETRANSPORT_LAST ? -KUMO_EBADWIRE : f->shard;
+        if (s && s->kind == REQ_REG)
+            kumo__reg_reply(node, d->ps, to, f->aux, found, err);
+        if (s)
+            kumo__free(s, sizeof *s);
         return;
     }
     if (f->op == KUMO__DW_DATA || f->op == KUMO__DW_CHAN) {

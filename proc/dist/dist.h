@@ -37,6 +37,17 @@ int kumo__closure_spawn(struct kumo_node *node, struct pshard *src, kumo_proc *s
 /* Posts the SIG_SPAWN_REPLY for a request to its (local) requester. */
 void kumo__spawn_reply(struct kumo_node *node, struct pshard *src, kumo_pid requester, uint64_t ref,
                        uint8_t flags, kumo_pid child, int err);
+/* ---- the remote registry (proc/dist/reg.c) ---- */
+
+/* Runs a registry request (KUMO__REG_*) on this node's names for
+ * `requester`; *found: whereis's answer.  Returns the request's error. */
+int kumo__reg_exec(struct kumo_node *node, struct pshard *src, kumo_pid requester, uint8_t op,
+                   const char *name, size_t namelen, kumo_pid pid, uint64_t type, const void *data,
+                   size_t len, kumo_pid *found);
+/* Posts the kumo.reg_reply message for a request to its (local) requester. */
+void kumo__reg_reply(struct kumo_node *node, struct pshard *src, kumo_pid requester, uint64_t ref,
+                     kumo_pid pid, int err);
+
 /* Posts a SIG_NODE_DOWN (reason disconnect) about node nid to a local
  * watcher. */
 void kumo__node_down(struct kumo_node *node, struct pshard *src, kumo_pid watcher, uint64_t ref,

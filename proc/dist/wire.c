@@ -109,6 +109,19 @@ size_t kumo__dw_spawn_reply(uint8_t *out, kumo_pid to, kumo_pid child, uint64_t 
     return (size_t)(p + 12 - out);
 }
 
+size_t kumo__dw_reg_hdr(uint8_t *out, uint8_t op, kumo_pid pid, kumo_pid from, uint64_t ref,
+                        uint64_t type, const char *name, size_t namelen)
+{
+    uint8_t *p = put_hdr(out, KUMO__DW_REG, op);
+    p = put_pid(p, pid);
+    p = put_pid(p, from);
+    kumo__put64(p, ref);
+    kumo__put64(p + 8, type);
+    p[16] = (uint8_t)namelen;
+    memcpy(p + 17, name, namelen);
+    return (size_t)(p + 17 + namelen - out);
+}
+
 static int bad(const char **why, const char *what)
 {
     *why = what;
@@ -183,9 +196,29 @@ int kumo__dw_decode(const uint8_t *in, size_t avail, size_t total, struct kumo__
         f->len = total - f->payload_off;
         return 0;
     }
-    if (f->op == KUMO__DW_SPAWN_REPLY) {
+    if (f->op == KUMO__DW_REG) {
+        if (n < 17)
+            return bad(why, "short REG");
+        if (f->flags < 1 || f->flags > 4)
+            return bad(why, "REG of an unknown request");
+        f->aux = kumo__get64(p);
+        f->type = kumo__get64(p + 8);
+        f->namelen = p[16];
+        if (f->namelen == 0)
+            return bad(why, "REG with an empty name");
+        if (n < 17u + f->namelen)
+            return bad(why, "REG shorter than its name");
+        memcpy(f->name, p + 17, f->namelen);
+        f->name[f->namelen] = 0;
+        f->payload_off = KUMO__DW_REG_FIXED + f->namelen;
+        f->len = total - f->payload_off;
+        if (f->flags != 4 && f->len)
+            return bad(why, "REG with bytes after its name");
+        return 0;
+    }
+    if (f->op == KUMO__DW_SPAWN_REPLY || f->op == KUMO__DW_REG_REPLY) {
         if (n != 12)
-            return bad(why, "SPAWN_REPLY of the wrong length");
+            return bad(why, "reply of the wrong length");
         f->aux = kumo__get64(p);
         f->shard = (int32_t)kumo__get32(p + 8);
         return 0;

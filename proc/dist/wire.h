@@ -24,6 +24,10 @@
  *   EXIT      to, from, reason        flags bit 0: fires a link (MF_LINK)
  *   KILL      to, from, reason
  *   DOWN      to (watcher), from (target), u64 ref, reason
+ *   REG       to (the pid to register, or 0), from (requester), u64 ref,
+ *             u64 type, u8 name length, name, message bytes (NSEND);
+ *             flags: the request (KUMO__REG_*)            remote registry
+ *   REG_REPLY to (requester), from (the pid found, or 0), u64 ref, i32 err
  *   DIR       as HELLO: the node id and addresses of a third node the
  *             sender knows (to-node 0)                    directory entry
  *   SPAWN     to (0), from (requester), u64 ref, i32 shard, u8 flags,
@@ -62,6 +66,8 @@ enum {
     KUMO__DW_SPAWN,
     KUMO__DW_SPAWN_REPLY,
     KUMO__DW_DIR,
+    KUMO__DW_REG,
+    KUMO__DW_REG_REPLY,
     KUMO__DW_OP_LAST
 };
 
@@ -82,13 +88,18 @@ enum { KUMO__DW_F_LINK = 1 };
 #define KUMO__DW_SPAWN_FIXED (KUMO__DW_HDR + 2 * KUMO__DW_PID + 8 + 4 + 1 + 1)
 #define KUMO__DW_SPAWN_HDR_MAX (KUMO__DW_SPAWN_FIXED + KUMO_CLOSURE_NAME_MAX)
 #define KUMO__DW_SPAWN_REPLY_LEN (KUMO__DW_HDR + 2 * KUMO__DW_PID + 8 + 4)
+#define KUMO__DW_REG_FIXED (KUMO__DW_HDR + 2 * KUMO__DW_PID + 8 + 8 + 1)
+#define KUMO__DW_REG_HDR_MAX (KUMO__DW_REG_FIXED + KUMO_NAME_MAX)
+#define KUMO__DW_REG_REPLY_LEN KUMO__DW_SPAWN_REPLY_LEN
 /* Room that holds the head of any frame: all of it for every frame but
  * DATA, CHAN and SPAWN, whose payloads need not be copied to decode. */
-#define KUMO__DW_HEAD_MAX                                                                          \
+#define KUMO__DW_HEAD_MAX1                                                                         \
     (KUMO__DW_HELLO_MAX > KUMO__DW_SPAWN_HDR_MAX                                                   \
          ? (KUMO__DW_HELLO_MAX > KUMO__DW_SIGNAL_MAX ? KUMO__DW_HELLO_MAX : KUMO__DW_SIGNAL_MAX)   \
          : (KUMO__DW_SPAWN_HDR_MAX > KUMO__DW_SIGNAL_MAX ? KUMO__DW_SPAWN_HDR_MAX                  \
                                                          : KUMO__DW_SIGNAL_MAX))
+#define KUMO__DW_HEAD_MAX                                                                          \
+    (KUMO__DW_HEAD_MAX1 > KUMO__DW_REG_HDR_MAX ? KUMO__DW_HEAD_MAX1 : KUMO__DW_REG_HDR_MAX)
 
 /* One decoded frame (copies of what was read: nothing points into the
  * input). */
@@ -104,11 +115,11 @@ struct kumo__dw_frame {
     uint64_t type; /* DATA, CHAN */
     uint64_t aux;  /* CHAN: channel id; MONITOR, DEMONITOR, DOWN, SPAWN*: ref */
     kumo_reason reason;
-    /* SPAWN */
-    int32_t shard; /* also SPAWN_REPLY: err */
+    /* SPAWN, REG */
+    int32_t shard; /* also SPAWN_REPLY and REG_REPLY: err */
     uint8_t sflags;
     uint8_t namelen;
-    char name[KUMO_CLOSURE_NAME_MAX + 1];
+    char name[KUMO_NAME_MAX + 1];
     size_t payload_off; /* DATA, CHAN, SPAWN: where the payload starts */
     size_t len;         /* ... and its length */
 };
@@ -137,10 +148,16 @@ size_t kumo__dw_spawn_hdr(uint8_t *out, kumo_pid from, uint64_t ref, int32_t sha
 /* Writes a SPAWN_REPLY (KUMO__DW_SPAWN_REPLY_LEN bytes). */
 size_t kumo__dw_spawn_reply(uint8_t *out, kumo_pid to, kumo_pid child, uint64_t ref, int32_t err);
 
-/* Whether an op's frame may be decoded from its head alone. */
+/* Writes a REG's fixed part and name (an NSEND's bytes follow it on the
+ * wire).  Returns its length. */
+size_t kumo__dw_reg_hdr(uint8_t *out, uint8_t op, kumo_pid pid, kumo_pid from, uint64_t ref,
+                        uint64_t type, const char *name, size_t namelen);
+
+/* Whether an op's frame carries a payload that need not be copied to
+ * decode it. */
 static inline bool kumo__dw_has_payload(uint8_t op)
 {
-    return op == KUMO__DW_DATA || op == KUMO__DW_CHAN || op == KUMO__DW_SPAWN;
+    return op == KUMO__DW_DATA || op == KUMO__DW_CHAN || op == KUMO__DW_SPAWN || op == KUMO__DW_REG;
 }
 
 /*
