@@ -31,6 +31,7 @@ Standard library only: this runs before anything else is installed.
 """
 
 import argparse
+import glob
 import os
 import platform
 import shlex
@@ -44,7 +45,8 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 LIB_DIRS = ["engine", "proc", "registry", "transport"]
 PROGRAM_DIRS = ["tests", "perf", "examples"]
-FORMAT_DIRS = ["include", "engine", "proc", "registry", "transport", "tests", "perf", "examples"]
+FORMAT_DIRS = ["include", "engine", "proc", "registry", "transport", "tests", "perf", "examples",
+               "fuzz"]
 
 # Packages `--install-deps` makes sure of (Debian 12).
 APT_PACKAGES = [
@@ -376,6 +378,39 @@ def parse_args():
         ap.error("--prefix must be an absolute path")
     a.prefix = a.prefix.rstrip("/") or "/"
     return a
+
+
+# libFuzzer targets (fuzz/*.c), each over the pure decoders it names:
+# built with clang (Debian package clang) when it is installed, whatever
+# the mode's compiler; `ninja fuzz` builds them, and each runs as
+# `build/<mode>/fuzz/<name> -max_total_time=SECONDS`.
+FUZZ_SOURCES = ["proc/dist/wire.c", "transport/address.c"]
+
+
+def write_fuzz(w, bdir):
+    srcs = sorted(glob.glob(os.path.join("fuzz", "*.c")))
+    clang = shutil.which("clang")
+    if not clang or not srcs:
+        w("rule fuzz_missing")
+        w("  command = echo 'fuzz: clang not found (Debian package clang), skipping'")
+        w("  description = FUZZ")
+        w("build fuzz: fuzz_missing")
+        w("")
+        return
+    w("rule fuzz_link")
+    w("  command = %s -std=gnu11 -g -O1 -fsanitize=fuzzer,address,undefined "
+      "-fno-sanitize-recover=undefined -D_GNU_SOURCE -Iinclude -I. -I%s -MD -MF $out.d "
+      "$in -o $out" % (clang, bdir))
+    w("  depfile = $out.d")
+    w("  deps = gcc")
+    w("  description = FUZZ $out")
+    outs = []
+    for src in srcs:
+        out = "%s/fuzz/%s" % (bdir, os.path.basename(src)[:-2])
+        w("build %s: fuzz_link %s %s" % (esc(out), esc(src), " ".join(esc(x) for x in FUZZ_SOURCES)))
+        outs.append(out)
+    w("build fuzz: phony %s" % " ".join(esc(x) for x in outs))
+    w("")
 
 
 def main():
@@ -720,6 +755,7 @@ def main():
     w("build install: install | %s %s %s" % (esc(liba), esc(libso), esc(pcfile)))
     w("build format-check: format_check")
     w("")
+    write_fuzz(w, bdir)
     # config.h and kumo.pc are configure's outputs too, but only rebuilt when
     # missing (a deleted build folder): they are rewritten only when their
     # content changes, so their mtimes must not make build.ninja look stale.
