@@ -4,6 +4,7 @@
 #include "engine/bytes.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <string.h>
 
 static uint8_t *put_hdr(uint8_t *p, uint8_t op, uint16_t flags)
@@ -154,7 +155,7 @@ static int decode_hello(const uint8_t *p, size_t len, struct kumo__dw_frame *f, 
 int kumo__dw_decode(const uint8_t *in, size_t avail, size_t total, struct kumo__dw_frame *f,
                     const char **why)
 {
-    memset(f, 0, sizeof *f);
+    memset(f, 0, offsetof(struct kumo__dw_frame, addr));
     if (avail > total)
         return bad(why, "more bytes available than the frame has");
     size_t len = avail;
@@ -249,6 +250,7 @@ int kumo__dw_decode(const uint8_t *in, size_t avail, size_t total, struct kumo__
         size_t tl = p[1];
         if (tl >= KUMO_REASON_TEXT || n != 2 + tl)
             return bad(why, "reason text does not fit the frame");
+        memset(&f->reason, 0, sizeof f->reason);
         f->reason.kind = (kumo_reason_kind)p[0];
         memcpy(f->reason.text, p + 2, tl);
         f->reason.text[tl] = 0;

@@ -106,22 +106,23 @@ enum { KUMO__DW_F_LINK = 1 };
 struct kumo__dw_frame {
     uint8_t op;
     uint16_t flags;
-    /* HELLO */
-    uint64_t from_node, to_node;
-    uint8_t naddr;
-    kumo_address addr[KUMO__DW_MAX_ADDRS];
+    uint8_t naddr;               /* HELLO, DIR */
+    uint8_t sflags;              /* SPAWN */
+    uint8_t namelen;             /* SPAWN, REG */
+    int32_t shard;               /* SPAWN; SPAWN_REPLY and REG_REPLY: err */
+    uint64_t from_node, to_node; /* HELLO, DIR */
     /* everything else: pids with node 0 (the caller fills the nodes in) */
     kumo_pid to, from;
-    uint64_t type; /* DATA, CHAN */
-    uint64_t aux;  /* CHAN: channel id; MONITOR, DEMONITOR, DOWN, SPAWN*: ref */
-    kumo_reason reason;
-    /* SPAWN, REG */
-    int32_t shard; /* also SPAWN_REPLY and REG_REPLY: err */
-    uint8_t sflags;
-    uint8_t namelen;
-    char name[KUMO_NAME_MAX + 1];
-    size_t payload_off; /* DATA, CHAN, SPAWN: where the payload starts */
+    uint64_t type;      /* DATA, CHAN, REG */
+    uint64_t aux;       /* CHAN: channel id; MONITOR, DEMONITOR, DOWN, SPAWN*, REG*: ref */
+    size_t payload_off; /* DATA, CHAN, SPAWN, REG: where the payload starts */
     size_t len;         /* ... and its length */
+    /* Large parts, written only by the decoders of the frames that carry
+     * them (the rest of the struct is cleared per frame, these are not:
+     * clearing ~600 bytes per message cost more than the decoding). */
+    kumo_address addr[KUMO__DW_MAX_ADDRS]; /* HELLO, DIR: naddr of them */
+    kumo_reason reason;                    /* EXIT, KILL, DOWN */
+    char name[KUMO_NAME_MAX + 1];          /* SPAWN, REG: namelen bytes + NUL */
 };
 
 /* Writes a HELLO (op KUMO__DW_HELLO) or a DIR entry (op KUMO__DW_DIR,
