@@ -440,6 +440,46 @@ int kumo_link(kumo_proc *self, kumo_pid pid)
     return err;
 }
 
+int kumo_erlang_link(kumo_proc *self, kumo_pid pid)
+{
+    if (atomic_load_explicit(&self->node->stopping, memory_order_relaxed))
+        return -KUMO_ESHUTDOWN;
+    if (kumo_pid_eq(pid, kumo__pid_of(self)))
+        return 0; /* Erlang: linking to oneself does nothing */
+    kumo__inbox_lock(self);
+    struct proc_ext *e = kumo__ext(self);
+    int err = e ? 0 : -ENOMEM;
+    bool had = e && kumo__watch_find(&e->watching, pid, 0, W_ELINK) >= 0;
+    if (e && !had) {
+        err = kumo__watch_add(&e->watching, pid, 0, W_ELINK);
+        if (!err && (err = kumo__watch_add(&e->watchers, pid, 0, W_ELINK)))
+            kumo__watch_remove(&e->watching, pid, 0, W_ELINK);
+    }
+    kumo__inbox_unlock(self);
+    if (err || had)
+        return err;
+    err = post_watch(self, pid, SIG_ELINK, 0);
+    if (err) {
+        kumo__inbox_lock(self);
+        kumo__watch_remove(&e->watching, pid, 0, W_ELINK);
+        kumo__watch_remove(&e->watchers, pid, 0, W_ELINK);
+        kumo__inbox_unlock(self);
+    }
+    return err;
+}
+
+int kumo_erlang_unlink(kumo_proc *self, kumo_pid pid)
+{
+    kumo__inbox_lock(self);
+    bool had = self->ext && kumo__watch_remove(&self->ext->watching, pid, 0, W_ELINK);
+    if (had)
+        kumo__watch_remove(&self->ext->watchers, pid, 0, W_ELINK);
+    kumo__inbox_unlock(self);
+    if (!had)
+        return 0;
+    return post_watch(self, pid, SIG_EUNLINK, 0);
+}
+
 int kumo_reconnect(kumo_proc *self, kumo_pid pid)
 {
     kumo_node *node = node_of(self);

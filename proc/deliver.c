@@ -51,10 +51,17 @@ static void activate(struct pshard *ps, struct kumo_msg *m)
 static void handle_exit(struct pshard *ps, struct kumo_proc *p, struct kumo_msg *m)
 {
     kumo_exit_msg *em = (kumo_exit_msg *)m->data;
-    if (m->flags & MF_LINK) {
-        /* Only a link we still hold may fire (unlink drops in-flight exits). */
+    if (m->flags & (MF_LINK | MF_ELINK)) {
+        /* Only a link we still hold may fire (unlink drops in-flight exits);
+         * an Erlang link is gone from both of our lists once it fired. */
         kumo__inbox_lock(p);
-        bool held = p->ext && kumo__watch_remove(&p->ext->watching, em->from, 0, W_LINK);
+        bool held = false;
+        if (p->ext && (m->flags & MF_LINK))
+            held = kumo__watch_remove(&p->ext->watching, em->from, 0, W_LINK);
+        if (p->ext && (m->flags & MF_ELINK)) {
+            held = kumo__watch_remove(&p->ext->watching, em->from, 0, W_ELINK);
+            kumo__watch_remove(&p->ext->watchers, em->from, 0, W_ELINK);
+        }
         kumo__inbox_unlock(p);
         if (!held) {
             kumo__msg_free(m);
@@ -64,11 +71,16 @@ static void handle_exit(struct pshard *ps, struct kumo_proc *p, struct kumo_msg 
     if (p->flags & (PF_TRAP | PF_FOREIGN)) {
         m->kind = SIG_DATA;
         m->type = ps->node->type_exit;
+        m->flags = 0;
         m->from = (kumo_pid){0}; /* engine messages have no sender (kumo.h) */
         deliver_data(ps, p, m);
         return;
     }
-    if (em->reason.kind == KUMO_NORMAL && !kumo_pid_eq(em->from, kumo__pid_of(p))) {
+    /* Cloud Haskell's link fires on any end of its target, normal too;
+     * Erlang's rule (a normal exit signal is ignored) holds for its links
+     * and for kumo_exit, except a process's signal to itself. */
+    if (em->reason.kind == KUMO_NORMAL && !(m->flags & MF_LINK) &&
+        !kumo_pid_eq(em->from, kumo__pid_of(p))) {
         kumo__msg_free(m);
         return;
     }
@@ -151,6 +163,16 @@ static void handle_watch(struct kumo_proc *p, struct kumo_msg *m)
         case SIG_DEMONITOR:
             kumo__watch_remove(&e->watchers, m->from, m->aux, W_MONITOR);
             break;
+        case SIG_ELINK:
+            if (kumo__watch_find(&e->watchers, m->from, 0, W_ELINK) < 0 &&
+                kumo__watch_add(&e->watchers, m->from, 0, W_ELINK) == 0 &&
+                kumo__watch_add(&e->watching, m->from, 0, W_ELINK))
+                kumo__watch_remove(&e->watchers, m->from, 0, W_ELINK);
+            break;
+        case SIG_EUNLINK:
+            kumo__watch_remove(&e->watchers, m->from, 0, W_ELINK);
+            kumo__watch_remove(&e->watching, m->from, 0, W_ELINK);
+            break;
         }
     }
     kumo__inbox_unlock(p);
@@ -195,6 +217,8 @@ slow:
     case SIG_UNLINK:
     case SIG_MONITOR:
     case SIG_DEMONITOR:
+    case SIG_ELINK:
+    case SIG_EUNLINK:
         handle_watch(p, m);
         break;
     case SIG_EXIT:

@@ -53,6 +53,9 @@
  *                                                              it fires a link dst holds
  *   SIG_KILL       sender -> dst      -        kumo_exit_msg   untrappable kill
  *   SIG_DOWN       target -> watcher  ref id   kumo_down_msg   DOWN, if dst still holds ref
+ *   SIG_ELINK      linker -> target   -        -               an Erlang link: both now hold it
+ *   SIG_EUNLINK    linker -> target   -        -               ... and both forget it
+ *   (an exit signal that fires an Erlang link has flag MF_ELINK)
  *
  * Between a process and its node's controller (to = {node: the peer}):
  *   SIG_SPAWN_REQ     requester -> node   payload: struct kumo__spawn_req, the closure's
@@ -97,6 +100,8 @@ enum {
     SIG_NODE_DOWN,
     SIG_RECONNECT,
     SIG_REG_REQ,
+    SIG_ELINK,
+    SIG_EUNLINK,
 };
 
 /* The fixed head of a SIG_REG_REQ payload (a remote registry request);
@@ -124,6 +129,8 @@ enum {
     MF_LINK = 1,
     /* SIG_DATA: kumo_usend (ignores the pair's reconnect history) */
     MF_USEND = 2,
+    /* SIG_EXIT: fires an Erlang-style link (kumo_erlang_link) */
+    MF_ELINK = 4,
     /* SIG_SPAWN_REQ / SIG_SPAWN_REPLY */
     MF_SP_LINK = 1,
     MF_SP_MONITOR = 2,
@@ -177,7 +184,12 @@ enum {
                                    node->remote_live for its whole life */
 };
 
-enum { W_LINK = 1, W_MONITOR = 2, W_NODE = 4 /* pid: {node}, ref */ };
+enum {
+    W_LINK = 1,
+    W_MONITOR = 2,
+    W_NODE = 4,  /* pid: {node}, ref */
+    W_ELINK = 8, /* an Erlang link: in both processes' watchers and watching */
+};
 
 struct watch {
     kumo_pid pid;

@@ -104,12 +104,16 @@ void kumo__die(struct pshard *ps, struct kumo_proc *p, const kumo_reason *why)
             struct watch *w = &e->watchers.v[i];
             if (w->kind == W_LINK)
                 kumo__post_reason_from(node, ps, me, w->pid, SIG_EXIT, MF_LINK, 0, &reason);
+            else if (w->kind == W_ELINK)
+                kumo__post_reason_from(node, ps, me, w->pid, SIG_EXIT, MF_ELINK, 0, &reason);
             else
                 kumo__post_reason_from(node, ps, me, w->pid, SIG_DOWN, 0, w->ref, &reason);
         }
         /* Tell the processes we watched to forget us. */
         for (uint32_t i = 0; i < e->watching.n; i++) {
             struct watch *w = &e->watching.v[i];
+            if (w->kind == W_ELINK)
+                continue; /* told by the exit signal above */
             struct kumo_msg *m = kumo__msg_new(0);
             if (!m)
                 continue;

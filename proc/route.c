@@ -20,6 +20,8 @@ void kumo__dead_letter(struct kumo_node *node, struct pshard *src, struct kumo_m
     kumo__reason_set(&r, KUMO_UNKNOWN_ID, NULL);
     if (m->kind == SIG_LINK)
         kumo__post_reason_from(node, src, dst, m->from, SIG_EXIT, MF_LINK, 0, &r);
+    else if (m->kind == SIG_ELINK)
+        kumo__post_reason_from(node, src, dst, m->from, SIG_EXIT, MF_ELINK, 0, &r);
     else if (m->kind == SIG_MONITOR)
         kumo__post_reason_from(node, src, dst, m->from, SIG_DOWN, 0, m->aux, &r);
     kumo__msg_free(m);

@@ -19,9 +19,10 @@
 
 static uint64_t key_of(const struct watch_list *l, uint32_t kind, kumo_pid pid, uint64_t ref)
 {
-    uint64_t k = kind != W_LINK ? ref ^ (l->by_watcher ? pid.node * 0xC2B2AE3D27D4EB4Full : 0)
-                                : pid.serial ^ (pid.node * 0x9E3779B97F4A7C15ull) ^
-                                      ((uint64_t)pid.slot << 20) ^ pid.shard;
+    uint64_t k = kind != W_LINK && kind != W_ELINK
+                     ? ref ^ (l->by_watcher ? pid.node * 0xC2B2AE3D27D4EB4Full : 0)
+                     : pid.serial ^ (pid.node * 0x9E3779B97F4A7C15ull) ^
+                           ((uint64_t)pid.slot << 20) ^ pid.shard;
     k ^= kind;
     k *= 0xff51afd7ed558ccdull;
     return k ^ (k >> 33);
@@ -32,7 +33,7 @@ static bool same(const struct watch_list *l, const struct watch *w, uint32_t kin
 {
     if (w->kind != kind)
         return false;
-    if (kind == W_LINK)
+    if (kind == W_LINK || kind == W_ELINK)
         return kumo_pid_eq(w->pid, pid);
     return w->ref == ref && (!l->by_watcher || w->pid.node == pid.node);
 }

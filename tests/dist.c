@@ -763,3 +763,78 @@ DT_TEST(dist, registry_requests_to_an_unreachable_node_fail_with_connlost)
     err = kumo_whereis_remote_wait(e->ia, e->a_id, "x", KT_WAIT_NS, &got);
     cr_assert_eq(err, -KUMO_ENONAME, "own node: got %s", kumo_strerror(err));
 }
+
+/* ------------------------------------------------------------------ */
+/* Erlang-style links across nodes                                     */
+/* ------------------------------------------------------------------ */
+
+/* Erlang-links to target, then says hello to it: when the (echo) target
+ * answers, the link is in place on its node, and the process tells
+ * `report`.  Then it echoes like kt_echo. */
+struct elinker {
+    kumo_pid target, report;
+};
+static void elinker_got(kumo_proc *self, void *state, kumo_msg *m)
+{
+    struct elinker *l = state;
+    if (kumo_msg_type(m) == kt_type("dt.hello")) {
+        kumo_send(self, l->report, kt_type("dt.linked"), NULL, 0);
+        kt_echo_init(self, NULL);
+    }
+}
+static void elinker_init(kumo_proc *self, void *state)
+{
+    struct elinker *l = state;
+    kumo_erlang_link(self, l->target);
+    kumo_send(self, l->target, kt_type("dt.hello"), NULL, 0);
+    kumo_expect(self, kt_type("dt.hello"), elinker_got);
+}
+
+static kumo_pid spawn_elinker(dt_env *e, struct elinker *l, kumo_ref *mon)
+{
+    l->report = kumo_inbox_pid(e->ia);
+    kumo_pid p = kt_spawn(e->a, e->ia, &(kumo_spawn_opts){.monitor = mon}, elinker_init, l);
+    kumo_msg_free(kt_expect(e->ia, kt_type("dt.linked")));
+    return p;
+}
+
+DT_TEST(dist, an_erlang_link_across_nodes_spreads_a_crash_and_ignores_a_normal_end)
+{
+    kumo_pid crasher =
+        kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, kt_echo_init, NULL);
+    kumo_pid quiet = kt_spawn(e->b, e->ib, NULL, kt_echo_init, NULL);
+    kumo_ref r1, r2;
+    struct elinker l1 = {.target = crasher}, l2 = {.target = quiet};
+    spawn_elinker(e, &l1, &r1);
+    kumo_pid a2 = spawn_elinker(e, &l2, &r2);
+    kumo_proc *me = kumo_inbox_proc(e->ia);
+    kumo_kill(kumo_inbox_proc(e->ib), crasher, "from b");
+    kumo_down_msg d = kt_expect_down_ref(e->ia, r1);
+    kt_assert_reason(&d.reason, KUMO_KILLED, "from b");
+    kt_send_u64(kumo_inbox_proc(e->ib), quiet, kt_type_stop(), 0);
+    /* a2 survives the normal end: it still answers, after b's echo is gone */
+    kumo_ref rq;
+    cr_assert_eq(kumo_monitor(me, quiet, &rq), 0);
+    kt_expect_down_ref(e->ia, rq);
+    kt_send_u64(me, a2, kt_type("dt.alive"), 3);
+    cr_assert_eq(kt_expect_u64(e->ia, kt_type("dt.alive")), 3);
+    kt_send_u64(me, a2, kt_type_stop(), 0);
+    kt_expect_down_ref(e->ia, r2);
+}
+
+DT_TEST(dist, a_broken_link_ends_both_ends_of_an_erlang_link_with_disconnect)
+{
+    kumo_pid echo = kt_spawn(e->b, e->ib, NULL, kt_echo_init, NULL);
+    kumo_ref r, rb;
+    cr_assert_eq(kumo_monitor(kumo_inbox_proc(e->ib), echo, &rb), 0);
+    kt_send_u64(kumo_inbox_proc(e->ib), echo, kt_type("dt.sync"), 1);
+    cr_assert_eq(kt_expect_u64(e->ib, kt_type("dt.sync")), 1);
+    struct elinker l = {.target = echo};
+    spawn_elinker(e, &l, &r);
+    cr_assert_eq(kumo_node_break_link(e->a, e->b_id), 0);
+    /* both ends of the link fire, as Erlang's noconnection does */
+    kumo_down_msg d = kt_expect_down_ref(e->ia, r);
+    kt_assert_reason(&d.reason, KUMO_DISCONNECT, NULL);
+    kumo_down_msg db = kt_expect_down_ref(e->ib, rb);
+    kt_assert_reason(&db.reason, KUMO_DISCONNECT, NULL);
+}

@@ -318,8 +318,9 @@ KT_TEST(exits, untrapped_linker_dies_with_abnormal_reason)
     kt_env_stop(&env);
 }
 
-KT_TEST(exits, untrapped_linker_survives_normal_exit)
+KT_TEST(exits, untrapped_linker_dies_with_the_normal_exit_of_its_target)
 {
+    /* Cloud Haskell's link: a normal end fires it too (DiedNormal). */
     types_init();
     kt_env env = kt_env_start(kt_shards);
     struct child ends[] = {{RETURN, NULL}, {DIE_NORMAL, NULL}};
@@ -327,11 +328,102 @@ KT_TEST(exits, untrapped_linker_survives_normal_exit)
         struct linker l = {.c = ends[i], .with_monitor = true};
         kumo_ref ref;
         kumo_pid lp = spawn_linker(env.node, env.ib, kt_shards, &l, &ref);
-        /* Next: the linker's report, not its DOWN. */
-        kumo_msg_free(kt_expect_next(env.ib, T_SURVIVED));
-        kumo_send(env.me, lp, kt_type_stop(), NULL, 0);
+        /* The linker ends before its DOWN of the child could reach it. */
         kt_down(env.ib, lp, KUMO_NORMAL, "");
+        kumo_msg *m = NULL;
+        cr_assert_eq(kumo_inbox_recv(env.ib, NULL, NULL, 0, &m), -KUMO_ETIMEOUT,
+                     "the linker survived: it reported to the inbox");
     }
+    kt_env_stop(&env);
+}
+
+/* ------------------------------------------------------------------ */
+/* Erlang-style links                                                  */
+/* ------------------------------------------------------------------ */
+
+/* Waits for anything; ends normally on kt.stop, dies with an exception on
+ * dt.crash. */
+static void elinked_msg(kumo_proc *self, void *st, kumo_msg *m);
+static kumo_match elinked_any[] = {{.kind = KUMO_MATCH_ANY, .fn = elinked_msg}};
+static const kumo_recv elinked_set = {.matches = elinked_any, .n = 1};
+static void elinked_msg(kumo_proc *self, void *st, kumo_msg *m)
+{
+    if (kumo_msg_type(m) == kt_type_stop())
+        return;
+    if (kumo_msg_type(m) == kumo_type("ex.crash")) {
+        kumo_die(self, KUMO_EXCEPTION, "crashed");
+        return;
+    }
+    if (kumo_msg_type(m) == kumo_type("ex.link")) {
+        /* payload: whom to link to, whom to tell once the link is there
+         * (the ack follows the link signal to the target, in order) */
+        kumo_pid p[2];
+        memcpy(p, kumo_msg_data(m), sizeof p);
+        kumo_erlang_link(self, p[0]);
+        kumo_send(self, p[0], kumo_type("ex.ack"), &p[1], sizeof p[1]);
+    } else if (kumo_msg_type(m) == kumo_type("ex.ack")) {
+        kumo_pid report;
+        memcpy(&report, kumo_msg_data(m), sizeof report);
+        kumo_send(self, report, kumo_type("ex.linked"), NULL, 0);
+    }
+    kumo_receive(self, &elinked_set, KUMO_INFINITY);
+}
+static void elinked_init(kumo_proc *self, void *st)
+{
+    kumo_receive(self, &elinked_set, KUMO_INFINITY);
+}
+
+KT_TEST(exits, an_erlang_link_ignores_normal_ends_and_spreads_abnormal_ones_both_ways)
+{
+    types_init();
+    kt_env env = kt_env_start(kt_shards);
+    kumo_ref ra, rb, rc;
+    kumo_pid a = kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.monitor = &ra}, elinked_init, NULL);
+    kumo_pid b =
+        kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.monitor = &rb, .shard = KT_OTHER(kt_shards)},
+                 elinked_init, NULL);
+    kumo_pid c = kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.monitor = &rc}, elinked_init, NULL);
+    /* a <-> b, b <-> c, each made from one end */
+    kumo_pid ab[2] = {b, kumo_inbox_pid(env.ib)};
+    kumo_send(env.me, a, kumo_type("ex.link"), ab, sizeof ab);
+    kumo_send(env.me, c, kumo_type("ex.link"), ab, sizeof ab);
+    kumo_msg_free(kt_expect(env.ib, kumo_type("ex.linked")));
+    kumo_msg_free(kt_expect(env.ib, kumo_type("ex.linked")));
+    /* a normal end of c does not touch b: b still answers */
+    kumo_send(env.me, c, kt_type_stop(), NULL, 0);
+    kt_down(env.ib, c, KUMO_NORMAL, "");
+    kumo_ref probe;
+    cr_assert_eq(kumo_monitor(env.me, b, &probe), 0);
+    /* a crash of b (the middle) takes a with it, with b's reason */
+    kumo_send(env.me, b, kumo_type("ex.crash"), NULL, 0);
+    kumo_down_msg d = kt_expect_down_ref(env.ib, rb);
+    kt_assert_reason(&d.reason, KUMO_EXCEPTION, "crashed");
+    d = kt_expect_down_ref(env.ib, ra);
+    kt_assert_reason(&d.reason, KUMO_EXCEPTION, "crashed");
+    kt_expect_down_ref(env.ib, probe);
+    kt_env_stop(&env);
+}
+
+KT_TEST(exits, an_erlang_link_to_a_dead_pid_ends_an_untrapped_caller)
+{
+    types_init();
+    kt_env env = kt_env_start(kt_shards);
+    kumo_ref r;
+    kumo_pid gone =
+        kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.monitor = &r}, elinked_init, NULL);
+    kumo_send(env.me, gone, kt_type_stop(), NULL, 0);
+    kt_expect_down_ref(env.ib, r);
+    kumo_ref rl;
+    kumo_pid l = kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.monitor = &rl}, elinked_init, NULL);
+    kumo_pid lg[2] = {gone, kumo_inbox_pid(env.ib)};
+    kumo_send(env.me, l, kumo_type("ex.link"), lg, sizeof lg);
+    kumo_down_msg d = kt_expect_down_ref(env.ib, rl);
+    kt_assert_reason(&d.reason, KUMO_UNKNOWN_ID, NULL);
+    /* the inbox traps: it gets the signal as a message, and unlinking
+     * first means no signal at all */
+    cr_assert_eq(kumo_erlang_link(env.me, gone), 0);
+    kumo_exit_msg x = kt_expect_exit(env.ib, gone);
+    kt_assert_reason(&x.reason, KUMO_UNKNOWN_ID, NULL);
     kt_env_stop(&env);
 }
 

@@ -453,14 +453,32 @@ KUMO_API int kumo_kill(kumo_proc *self, kumo_pid pid, const char *text);
 KUMO_API void kumo_trap_exit(kumo_proc *self, bool on);
 
 /*
- * Unidirectional link (Cloud Haskell): when `pid` ends, normally or not, or
- * is unreachable, the caller receives an exit signal with that reason (a
- * normal one is ignored unless exits are trapped).  Linking to a dead or
- * unknown pid gives an unknown-id exit signal.  Returns 0.
+ * Unidirectional link (Cloud Haskell's): when `pid` ends, for any reason,
+ * normal included, or becomes unreachable, the caller gets an exit signal
+ * with that reason: a caller that traps exits receives it as a
+ * KUMO_TYPE_EXIT message, any other ends with the same reason (Cloud
+ * Haskell's ProcessLinkException, DiedNormal too).  Linking to a dead or
+ * unknown pid gives an unknown-id exit signal.  The target is not
+ * affected by the caller's end.  Returns 0, -ENOMEM or -KUMO_ESHUTDOWN.
+ * (Erlang's link, both ways and ignoring normal exits: kumo_erlang_link.)
  */
 KUMO_API int kumo_link(kumo_proc *self, kumo_pid pid);
 /* Removes the link; an exit signal from it already on its way is dropped. */
 KUMO_API int kumo_unlink(kumo_proc *self, kumo_pid pid);
+
+/*
+ * Erlang's link: bidirectional.  When either process ends with reason R,
+ * the other gets an exit signal with R: received as a KUMO_TYPE_EXIT
+ * message if it traps exits, ignored if R is normal, otherwise it ends
+ * with R (and so on along a chain of linked processes: how supervision
+ * trees fail together).  Linking to a dead or unknown pid gives an
+ * unknown-id exit signal (which ends a caller that does not trap exits),
+ * to oneself does nothing, twice is one link.  kumo_erlang_unlink removes
+ * it from both ends (an exit signal from it already on its way is
+ * dropped).  Both return 0, -ENOMEM or -KUMO_ESHUTDOWN.
+ */
+KUMO_API int kumo_erlang_link(kumo_proc *self, kumo_pid pid);
+KUMO_API int kumo_erlang_unlink(kumo_proc *self, kumo_pid pid);
 
 /* Monitors `pid`: exactly one KUMO_TYPE_DOWN message per ref, with reason
  * normal | exception | killed | shutdown | unknown-id (dead or never

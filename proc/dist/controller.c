@@ -752,6 +752,8 @@ static void peer_lost(struct kumo__dist *d, struct peer *p, const char *why)
         struct dwatch *x = &w[i];
         if (x->kind == W_NODE) {
             kumo__node_down(node, d->ps, x->local, x->ref, p->id);
+        } else if (x->kind == W_ELINK) {
+            kumo__post_reason_from(node, d->ps, x->remote, x->local, SIG_EXIT, MF_ELINK, 0, &r);
         } else if (x->dir == W_OUT) {
             if (x->kind == W_LINK)
                 kumo__post_reason_from(node, d->ps, x->remote, x->local, SIG_EXIT, MF_LINK, 0, &r);
@@ -794,6 +796,10 @@ static uint8_t wire_op(uint8_t kind)
         return KUMO__DW_KILL;
     case SIG_DOWN:
         return KUMO__DW_DOWN;
+    case SIG_ELINK:
+        return KUMO__DW_ELINK;
+    case SIG_EUNLINK:
+        return KUMO__DW_EUNLINK;
     default:
         return 0;
     }
@@ -810,6 +816,11 @@ static void unreachable(struct kumo__dist *d, kumo_pid to, struct kumo_msg *m)
         kumo__reg_reply(d->node, d->ps, m->from, m->aux, (kumo_pid){0}, -KUMO_ECONNLOST);
     else if (m->kind == SIG_MONITOR_NODE)
         kumo__node_down(d->node, d->ps, m->from, m->aux, to.node);
+    if (m->kind == SIG_ELINK) {
+        kumo_reason r;
+        kumo__reason_set(&r, KUMO_DISCONNECT, NULL);
+        kumo__post_reason_from(d->node, d->ps, to, m->from, SIG_EXIT, MF_ELINK, 0, &r);
+    }
     if (m->kind == SIG_LINK || m->kind == SIG_MONITOR) {
         kumo_reason r;
         kumo__reason_set(&r, KUMO_DISCONNECT, NULL);
@@ -964,6 +975,16 @@ static void dist_out(struct kumo__dist *d, kumo_pid to, struct kumo_msg *m)
     case SIG_EXIT:
         if (m->flags & MF_LINK)
             watch_remove(p, from, to, 0, W_LINK, W_IN);
+        if (m->flags & MF_ELINK)
+            watch_remove(p, from, to, 0, W_ELINK, W_OUT);
+        break;
+    case SIG_ELINK:
+        /* one entry per Erlang link, whichever end made it */
+        watch_remove(p, from, to, 0, W_ELINK, W_OUT);
+        err = watch_add(p, from, to, 0, W_ELINK, W_OUT);
+        break;
+    case SIG_EUNLINK:
+        watch_remove(p, from, to, 0, W_ELINK, W_OUT);
         break;
     case SIG_DOWN:
         watch_remove(p, from, to, ref, W_MONITOR, W_IN);
@@ -974,8 +995,9 @@ static void dist_out(struct kumo__dist *d, kumo_pid to, struct kumo_msg *m)
         return;
     }
     uint8_t buf[KUMO__DW_SIGNAL_MAX];
-    size_t len =
-        kumo__dw_signal(buf, op, (m->flags & MF_LINK) ? KUMO__DW_F_LINK : 0, to, from, ref, r);
+    uint16_t wflags = ((m->flags & MF_LINK) ? KUMO__DW_F_LINK : 0) |
+                      ((m->flags & MF_ELINK) ? KUMO__DW_F_ELINK : 0);
+    size_t len = kumo__dw_signal(buf, op, wflags, to, from, ref, r);
     struct iovec v = {buf, len};
     peer_send(d, p, &v, 1);
     kumo__msg_free(m);
@@ -997,12 +1019,12 @@ void kumo__dist_route(struct kumo_node *node, struct pshard *src, kumo_pid to, s
     if (!d) {
         /* No controller: another node is unreachable; its pids act as dead
          * ones. */
-        if (m->kind == SIG_LINK || m->kind == SIG_MONITOR) {
+        if (m->kind == SIG_LINK || m->kind == SIG_MONITOR || m->kind == SIG_ELINK) {
             kumo_reason r;
             kumo__reason_set(&r, KUMO_UNKNOWN_ID, NULL);
-            bool link = m->kind == SIG_LINK;
-            kumo__post_reason_from(node, src, to, m->from, link ? SIG_EXIT : SIG_DOWN,
-                                   link ? MF_LINK : 0, m->aux, &r);
+            uint8_t kind = m->kind == SIG_MONITOR ? SIG_DOWN : SIG_EXIT;
+            uint8_t flags = m->kind == SIG_LINK ? MF_LINK : m->kind == SIG_ELINK ? MF_ELINK : 0;
+            kumo__post_reason_from(node, src, to, m->from, kind, flags, m->aux, &r);
         }
         kumo__msg_free(m);
         return;
@@ -1323,6 +1345,17 @@ static void on_frame(struct kumo__dist *d, struct peer *p, const struct kumo__dw
             plen = sizeof(kumo_exit_msg);
             if (f->flags & KUMO__DW_F_LINK)
                 watch_remove(p, to, from, 0, W_LINK, W_OUT);
+            if (f->flags & KUMO__DW_F_ELINK)
+                watch_remove(p, to, from, 0, W_ELINK, W_OUT);
+            break;
+        case KUMO__DW_ELINK:
+            kind = SIG_ELINK;
+            watch_remove(p, to, from, 0, W_ELINK, W_OUT);
+            watch_add(p, to, from, 0, W_ELINK, W_OUT);
+            break;
+        case KUMO__DW_EUNLINK:
+            kind = SIG_EUNLINK;
+            watch_remove(p, to, from, 0, W_ELINK, W_OUT);
             break;
         case KUMO__DW_KILL:
             kind = SIG_KILL;
@@ -1335,9 +1368,10 @@ static void on_frame(struct kumo__dist *d, struct peer *p, const struct kumo__dw
             break;
         }
         if (plen) {
-            int err = kumo__post_reason_from(node, d->ps, from, to, kind,
-                                             (f->flags & KUMO__DW_F_LINK) ? MF_LINK : 0, f->aux,
-                                             &f->reason);
+            uint8_t mflags = ((f->flags & KUMO__DW_F_LINK) ? MF_LINK : 0) |
+                             ((f->flags & KUMO__DW_F_ELINK) ? MF_ELINK : 0);
+            int err =
+                kumo__post_reason_from(node, d->ps, from, to, kind, mflags, f->aux, &f->reason);
             (void)err; /* no memory: lost, as on a broken link */
             return;
         }

@@ -21,9 +21,12 @@
  *   UNLINK    to, from
  *   MONITOR   to, from, u64 ref
  *   DEMONITOR to, from, u64 ref
- *   EXIT      to, from, reason        flags bit 0: fires a link (MF_LINK)
+ *   EXIT      to, from, reason        flags bit 0: fires a link (MF_LINK),
+ *                                     bit 1: an Erlang link (MF_ELINK)
  *   KILL      to, from, reason
  *   DOWN      to (watcher), from (target), u64 ref, reason
+ *   ELINK     to, from                             Erlang link (both ways)
+ *   EUNLINK   to, from
  *   REG       to (the pid to register, or 0), from (requester), u64 ref,
  *             u64 type, u8 name length, name, message bytes (NSEND);
  *             flags: the request (KUMO__REG_*)            remote registry
@@ -68,10 +71,12 @@ enum {
     KUMO__DW_DIR,
     KUMO__DW_REG,
     KUMO__DW_REG_REPLY,
+    KUMO__DW_ELINK,
+    KUMO__DW_EUNLINK,
     KUMO__DW_OP_LAST
 };
 
-enum { KUMO__DW_F_LINK = 1 };
+enum { KUMO__DW_F_LINK = 1, KUMO__DW_F_ELINK = 2 };
 
 /* Most addresses a HELLO carries (one per transport a node runs). */
 #define KUMO__DW_MAX_ADDRS 4
