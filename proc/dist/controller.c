@@ -657,7 +657,12 @@ static void connect_done(kumo_endpoint *ep, kumo_conn conn, int err, void *arg)
         p->pt = &p->ph;
         for (struct peer *x = d->peers; x && p->out == OUT_UP; x = x->next)
             send_dir(d, p, x);
-        if (queued) {
+        if (queued && p->out != OUT_UP) {
+            /* lost while announcing: what waited is lost with the link */
+            p->ph = queued;
+            p->pt = qtail;
+            free_pend(p);
+        } else if (queued) {
             *p->pt = queued;
             p->pt = qtail;
         }
@@ -831,6 +836,42 @@ static void unreachable(struct kumo__dist *d, kumo_pid to, struct kumo_msg *m)
     kumo__msg_free(m);
 }
 
+/*
+ * A large message is lent to the transport instead of copied into its
+ * send queue: the frame's header goes in a small block with the message,
+ * and both are freed when the transport is done with the payload (the
+ * transport's release may run on any thread; messages are freed from any
+ * shard already).  Small ones are cheaper to copy into the batch.
+ */
+#define LEND_MIN 4096u
+
+struct lend {
+    struct kumo_msg *m;
+    uint8_t hdr[KUMO__DW_CHAN_HDR];
+};
+
+static void lend_release(void *arg)
+{
+    struct lend *l = arg;
+    kumo__msg_free(l->m);
+    kumo__free(l, sizeof *l);
+}
+
+/* True when m went out lent (it is the transport's now). */
+static bool send_lent(struct peer *p, kumo_pid to, struct kumo_msg *m)
+{
+    struct lend *l = kumo__alloc(sizeof *l);
+    if (!l)
+        return false;
+    l->m = m;
+    size_t hl = kumo__dw_data_hdr(l->hdr, to, m->from, m->type, m->kind == SIG_CHAN ? m->aux : 0);
+    struct iovec v[2] = {{l->hdr, hl}, {m->data, m->len}};
+    if (kumo_conn_send(p->conn, v, 2, lend_release, l) == 0)
+        return true;
+    kumo__free(l, sizeof *l); /* busy or failed: the copying path decides */
+    return false;
+}
+
 /* A SIG_SPAWN_REQ for peer p: remembered until answered (or timed out),
  * sent as a SPAWN frame. */
 /* Remembers a request to p until its answer (or its deadline, or the
@@ -914,6 +955,8 @@ static void dist_out(struct kumo__dist *d, kumo_pid to, struct kumo_msg *m)
             kumo__msg_free(m); /* disconnected until kumo_reconnect */
             return;
         }
+        if (m->len >= LEND_MIN && p->out == OUT_UP && !p->ph && send_lent(p, to, m))
+            return;
         uint8_t hdr[KUMO__DW_CHAN_HDR];
         size_t hl = kumo__dw_data_hdr(hdr, to, from, m->type, m->kind == SIG_CHAN ? m->aux : 0);
         struct iovec v[2] = {{hdr, hl}, {m->data, m->len}};
