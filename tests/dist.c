@@ -8,6 +8,8 @@
 
 #include <kumo/dist.h>
 
+#include <errno.h>
+#include <pthread.h>
 #include <string.h>
 
 #define DT_COOKIE "kumo-dist-test-cookie"
@@ -837,4 +839,115 @@ DT_TEST(dist, a_broken_link_ends_both_ends_of_an_erlang_link_with_disconnect)
     kt_assert_reason(&d.reason, KUMO_DISCONNECT, NULL);
     kumo_down_msg db = kt_expect_down_ref(e->ib, rb);
     kt_assert_reason(&db.reason, KUMO_DISCONNECT, NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* Connecting                                                          */
+/* ------------------------------------------------------------------ */
+
+struct crossed {
+    kumo_node *from;
+    kumo_address to;
+    uint64_t peer;
+    int err;
+    pthread_barrier_t *go;
+};
+
+static void *connect_thread(void *arg)
+{
+    struct crossed *c = arg;
+    pthread_barrier_wait(c->go);
+    c->err = kumo_node_connect(c->from, &c->to, KT_WAIT_NS, &c->peer);
+    return NULL;
+}
+
+DT_TEST(dist, crossed_simultaneous_connects_give_one_working_pair)
+{
+    /* two fresh nodes dial each other at the same moment */
+    kumo_dist_transport t1, t2;
+    kumo_node_config c1 = dt_cfg(e->transport, kt_shards, &t1);
+    kumo_node_config c2 = dt_cfg(e->transport, kt_shards, &t2);
+    c1.no_pin = c2.no_pin = true;
+    c1.spin_ns = c2.spin_ns = 20000;
+    kumo_node *x, *y;
+    cr_assert_eq(kumo_node_start(&c1, &x), 0);
+    cr_assert_eq(kumo_node_start(&c2, &y), 0);
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, 2);
+    struct crossed cx = {.from = x, .go = &go}, cy = {.from = y, .go = &go};
+    cr_assert_eq(kumo_node_address(y, 0, &cx.to), 0);
+    cr_assert_eq(kumo_node_address(x, 0, &cy.to), 0);
+    pthread_t tx, ty;
+    pthread_create(&tx, NULL, connect_thread, &cx);
+    pthread_create(&ty, NULL, connect_thread, &cy);
+    pthread_join(tx, NULL);
+    pthread_join(ty, NULL);
+    pthread_barrier_destroy(&go);
+    cr_assert_eq(cx.err, 0, "x -> y: %s", kumo_strerror(cx.err));
+    cr_assert_eq(cy.err, 0, "y -> x: %s", kumo_strerror(cy.err));
+    cr_assert_eq(cx.peer, kumo_node_id(y));
+    cr_assert_eq(cy.peer, kumo_node_id(x));
+    /* both directions carry messages and signals */
+    kumo_inbox *ix = kt_inbox(x), *iy = kt_inbox(y);
+    kumo_pid ex = kt_spawn(x, ix, NULL, kt_echo_init, NULL);
+    kumo_pid ey = kt_spawn(y, iy, NULL, kt_echo_init, NULL);
+    kt_send_u64(kumo_inbox_proc(ix), ey, kt_type("dt.x"), 1);
+    kt_send_u64(kumo_inbox_proc(iy), ex, kt_type("dt.y"), 2);
+    cr_assert_eq(kt_expect_u64(ix, kt_type("dt.x")), 1);
+    cr_assert_eq(kt_expect_u64(iy, kt_type("dt.y")), 2);
+    kumo_ref r;
+    cr_assert_eq(kumo_monitor(kumo_inbox_proc(ix), ey, &r), 0);
+    kt_send_u64(kumo_inbox_proc(ix), ey, kt_type("dt.x"), 3); /* behind the monitor */
+    cr_assert_eq(kt_expect_u64(ix, kt_type("dt.x")), 3);
+    kt_send_u64(kumo_inbox_proc(iy), ey, kt_type_stop(), 0);
+    kumo_down_msg d = kt_expect_down_ref(ix, r);
+    kt_assert_reason(&d.reason, KUMO_NORMAL, NULL);
+    kt_send_u64(kumo_inbox_proc(ix), ex, kt_type_stop(), 0);
+    kumo_inbox_free(ix);
+    kumo_inbox_free(iy);
+    kumo_node_free(x);
+    kumo_node_free(y);
+}
+
+/* Two nodes on shm and tcp.  a introduces itself over tcp; b answers over
+ * the first of its transports that a offers, shm, so a must match the
+ * answer to the node it dialled by any address b names (it did not: the
+ * connect timed out). */
+Test(dist, a_peer_dialled_over_tcp_that_answers_over_shm_is_one_peer, .timeout = KT_TIMEOUT)
+{
+    kumo_dist_transport both[2] = {{.name = "shm", .config = &dt_shm},
+                                   {.name = "tcp", .config = &dt_tcp}};
+    kumo_node_config cfg = {.shards = 1,
+                            .transports = both,
+                            .ntransports = 2,
+                            .closures = dt_table,
+                            .nclosures = sizeof dt_table / sizeof dt_table[0]};
+    kumo_node *a = kt_start_cfg(cfg);
+    cfg.no_pin = true;
+    cfg.spin_ns = 20000;
+    kumo_node *b;
+    cr_assert_eq(kumo_node_start(&cfg, &b), 0);
+    kumo_address b_tcp, b_shm;
+    cr_assert_eq(kumo_node_address(b, 0, &b_shm), 0);
+    cr_assert_eq(kumo_node_address(b, 1, &b_tcp), 0);
+    char s1[128];
+    cr_assert(strncmp(kumo_address_str(&b_shm, s1, sizeof s1), "shm://", 6) == 0, "%s", s1);
+    cr_assert_eq(kumo_node_address(b, 2, &b_tcp) == -ENOENT, 1);
+    cr_assert_eq(kumo_node_address(b, 1, &b_tcp), 0);
+    /* introduced over tcp; b answers over its preferred transport, shm */
+    kumo_inbox *ia = kt_inbox(a), *ib = kt_inbox(b);
+    uint64_t bid;
+    cr_assert_eq(kumo_node_connect(a, &b_tcp, KT_WAIT_NS, &bid), 0);
+    kumo_pid echo;
+    cr_assert_eq(kumo_spawn_remote_wait(ia, bid, "dt.echo", NULL, 0, NULL, &echo), 0);
+    kt_send_u64(kumo_inbox_proc(ia), echo, kt_type("dt.two"), 5);
+    cr_assert_eq(kt_expect_u64(ia, kt_type("dt.two")), 5);
+    kumo_ref r;
+    cr_assert_eq(kumo_monitor(kumo_inbox_proc(ia), echo, &r), 0);
+    kt_send_u64(kumo_inbox_proc(ia), echo, kt_type_stop(), 0);
+    kt_expect_down_ref(ia, r);
+    kumo_inbox_free(ib);
+    kumo_node_free(b);
+    kumo_inbox_free(ia);
+    kt_stop(a);
 }

@@ -261,6 +261,15 @@ static struct peer *peer_by_addr(struct kumo__dist *d, const kumo_address *a)
     return NULL;
 }
 
+/* A peer known by address only (no HELLO yet) that has address a. */
+static struct peer *anon_peer_by_addr(struct kumo__dist *d, const kumo_address *a)
+{
+    for (struct peer *p = d->peers; p; p = p->next)
+        if (!p->id && peer_has_addr(p, a))
+            return p;
+    return NULL;
+}
+
 /* Our transport for an address (by its transport tag), or -1. */
 static int tix_for(struct kumo__dist *d, const kumo_address *a)
 {
@@ -1187,10 +1196,12 @@ static void on_hello(struct kumo__dist *d, struct dist_ep *de, struct in_conn *i
     struct peer *p = peer_by_id(d, f->from_node);
     bool news = !p || !p->naddr;
     if (!p) {
-        /* A peer we dialled by address only, or a new one. */
-        p = peer_by_addr(d, &in->from);
-        if (p && p->id)
-            p = NULL;
+        /* A peer we dialled by address only (by any of the addresses it
+         * now names: it may answer over another transport than the one
+         * we dialled), or a new one. */
+        p = anon_peer_by_addr(d, &in->from);
+        for (unsigned i = 0; !p && i < f->naddr; i++)
+            p = anon_peer_by_addr(d, &f->addr[i]);
         if (!p)
             p = peer_new(d, f->from_node);
         if (!p)
