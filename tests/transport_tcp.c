@@ -505,6 +505,35 @@ Test(tcp, absurd_lengths_close_the_link, .timeout = TCP_TIMEOUT)
     cr_assert(tt_logged("control frame over its maximum"), "log:\n%s", tt_log_text());
 }
 
+Test(tcp, a_single_frame_over_max_message_closes_the_link, .timeout = TCP_TIMEOUT)
+{
+    /* max_message below the frame size: a message in one frame must be
+     * checked against it too (only fragmented ones were).  Whole in one
+     * write (the zero-copy path) and split (the copying path). */
+    tt_pair s = setup((kumo_tcp_config){.max_message = 1024});
+    for (int variant = 0; variant < 2; variant++) {
+        kumo_address me = fake_addr(0x4800u + (unsigned)variant);
+        int fd = raw_connect(&s.srv->addr);
+        cr_assert_eq(raw_hello(fd, &me, &s.srv->addr), KUMO__ACK_OK);
+        raw_open(fd, 1);
+        tt_expect(s.srv, KUMO_EV_CONNECTION_OPENED);
+        static uint8_t payload[2048], buf[2100];
+        size_t n = frame(buf, KUMO__T_DATA, 0, 1, payload, sizeof payload);
+        if (variant == 0) {
+            raw_write(fd, buf, n);
+        } else {
+            raw_write(fd, buf, 12);
+            raw_write(fd, buf + 12, n - 12);
+        }
+        tt_expect_error(s.srv, KUMO_ERR_CONNECTION_LOST); /* no Received before it */
+        raw_expect_closed(fd);
+        close(fd);
+    }
+    still_serves(s.srv, s.cl, s.c);
+    tt_pair_finish(&s);
+    cr_assert(tt_logged("over the maximum message size"), "log:\n%s", tt_log_text());
+}
+
 Test(tcp, hello_to_another_incarnation_is_not_found, .timeout = TCP_TIMEOUT)
 {
     tt_pair s = setup((kumo_tcp_config){0});

@@ -1088,6 +1088,14 @@ static bool frame(struct link *l, const uint8_t *p, uint32_t len)
 
 /* Sets up the body of the DATA frame in l->h; p/n is what is at hand.
  * Returns false when the frame is malformed (link killed). */
+/* Whether connection `id` of l is in the middle of a fragmented message
+ * (so a frame with flags 0 is its last piece, not a message of its own). */
+static bool in_find_asm(struct link *l, uint32_t id)
+{
+    struct in_conn *ic = in_find(l, id);
+    return ic && ic->asm_;
+}
+
 static bool data_begin(struct link *l)
 {
     const struct kumo__tcp_hdr *h = &l->h;
@@ -1202,6 +1210,8 @@ static bool rx_feed(struct link *l, const uint8_t *p, size_t n)
                 /* Zero copy: a single-frame message whole in this buffer.
                  * (Flags 0 also mark the last piece of a fragmented
                  * message: that one goes to its reassembly below.) */
+                if (!h->flags && h->len > t->cfg.max_message && !in_find_asm(l, h->conn))
+                    return malformed(l, "message over the maximum message size");
                 if (!h->flags && n >= h->len && l->state == L_UP) {
                     struct in_conn *ic = in_find(l, h->conn);
                     if (!ic)
