@@ -624,6 +624,15 @@ TT_CASE(connect_to_closed_or_unknown)
     kumo_address junk = {.len = 3, .bytes = {9, 9, 9}};
     err = kumo_connect(a->ep, &junk, KUMO_RELIABLE_ORDERED, NULL, (kumo_connect_fn)1, NULL);
     cr_assert_eq(err, -EINVAL, "foreign address: %s", kumo_transport_strerror(err));
+    /* This transport's tag, but the wrong length: refused at once too (it
+     * failed later, with not-found). */
+    for (int d = -1; d <= 1; d += 2) {
+        kumo_address bad = a->addr;
+        bad.len = (uint8_t)(bad.len + d);
+        err = kumo_connect(a->ep, &bad, KUMO_RELIABLE_ORDERED, NULL, (kumo_connect_fn)1, NULL);
+        cr_assert_eq(err, -EINVAL, "address of length %u: %s", bad.len,
+                     kumo_transport_strerror(err));
+    }
     fx_finish(&f);
 }
 

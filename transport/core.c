@@ -527,7 +527,8 @@ int kumo_connect(kumo_endpoint *ep, const kumo_address *to, kumo_reliability rel
 {
     if (!ep || !to || !cb || to->len > KUMO_ADDRESS_MAX)
         return -EINVAL;
-    if (to->len < 2 || to->bytes[0] != KUMO__ADDR_VERSION || to->bytes[1] != ep->t->ops->tag)
+    if (to->len < 2 || to->bytes[0] != KUMO__ADDR_VERSION || to->bytes[1] != ep->t->ops->tag ||
+        (ep->t->ops->addr_len && to->len != ep->t->ops->addr_len))
         return -EINVAL; /* not an address of this transport */
     if (rel != KUMO_RELIABLE_ORDERED) {
         unsigned need = rel == KUMO_RELIABLE_UNORDERED ? KUMO_TCAP_UNORDERED

@@ -88,6 +88,9 @@ struct kumo__transport_ops {
     size_t (*max_message)(const struct kumo_transport *t);
     /* Address tag byte (bytes[1]) this transport uses. */
     uint8_t tag;
+    /* The length of every address of this transport (0: they vary):
+     * kumo_connect refuses others with -EINVAL. */
+    uint8_t addr_len;
 };
 
 /* The registry (transport/registry.c). */

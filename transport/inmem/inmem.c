@@ -603,6 +603,7 @@ static void im_address_str(const kumo_address *a, char *buf, size_t len)
 
 const struct kumo__transport_ops kumo__inmem_ops = {
     .name = "inmem",
+    .addr_len = INMEM_ADDR_LEN,
     .tag = INMEM_TAG,
     .caps = 0,
     .create = im_create,

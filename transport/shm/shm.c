@@ -37,6 +37,7 @@ static int shm_create(struct kumo__engine *eng, const void *vcfg, struct kumo_tr
 const struct kumo__transport_ops kumo__shm_ops = {
     .name = "shm",
     .tag = 's',
+    .addr_len = KUMO__SHM_ADDR_LEN,
     .create = shm_create,
     KUMO__STREAM_OPS,
 };

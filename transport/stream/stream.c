@@ -100,9 +100,9 @@
 #include "transport/stream/auth.h"
 
 #define TCP_TAG 't'
-#define TCP_ADDR_LEN 16 /* version, tag, IPv4 (4), port (2, big-endian), incarnation (8) */
+#define TCP_ADDR_LEN KUMO__TCP_ADDR_LEN
 #define SHM_TAG 's'
-#define SHM_ADDR_LEN 14 /* version, tag, pid (4), incarnation (8) */
+#define SHM_ADDR_LEN KUMO__SHM_ADDR_LEN
 
 #define MAX_IOV 256
 #define MAX_FRAMES 128

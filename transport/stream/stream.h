@@ -29,6 +29,11 @@ size_t kumo__stream_max_message(const struct kumo_transport *t);
 void kumo__stream_address_str(const kumo_address *a, char *buf, size_t len);
 
 /* The ops both stream transports' tables share (after name, tag, create). */
+/* Address lengths: version, tag, IPv4 (4), port (2, big-endian),
+ * incarnation (8); version, tag, pid (4), incarnation (8). */
+#define KUMO__TCP_ADDR_LEN 16
+#define KUMO__SHM_ADDR_LEN 14
+
 #define KUMO__STREAM_OPS                                                                           \
     .endpoint_new = kumo__stream_endpoint_new, .endpoint_close = kumo__stream_endpoint_close,      \
     .connect = kumo__stream_connect, .send = kumo__stream_send,                                    \

@@ -28,6 +28,7 @@ static int tcp_create(struct kumo__engine *eng, const void *vcfg, struct kumo_tr
 const struct kumo__transport_ops kumo__tcp_ops = {
     .name = "tcp",
     .tag = 't',
+    .addr_len = KUMO__TCP_ADDR_LEN,
     .create = tcp_create,
     KUMO__STREAM_OPS,
 };
