@@ -193,7 +193,9 @@ static kumo_address fake_shm_addr(uint64_t inc)
     kumo_address a = {.len = 14};
     a.bytes[0] = KUMO__ADDR_VERSION;
     a.bytes[1] = 's';
-    kumo__put32(a.bytes + 2, 1); /* pid 1: never ours */
+    /* Our own pid (an acceptor checks it against the socket's peer), with
+     * an incarnation no endpoint has: nothing listens at this address. */
+    kumo__put32(a.bytes + 2, (uint32_t)getpid());
     kumo__put64(a.bytes + 6, inc);
     return a;
 }
@@ -294,6 +296,28 @@ static void still_serves(tt_pair *s)
         cr_assert_eq(r.len, 4u);
         tt_ev_free(&r);
     }
+}
+
+Test(shm, a_hello_claiming_another_process_is_refused, .timeout = SHM_TIMEOUT)
+{
+    /* The claimed pid must be the socket peer's (SO_PEERCRED): with the
+     * cookie, a process could otherwise take another's address over. */
+    tt_pair s = setup();
+    kumo_address me = fake_shm_addr(2);
+    kumo__put32(me.bytes + 2, 1); /* pid 1, not us */
+    void *map;
+    int mfd = make_memfd(4096, true, &map);
+    int efd = eventfd(0, EFD_CLOEXEC);
+    tt_hs hs;
+    int fd = raw_unix(&s.srv->addr);
+    raw_hello(fd, &hs, &me, &s.srv->addr, (int[]){mfd, efd}, 2);
+    expect_closed(fd);
+    close(fd);
+    close(mfd);
+    close(efd);
+    munmap(map, kumo__shm_map_len(4096));
+    tt_pair_finish(&s);
+    cr_assert(tt_logged("does not come from"), "log:\n%s", tt_log_text());
 }
 
 Test(shm, bad_handshakes_close_that_link, .timeout = SHM_TIMEOUT)
@@ -524,8 +548,8 @@ Test(shm, idle_link_outlives_the_connect_timeout, .timeout = SHM_TIMEOUT)
     kumo_address mute = fake_shm_addr(inc);
     int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    int n = snprintf(sun.sun_path + 1, sizeof sun.sun_path - 1, "kumo-shm/%u/%016llx", 1u,
-                     (unsigned long long)inc);
+    int n = snprintf(sun.sun_path + 1, sizeof sun.sun_path - 1, "kumo-shm/%u/%016llx",
+                     (unsigned)getpid(), (unsigned long long)inc);
     socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
     cr_assert_eq(bind(lfd, (struct sockaddr *)&sun, len), 0, "bind: %s", strerror(errno));
     cr_assert_eq(listen(lfd, 4), 0);

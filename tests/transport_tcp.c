@@ -534,6 +534,26 @@ Test(tcp, a_single_frame_over_max_message_closes_the_link, .timeout = TCP_TIMEOU
     cr_assert(tt_logged("over the maximum message size"), "log:\n%s", tt_log_text());
 }
 
+Test(tcp, a_hello_claiming_another_hosts_address_is_refused, .timeout = TCP_TIMEOUT)
+{
+    /* From 127.0.0.1, claiming 127.0.0.2: with the cookie, a peer could
+     * otherwise take that address over for this endpoint's later connects. */
+    tt_pair s = setup((kumo_tcp_config){0});
+    kumo_address me = fake_addr(0x4900);
+    uint32_t other = htonl(INADDR_LOOPBACK + 1);
+    memcpy(me.bytes + 2, &other, 4);
+    int fd = raw_connect(&s.srv->addr);
+    tt_hs hs;
+    uint8_t buf[512];
+    raw_write(fd, buf, tt_hs_hello(&hs, &me, &s.srv->addr, buf));
+    raw_expect_closed(fd);
+    close(fd);
+    still_serves(s.srv, s.cl, s.c);
+    tt_expect_empty(s.srv);
+    tt_pair_finish(&s);
+    cr_assert(tt_logged("does not come from"), "log:\n%s", tt_log_text());
+}
+
 Test(tcp, hello_to_another_incarnation_is_not_found, .timeout = TCP_TIMEOUT)
 {
     tt_pair s = setup((kumo_tcp_config){0});

@@ -2287,6 +2287,31 @@ static void reject(struct link *l, uint8_t status, const char *why)
     l->close_after_send = true;
 }
 
+/*
+ * Whether the sender address a HELLO claims is where the link comes from,
+ * as far as the socket can tell: over tcp the same IPv4 address (the port
+ * is the peer's listening one, not its source port; an endpoint bound to
+ * 0.0.0.0 claims that), over shm the same process (SO_PEERCRED).  Without
+ * it, a peer holding the cookie could take another node's address over
+ * for later connects.
+ */
+static bool hello_from_is_true(struct link *l, const kumo_address *from)
+{
+    if (l->ep->t->shm) {
+        struct ucred uc;
+        socklen_t ul = sizeof uc;
+        if (getsockopt(l->fd, SOL_SOCKET, SO_PEERCRED, &uc, &ul))
+            return false;
+        return (uint32_t)uc.pid == kumo__get32(from->bytes + 2);
+    }
+    if (l->sa.ss_family != AF_INET)
+        return false;
+    uint32_t claimed;
+    memcpy(&claimed, from->bytes + 2, 4);
+    const struct sockaddr_in *sa = (const struct sockaddr_in *)&l->sa;
+    return claimed == sa->sin_addr.s_addr || claimed == htonl(INADDR_ANY);
+}
+
 static bool process_hello(struct link *l, const uint8_t *p, uint32_t len)
 {
     struct tcp_ep *ep = l->ep;
@@ -2309,6 +2334,8 @@ static bool process_hello(struct link *l, const uint8_t *p, uint32_t len)
     socklen_t sl;
     if (!addr_sockaddr(ep->t->shm, &from, &ss, &sl) || kumo_address_eq(&from, &ep->base.addr))
         return malformed(l, "HELLO with an impossible sender address");
+    if (!hello_from_is_true(l, &from))
+        return malformed(l, "HELLO claims an address it does not come from");
     struct link *e = find_link(ep, &from, l);
     if (e) {
         bool e_pending = e->outgoing && e->state != L_UP && e->state != L_CLOSING;
