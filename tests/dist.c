@@ -951,3 +951,15 @@ Test(dist, a_peer_dialled_over_tcp_that_answers_over_shm_is_one_peer, .timeout =
     kumo_inbox_free(ia);
     kt_stop(a);
 }
+
+DT_TEST(dist, the_null_pid_is_no_process_on_a_distributed_node)
+{
+    kumo_proc *me = kumo_inbox_proc(e->ia);
+    kumo_ref ref;
+    cr_assert_eq(kumo_monitor(me, (kumo_pid){0}, &ref), 0);
+    kumo_down_msg d = kt_expect_down_ref(e->ia, ref);
+    kt_assert_reason(&d.reason, KUMO_UNKNOWN_ID, NULL);
+    cr_assert_eq(kumo_send(me, (kumo_pid){0}, kt_type("dt.void"), "x", 1), 0);
+    kt_expect_empty(e->ia);
+    kt_expect_empty(e->ib);
+}

@@ -237,6 +237,8 @@ static void peer_fail_waiters(struct peer *p, int err)
 
 static struct peer *peer_by_id(struct kumo__dist *d, uint64_t id)
 {
+    if (!id)
+        return NULL; /* the null pid's node; peers known by address only have id 0 */
     for (struct peer *p = d->peers; p; p = p->next)
         if (p->id == id)
             return p;
@@ -1068,9 +1070,9 @@ static void env_run(struct kumo__shard *sh, struct kumo__task *t)
 void kumo__dist_route(struct kumo_node *node, struct pshard *src, kumo_pid to, struct kumo_msg *m)
 {
     struct kumo__dist *d = node->dist;
-    if (!d) {
+    if (!d || to.node == 0) {
         /* No controller: another node is unreachable; its pids act as dead
-         * ones. */
+         * ones.  And the null pid (node 0) is no process anywhere. */
         if (m->kind == SIG_LINK || m->kind == SIG_MONITOR || m->kind == SIG_ELINK) {
             kumo_reason r;
             kumo__reason_set(&r, KUMO_UNKNOWN_ID, NULL);
