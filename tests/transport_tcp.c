@@ -566,6 +566,8 @@ Test(tcp, hello_to_another_incarnation_is_not_found, .timeout = TCP_TIMEOUT)
     tt_expect_empty(s.srv);
     still_serves(s.srv, s.cl, s.c);
     tt_pair_finish(&s);
+    /* an operator at the default level (WARN) sees the refusal */
+    cr_assert(tt_logged("refusing link from"), "log:\n%s", tt_log_text());
 }
 
 /* ------------------------------------------------------------------ */

@@ -298,6 +298,8 @@ struct link {
 
 struct tcp_ep {
     struct kumo_endpoint base;
+    /* peers refused or handshakes given up, and the WARN lines' rate */
+    uint64_t refused, refused_quiet, refused_logged_at;
     struct tcp_ep *next_all;
     struct tcp_t *t;
     struct kumo__shard *sh;
@@ -2277,11 +2279,30 @@ static bool process_auth(struct link *l, const uint8_t *p, uint32_t len)
     return l->state != L_DEAD;
 }
 
+/* A peer refused, or an incoming handshake given up: an operator must see
+ * it at the default level, but a storm of them must not flood the log, so
+ * at most one WARN line a second per endpoint, saying how many went
+ * unlogged; every one is counted. */
+static void refusal(struct link *l, const char *why)
+{
+    struct tcp_ep *ep = l->ep;
+    ep->refused++;
+    uint64_t now = kumo__now_ns();
+    if (ep->refused_logged_at && now - ep->refused_logged_at < 1000000000ull) {
+        ep->refused_quiet++;
+        return;
+    }
+    char pb[128];
+    kumo__log(KUMO_LOG_WARN, "%s: refusing link from %s: %s (%llu refused so far, %llu unlogged)",
+              TNAME(ep), peer_str(l, pb, sizeof pb), why, (unsigned long long)ep->refused,
+              (unsigned long long)ep->refused_quiet);
+    ep->refused_logged_at = now;
+    ep->refused_quiet = 0;
+}
+
 static void reject(struct link *l, uint8_t status, const char *why)
 {
-    char pb[128];
-    kumo__log(KUMO_LOG_DEBUG, "%s: refusing link from %s: %s", TNAME(l->ep),
-              peer_str(l, pb, sizeof pb), why);
+    refusal(l, why);
     send_ack(l, status);
     l->state = L_REJECTING;
     l->close_after_send = true;
@@ -2575,9 +2596,11 @@ static void link_timer_fn(struct kumo__shard *sh, struct kumo__timer *t)
     case L_WAIT_AUTH: {
         /* (our own connects may wait on an incoming link's handshake) */
         uint64_t next = expire_waiters(l, now);
-        if (now >= l->deadline)
+        if (now >= l->deadline) {
+            if (!l->outgoing)
+                refusal(l, "handshake timed out");
             link_kill(l, -KUMO_ETIMEOUT, false, "handshake timed out");
-        else
+        } else
             link_arm_timer(l, next < l->deadline ? next : l->deadline);
         break;
     }
