@@ -482,7 +482,9 @@ KUMO_API int kumo_erlang_unlink(kumo_proc *self, kumo_pid pid);
 
 /* Monitors `pid`: exactly one KUMO_TYPE_DOWN message per ref, with reason
  * normal | exception | killed | shutdown | unknown-id (dead or never
- * existed).  Returns 0 and the ref. */
+ * existed) | disconnect (the link to pid's node was lost, or the node
+ * cannot be reached: <kumo/dist.h>).  Returns 0 and the ref, -ENOMEM or
+ * -KUMO_ESHUTDOWN. */
 KUMO_API int kumo_monitor(kumo_proc *self, kumo_pid pid, kumo_ref *ref);
 /* Cancels a monitor: no DOWN for `ref` is delivered after this call, even
  * one already queued in the caller's mailbox.  Returns 0, or -ENOENT if the
