@@ -795,30 +795,75 @@ static void peer_lost(struct kumo__dist *d, struct peer *p, const char *why)
 /* Outgoing items                                                      */
 /* ------------------------------------------------------------------ */
 
+/* The signals that cross as frames of their own, and their ops. */
+static const struct {
+    uint8_t kind, op;
+} signal_ops[] = {
+    {SIG_LINK, KUMO__DW_LINK},       {SIG_UNLINK, KUMO__DW_UNLINK},
+    {SIG_MONITOR, KUMO__DW_MONITOR}, {SIG_DEMONITOR, KUMO__DW_DEMONITOR},
+    {SIG_EXIT, KUMO__DW_EXIT},       {SIG_KILL, KUMO__DW_KILL},
+    {SIG_DOWN, KUMO__DW_DOWN},       {SIG_ELINK, KUMO__DW_ELINK},
+    {SIG_EUNLINK, KUMO__DW_EUNLINK},
+};
+
 static uint8_t wire_op(uint8_t kind)
 {
+    for (unsigned i = 0; i < sizeof signal_ops / sizeof signal_ops[0]; i++)
+        if (signal_ops[i].kind == kind)
+            return signal_ops[i].op;
+    return 0;
+}
+
+static uint8_t signal_kind(uint8_t op)
+{
+    for (unsigned i = 0; i < sizeof signal_ops / sizeof signal_ops[0]; i++)
+        if (signal_ops[i].op == op)
+            return signal_ops[i].kind;
+    return 0;
+}
+
+/*
+ * The watches a signal between local process `local` and remote pid
+ * `remote` starts or ends, whichever way it crosses (`sent`: local ->
+ * remote).  A link or monitor signal comes from its watcher, so the
+ * watcher is the local side when it is sent (OUT) and the remote one when
+ * it is received (IN); an exit signal that fires a link, and a DOWN, come
+ * from the target, the other way round.  An Erlang link is one OUT entry
+ * whichever end made it.  Returns -ENOMEM if a watch could not be added.
+ */
+static int track(struct peer *p, uint8_t kind, uint8_t flags, kumo_pid local, kumo_pid remote,
+                 uint64_t ref, bool sent)
+{
+    uint8_t local_watches = sent ? W_OUT : W_IN;
+    uint8_t local_is_watched = sent ? W_IN : W_OUT;
     switch (kind) {
     case SIG_LINK:
-        return KUMO__DW_LINK;
+        return watch_add(p, local, remote, 0, W_LINK, local_watches);
     case SIG_UNLINK:
-        return KUMO__DW_UNLINK;
+        watch_remove(p, local, remote, 0, W_LINK, local_watches);
+        break;
     case SIG_MONITOR:
-        return KUMO__DW_MONITOR;
+        return watch_add(p, local, remote, ref, W_MONITOR, local_watches);
     case SIG_DEMONITOR:
-        return KUMO__DW_DEMONITOR;
+        watch_remove(p, local, remote, ref, W_MONITOR, local_watches);
+        break;
     case SIG_EXIT:
-        return KUMO__DW_EXIT;
-    case SIG_KILL:
-        return KUMO__DW_KILL;
+        if (flags & MF_LINK)
+            watch_remove(p, local, remote, 0, W_LINK, local_is_watched);
+        if (flags & MF_ELINK)
+            watch_remove(p, local, remote, 0, W_ELINK, W_OUT);
+        break;
     case SIG_DOWN:
-        return KUMO__DW_DOWN;
+        watch_remove(p, local, remote, ref, W_MONITOR, local_is_watched);
+        break;
     case SIG_ELINK:
-        return KUMO__DW_ELINK;
+        watch_remove(p, local, remote, 0, W_ELINK, W_OUT);
+        return watch_add(p, local, remote, 0, W_ELINK, W_OUT);
     case SIG_EUNLINK:
-        return KUMO__DW_EUNLINK;
-    default:
-        return 0;
+        watch_remove(p, local, remote, 0, W_ELINK, W_OUT);
+        break;
     }
+    return 0;
 }
 
 /* An item for a node that cannot be reached: answered as the loss of the
@@ -1011,40 +1056,7 @@ static void dist_out(struct kumo__dist *d, kumo_pid to, struct kumo_msg *m)
         r = &((kumo_exit_msg *)m->data)->reason;
     else if (m->kind == SIG_DOWN)
         r = &((kumo_down_msg *)m->data)->reason;
-    /* The watches this signal starts or ends. */
-    int err = 0;
-    switch (m->kind) {
-    case SIG_LINK:
-        err = watch_add(p, from, to, 0, W_LINK, W_OUT);
-        break;
-    case SIG_MONITOR:
-        err = watch_add(p, from, to, ref, W_MONITOR, W_OUT);
-        break;
-    case SIG_UNLINK:
-        watch_remove(p, from, to, 0, W_LINK, W_OUT);
-        break;
-    case SIG_DEMONITOR:
-        watch_remove(p, from, to, ref, W_MONITOR, W_OUT);
-        break;
-    case SIG_EXIT:
-        if (m->flags & MF_LINK)
-            watch_remove(p, from, to, 0, W_LINK, W_IN);
-        if (m->flags & MF_ELINK)
-            watch_remove(p, from, to, 0, W_ELINK, W_OUT);
-        break;
-    case SIG_ELINK:
-        /* one entry per Erlang link, whichever end made it */
-        watch_remove(p, from, to, 0, W_ELINK, W_OUT);
-        err = watch_add(p, from, to, 0, W_ELINK, W_OUT);
-        break;
-    case SIG_EUNLINK:
-        watch_remove(p, from, to, 0, W_ELINK, W_OUT);
-        break;
-    case SIG_DOWN:
-        watch_remove(p, from, to, ref, W_MONITOR, W_IN);
-        break;
-    }
-    if (err) {
+    if (track(p, m->kind, m->flags, from, to, ref, true)) {
         unreachable(d, to, m); /* no memory to track it: fire it now */
         return;
     }
@@ -1377,55 +1389,12 @@ static void on_frame(struct kumo__dist *d, struct peer *p, const struct kumo__dw
         m->aux = f->aux;
         iov_copy(iov, n, f->payload_off, m->data, f->len);
     } else {
-        uint8_t kind = 0;
-        size_t plen = 0;
-        switch (f->op) {
-        case KUMO__DW_LINK:
-            kind = SIG_LINK;
-            watch_add(p, to, from, 0, W_LINK, W_IN);
-            break;
-        case KUMO__DW_UNLINK:
-            kind = SIG_UNLINK;
-            watch_remove(p, to, from, 0, W_LINK, W_IN);
-            break;
-        case KUMO__DW_MONITOR:
-            kind = SIG_MONITOR;
-            watch_add(p, to, from, f->aux, W_MONITOR, W_IN);
-            break;
-        case KUMO__DW_DEMONITOR:
-            kind = SIG_DEMONITOR;
-            watch_remove(p, to, from, f->aux, W_MONITOR, W_IN);
-            break;
-        case KUMO__DW_EXIT:
-            kind = SIG_EXIT;
-            plen = sizeof(kumo_exit_msg);
-            if (f->flags & KUMO__DW_F_LINK)
-                watch_remove(p, to, from, 0, W_LINK, W_OUT);
-            if (f->flags & KUMO__DW_F_ELINK)
-                watch_remove(p, to, from, 0, W_ELINK, W_OUT);
-            break;
-        case KUMO__DW_ELINK:
-            kind = SIG_ELINK;
-            watch_remove(p, to, from, 0, W_ELINK, W_OUT);
-            watch_add(p, to, from, 0, W_ELINK, W_OUT);
-            break;
-        case KUMO__DW_EUNLINK:
-            kind = SIG_EUNLINK;
-            watch_remove(p, to, from, 0, W_ELINK, W_OUT);
-            break;
-        case KUMO__DW_KILL:
-            kind = SIG_KILL;
-            plen = sizeof(kumo_exit_msg);
-            break;
-        case KUMO__DW_DOWN:
-            kind = SIG_DOWN;
-            plen = sizeof(kumo_down_msg);
-            watch_remove(p, to, from, f->aux, W_MONITOR, W_OUT);
-            break;
-        }
-        if (plen) {
-            uint8_t mflags = ((f->flags & KUMO__DW_F_LINK) ? MF_LINK : 0) |
-                             ((f->flags & KUMO__DW_F_ELINK) ? MF_ELINK : 0);
+        uint8_t kind = signal_kind(f->op);
+        uint8_t mflags = ((f->flags & KUMO__DW_F_LINK) ? MF_LINK : 0) |
+                         ((f->flags & KUMO__DW_F_ELINK) ? MF_ELINK : 0);
+        track(p, kind, mflags, to, from, f->aux, false); /* no memory: untracked */
+        bool reason = kind == SIG_EXIT || kind == SIG_KILL || kind == SIG_DOWN;
+        if (reason) {
             int err =
                 kumo__post_reason_from(node, d->ps, from, to, kind, mflags, f->aux, &f->reason);
             (void)err; /* no memory: lost, as on a broken link */
