@@ -418,54 +418,46 @@ static int post_watch(kumo_proc *self, kumo_pid pid, uint8_t kind, uint64_t ref)
     return 0;
 }
 
-int kumo_link(kumo_proc *self, kumo_pid pid)
+/* Records a link of `kind` (W_LINK: in self's watching list; W_ELINK:
+ * in both of its lists, the link being both ways) and sends `sig` to pid,
+ * undoing the record if the send fails.  A link already held is one link. */
+static int link_with(kumo_proc *self, kumo_pid pid, uint32_t kind, uint8_t sig)
 {
     if (atomic_load_explicit(&self->node->stopping, memory_order_relaxed))
         return -KUMO_ESHUTDOWN;
     kumo__inbox_lock(self);
     struct proc_ext *e = kumo__ext(self);
     int err = e ? 0 : -ENOMEM;
-    bool had = e && kumo__watch_find(&e->watching, pid, 0, W_LINK) >= 0;
-    if (e && !had)
-        err = kumo__watch_add(&e->watching, pid, 0, W_LINK);
+    bool had = e && kumo__watch_find(&e->watching, pid, 0, kind) >= 0;
+    if (e && !had) {
+        err = kumo__watch_add(&e->watching, pid, 0, kind);
+        if (!err && kind == W_ELINK && (err = kumo__watch_add(&e->watchers, pid, 0, kind)))
+            kumo__watch_remove(&e->watching, pid, 0, kind);
+    }
     kumo__inbox_unlock(self);
     if (err || had)
         return err;
-    err = post_watch(self, pid, SIG_LINK, 0);
+    err = post_watch(self, pid, sig, 0);
     if (err) {
         kumo__inbox_lock(self);
-        kumo__watch_remove(&e->watching, pid, 0, W_LINK);
+        kumo__watch_remove(&e->watching, pid, 0, kind);
+        if (kind == W_ELINK)
+            kumo__watch_remove(&e->watchers, pid, 0, kind);
         kumo__inbox_unlock(self);
     }
     return err;
 }
 
+int kumo_link(kumo_proc *self, kumo_pid pid)
+{
+    return link_with(self, pid, W_LINK, SIG_LINK);
+}
+
 int kumo_erlang_link(kumo_proc *self, kumo_pid pid)
 {
-    if (atomic_load_explicit(&self->node->stopping, memory_order_relaxed))
-        return -KUMO_ESHUTDOWN;
     if (kumo_pid_eq(pid, kumo__pid_of(self)))
         return 0; /* Erlang: linking to oneself does nothing */
-    kumo__inbox_lock(self);
-    struct proc_ext *e = kumo__ext(self);
-    int err = e ? 0 : -ENOMEM;
-    bool had = e && kumo__watch_find(&e->watching, pid, 0, W_ELINK) >= 0;
-    if (e && !had) {
-        err = kumo__watch_add(&e->watching, pid, 0, W_ELINK);
-        if (!err && (err = kumo__watch_add(&e->watchers, pid, 0, W_ELINK)))
-            kumo__watch_remove(&e->watching, pid, 0, W_ELINK);
-    }
-    kumo__inbox_unlock(self);
-    if (err || had)
-        return err;
-    err = post_watch(self, pid, SIG_ELINK, 0);
-    if (err) {
-        kumo__inbox_lock(self);
-        kumo__watch_remove(&e->watching, pid, 0, W_ELINK);
-        kumo__watch_remove(&e->watchers, pid, 0, W_ELINK);
-        kumo__inbox_unlock(self);
-    }
-    return err;
+    return link_with(self, pid, W_ELINK, SIG_ELINK);
 }
 
 int kumo_erlang_unlink(kumo_proc *self, kumo_pid pid)
