@@ -132,30 +132,11 @@ int kumo_nsend_remote(kumo_proc *self, uint64_t node, const char *name, uint64_t
     return reg_request(self, node, KUMO__REG_NSEND, name, (kumo_pid){0}, type, data, len, NULL);
 }
 
-struct reply_match {
-    uint64_t type;
-    kumo_ref ref;
-};
-
-static bool is_reply(const kumo_msg *m, void *arg)
-{
-    const struct reply_match *w = arg;
-    if (kumo_msg_type(m) != w->type || kumo_msg_len(m) != sizeof(kumo_reg_reply_msg))
-        return false;
-    const kumo_reg_reply_msg *r = kumo_msg_data(m);
-    return kumo_ref_eq(r->ref, w->ref);
-}
-
 static int wait_reply(kumo_inbox *ib, kumo_ref ref, int64_t timeout_ns, kumo_reg_reply_msg *out)
 {
-    struct reply_match w = {.type = kumo_inbox_proc(ib)->node->type_reg_reply, .ref = ref};
-    kumo_msg *m = NULL;
-    int err = kumo_inbox_recv(ib, is_reply, &w, timeout_ns, &m);
-    if (err)
-        return err;
-    memcpy(out, kumo_msg_data(m), sizeof *out);
-    kumo_msg_free(m);
-    return out->err;
+    int err = kumo__inbox_take_answer(ib, kumo_inbox_proc(ib)->node->type_reg_reply, ref,
+                                      timeout_ns, out, sizeof *out);
+    return err ? err : out->err;
 }
 
 int kumo_whereis_remote_wait(kumo_inbox *ib, uint64_t node, const char *name, int64_t timeout_ns,

@@ -157,37 +157,50 @@ int kumo_spawn_remote(kumo_proc *self, uint64_t nid, const char *name, const voi
     return 0;
 }
 
-struct did_spawn_match {
+struct answer_match {
     uint64_t type;
+    size_t len;
     kumo_ref ref;
 };
 
+/* An answer message: of `type`, `len` bytes, starting with the ref. */
 static bool is_answer(const kumo_msg *m, void *arg)
 {
-    const struct did_spawn_match *w = arg;
-    if (kumo_msg_type(m) != w->type || kumo_msg_len(m) != sizeof(kumo_did_spawn_msg))
+    const struct answer_match *w = arg;
+    if (kumo_msg_type(m) != w->type || kumo_msg_len(m) != w->len)
         return false;
-    const kumo_did_spawn_msg *r = kumo_msg_data(m);
-    return kumo_ref_eq(r->ref, w->ref);
+    kumo_ref r;
+    memcpy(&r, kumo_msg_data(m), sizeof r);
+    return kumo_ref_eq(r, w->ref);
+}
+
+int kumo__inbox_take_answer(kumo_inbox *ib, uint64_t type, kumo_ref ref, int64_t timeout_ns,
+                            void *out, size_t len)
+{
+    struct answer_match w = {.type = type, .len = len, .ref = ref};
+    kumo_msg *m = NULL;
+    int err = kumo_inbox_recv(ib, is_answer, &w, timeout_ns, &m);
+    if (err)
+        return err;
+    memcpy(out, kumo_msg_data(m), len);
+    kumo_msg_free(m);
+    return 0;
 }
 
 int kumo_spawn_remote_wait(kumo_inbox *ib, uint64_t nid, const char *name, const void *args,
                            size_t len, const kumo_spawn_opts *opts, kumo_pid *out)
 {
     kumo_proc *self = kumo_inbox_proc(ib);
-    struct did_spawn_match w = {.type = self->node->type_did_spawn};
-    int err = kumo_spawn_remote(self, nid, name, args, len, opts, &w.ref);
+    kumo_ref ref;
+    int err = kumo_spawn_remote(self, nid, name, args, len, opts, &ref);
     if (err)
         return err;
-    kumo_msg *m = NULL;
     /* The node answers within its spawn timeout; wait a little longer. */
     int64_t wait = (int64_t)self->node->spawn_timeout_ns + 1000000000;
-    err = kumo_inbox_recv(ib, is_answer, &w, wait, &m);
+    kumo_did_spawn_msg r;
+    err = kumo__inbox_take_answer(ib, self->node->type_did_spawn, ref, wait, &r, sizeof r);
     if (err)
         return err;
-    kumo_did_spawn_msg r;
-    memcpy(&r, kumo_msg_data(m), sizeof r);
-    kumo_msg_free(m);
     if (r.err == 0 && out)
         *out = r.pid;
     return r.err;
