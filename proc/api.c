@@ -201,7 +201,10 @@ static inline struct kumo_msg *data_msg(kumo_proc *self, kumo_pid to, uint64_t t
     return kumo__msg_from(self, to, SIG_DATA, type, 0, len);
 }
 
-int kumo_send(kumo_proc *self, kumo_pid to, uint64_t type, const void *data, size_t len)
+/* kumo_send and kumo_usend: a copy of data as a message, with `flags`
+ * (0 or MF_USEND; a constant where inlined). */
+static inline int send_copy(kumo_proc *self, kumo_pid to, uint64_t type, const void *data,
+                            size_t len, uint8_t flags)
 {
     kumo_node *node = node_of(self);
     int err = kumo__check_send(node, len);
@@ -210,9 +213,15 @@ int kumo_send(kumo_proc *self, kumo_pid to, uint64_t type, const void *data, siz
     struct kumo_msg *m = data_msg(self, to, type, len);
     if (!m)
         return -ENOMEM;
+    m->flags = flags;
     kumo__copy(m->data, data, len);
     kumo__post(node, self, to, m);
     return 0;
+}
+
+int kumo_send(kumo_proc *self, kumo_pid to, uint64_t type, const void *data, size_t len)
+{
+    return send_copy(self, to, type, data, len, 0);
 }
 
 int kumo_sendv(kumo_proc *self, kumo_pid to, uint64_t type, const struct iovec *iov, int n)
@@ -234,17 +243,7 @@ int kumo_sendv(kumo_proc *self, kumo_pid to, uint64_t type, const struct iovec *
 
 int kumo_usend(kumo_proc *self, kumo_pid to, uint64_t type, const void *data, size_t len)
 {
-    kumo_node *node = node_of(self);
-    int err = kumo__check_send(node, len);
-    if (err)
-        return err;
-    struct kumo_msg *m = data_msg(self, to, type, len);
-    if (!m)
-        return -ENOMEM;
-    m->flags = MF_USEND;
-    kumo__copy(m->data, data, len);
-    kumo__post(node, self, to, m);
-    return 0;
+    return send_copy(self, to, type, data, len, MF_USEND);
 }
 
 kumo_msg *kumo_msg_alloc(kumo_proc *self, uint64_t type, size_t len, void **payload)
