@@ -361,6 +361,13 @@ static void use_cpu(unsigned k)
     sched_setaffinity(0, sizeof one, &one);
 }
 
+/* argv[2], when given, picks one workload ("rtt", "oneway_64B", "spawn"...). */
+static const char *only;
+static bool wanted(const char *workload)
+{
+    return !only || strcmp(only, workload) == 0;
+}
+
 static void run(const char *t)
 {
     int ap[2], cp[2];
@@ -395,12 +402,18 @@ static void run(const char *t)
     if (err)
         bench_die("kumo_node_connect", err);
 
-    rtt(t, a, ib, b, 20000);
-    oneway(t, a, ib, b, "64B", 64, 2000000);
-    oneway(t, a, ib, b, "1KiB", 1024, 500000);
-    oneway(t, a, ib, b, "64KiB", 64u << 10, 20000);
-    oneway(t, a, ib, b, "1MiB", 1u << 20, 1500);
-    spawns(t, a, ib, b, 20000);
+    if (wanted("rtt"))
+        rtt(t, a, ib, b, 20000);
+    if (wanted("oneway_64B"))
+        oneway(t, a, ib, b, "64B", 64, 2000000);
+    if (wanted("oneway_1KiB"))
+        oneway(t, a, ib, b, "1KiB", 1024, 500000);
+    if (wanted("oneway_64KiB"))
+        oneway(t, a, ib, b, "64KiB", 64u << 10, 20000);
+    if (wanted("oneway_1MiB"))
+        oneway(t, a, ib, b, "1MiB", 1u << 20, 1500);
+    if (wanted("spawn"))
+        spawns(t, a, ib, b, 20000);
 
     kumo_inbox_free(ib);
     kumo_node_free(a);
@@ -409,7 +422,8 @@ static void run(const char *t)
     waitpid(child, &status, 0);
 }
 
-int main(void)
+/* Usage: dist [tcp|shm [workload]]; with no argument, everything. */
+int main(int argc, char **argv)
 {
     kumo_log_set_level(KUMO_LOG_WARN);
     T_PING = kumo_type("perf.ping");
@@ -417,7 +431,11 @@ int main(void)
     T_ACK = kumo_type("perf.ack");
     T_DONE = kumo_type("perf.done");
     T_RESULT = kumo_type("perf.result");
-    run("tcp");
-    run("shm");
+    if (argc > 2)
+        only = argv[2];
+    if (argc < 2 || strcmp(argv[1], "tcp") == 0)
+        run("tcp");
+    if (argc < 2 || strcmp(argv[1], "shm") == 0)
+        run("shm");
     return 0;
 }
