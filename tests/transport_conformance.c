@@ -886,6 +886,76 @@ TT_CASE(million_small_messages_in_order)
     fx_finish(&f);
 }
 
+/* Message i of mixed_run: small ones of many sizes; in each turn of
+ * MIXED_TURN, one over the size copied into staging (so it is queued, and
+ * the rest of the turn behind it) after more than a batch (4 MiB) staged. */
+#define MIXED_TURN 100000
+static size_t mixed_len(uint64_t i)
+{
+    return 16 + (i % MIXED_TURN == 90000 ? 3000 : i % 61);
+}
+
+static bool mixed_hook(tt_ep *e, const kumo_event *ev)
+{
+    struct seq_check *s = e->user;
+    if (ev->kind != KUMO_EV_RECEIVED)
+        return ev->kind != KUMO_EV_CONNECTION_OPENED;
+    uint8_t b[8] = {0};
+    size_t off = 0;
+    uint8_t last = 0;
+    for (int i = 0; i < ev->iovcnt; i++) {
+        const uint8_t *p = ev->iov[i].iov_base;
+        for (size_t k = 0; k < ev->iov[i].iov_len; k++, off++) {
+            if (off < 8)
+                b[off] = p[k];
+            last = p[k];
+        }
+    }
+    uint64_t v = get_u64(b);
+    if (v != s->next || off != mixed_len(v) || last != (uint8_t)(v * 7))
+        tt_ep_failf(e, "message %" PRIu64 " (%zu bytes) arrived where %" PRIu64 " was due", v, off,
+                    s->next);
+    s->next++;
+    atomic_fetch_add(&s->got, 1);
+    return false;
+}
+
+static void mixed_run(void *arg)
+{
+    struct burst *b = arg;
+    static uint8_t buf[3100];
+    for (uint64_t i = b->from; i < b->from + b->n && !b->err; i++) {
+        size_t len = mixed_len(i);
+        memset(buf, 0, len);
+        put_u64(buf, i);
+        buf[len - 1] = (uint8_t)(i * 7);
+        b->err = kumo_conn_send(b->c, &(struct iovec){buf, len}, 1, NULL, NULL);
+    }
+}
+
+/* One shard turn sends more small messages than one staging buffer holds
+ * (256 KiB), with larger ones between them that go through the queue: all
+ * arrive whole and in order. */
+TT_CASE(bursts_past_a_staging_buffer_keep_order_with_larger_messages)
+{
+    struct fixture f = fx_start(tr);
+    static struct seq_check s;
+    memset(&s, 0, sizeof s);
+    tt_ep *rx = tt_ep_new_hook(f.t, 1, "receiver", mixed_hook, &s);
+    f.eps[f.n++] = rx;
+    tt_ep *tx = fx_ep(&f, 0, "sender");
+    kumo_conn c = tt_connect(tx, &rx->addr);
+    enum { TOTAL = 2 * MIXED_TURN, BATCH = MIXED_TURN }; /* ~5.5 MB a turn */
+    for (uint64_t sent = 0; sent < TOTAL; sent += BATCH) {
+        struct burst b = {.c = c, .from = sent, .n = BATCH};
+        tt_on_shard(f.eng, 0, mixed_run, &b);
+        cr_assert_eq(b.err, 0, "send: %s", kumo_transport_strerror(b.err));
+        tt_wait_counter(rx, &rx->received, sent + BATCH, "received");
+    }
+    cr_assert_eq(atomic_load(&s.got), (uint64_t)TOTAL);
+    fx_finish(&f);
+}
+
 /* Counts releases of lent buffers; the test thread waits on it. */
 struct lend {
     pthread_mutex_t mu;

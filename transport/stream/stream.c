@@ -111,13 +111,23 @@
 /* Small copied messages are framed straight into the link's staging
  * buffer (their one copy) when their connection has nothing queued: a
  * batch of them is one iovec instead of two per message, and needs no
- * queue entry.  The buffer is double: one fills while the other flies. */
+ * queue entry.  The buffer is double: one fills while the other flies.
+ * A buffer that reaches STAGE_MAX is sealed into a chain (struct sealed)
+ * and a fresh one started, so a burst larger than one buffer stays on
+ * this path; the chain counts toward send_queue_max like queued bytes. */
 #define STAGE_MSG_MAX 1024
 #define STAGE_MAX (256u << 10)
 
 /* ------------------------------------------------------------------ */
 /* Types                                                               */
 /* ------------------------------------------------------------------ */
+
+/* A full staging buffer waiting for (or in) a batch. */
+struct sealed {
+    struct sealed *next;
+    uint8_t *bytes;
+    size_t len;
+};
 
 struct tcp_t {
     struct kumo_transport base;
@@ -256,6 +266,10 @@ struct link {
     unsigned ctlq_len;
     uint8_t *stage, *stage_fly;
     size_t stage_len, stage_cap, stage_fly_cap;
+    struct sealed *sealed, **sealed_tail; /* full buffers, oldest first */
+    size_t sealed_bytes;
+    struct sealed *sealed_fly; /* those in the batch in flight */
+    uint8_t *stage_spare;      /* a STAGE_MAX buffer to reuse */
     uint8_t ctl_inflight[CTLQ_MAX];
     struct iovec *iov;
     unsigned niov, iov_start;
@@ -369,6 +383,44 @@ static bool shm_prepark(struct kumo__shard *sh, struct kumo__poller *p);
 /* ------------------------------------------------------------------ */
 /* Small helpers                                                       */
 /* ------------------------------------------------------------------ */
+
+/* Bytes framed into staging buffers and not yet in a batch. */
+static size_t staged(const struct link *l)
+{
+    return l->sealed_bytes + l->stage_len;
+}
+
+static void sealed_free(struct sealed *z)
+{
+    while (z) {
+        struct sealed *next = z->next;
+        kumo__free(z->bytes, STAGE_MAX);
+        kumo__free(z, sizeof *z);
+        z = next;
+    }
+}
+
+/* Seals the full staging buffer into the chain and starts an empty one.
+ * False (nothing changed) when there is no memory for either. */
+static bool stage_seal(struct link *l)
+{
+    struct sealed *z = kumo__alloc(sizeof *z);
+    uint8_t *fresh = l->stage_spare ? l->stage_spare : kumo__alloc(STAGE_MAX);
+    if (!z || !fresh) {
+        kumo__free(z, sizeof *z);
+        if (fresh != l->stage_spare)
+            kumo__free(fresh, STAGE_MAX);
+        return false;
+    }
+    l->stage_spare = NULL;
+    *z = (struct sealed){.bytes = l->stage, .len = l->stage_len};
+    *l->sealed_tail = z;
+    l->sealed_tail = &z->next;
+    l->sealed_bytes += l->stage_len;
+    l->stage = fresh;
+    l->stage_len = 0;
+    return true;
+}
 
 static struct kumo__shard *ep_sh(struct tcp_ep *ep)
 {
@@ -647,6 +699,7 @@ static struct link *link_new(struct tcp_ep *ep, int fd)
     l->ep = ep;
     l->fd = fd;
     l->rr_tail = &l->rr_head;
+    l->sealed_tail = &l->sealed;
     l->c_connect.fn = connect_done;
     l->c_recv.fn = recv_done;
     l->c_send.fn = send_done;
@@ -692,6 +745,9 @@ static void link_maybe_free(struct link *l)
         kumo_rx_free(&l->rx_hold->rx);
     kumo__free(l->stage, l->stage_cap);
     kumo__free(l->stage_fly, l->stage_fly_cap);
+    sealed_free(l->sealed);
+    sealed_free(l->sealed_fly);
+    kumo__free(l->stage_spare, STAGE_MAX);
     kumo__free(l, sizeof *l);
     ep_maybe_closed(ep);
 }
@@ -736,14 +792,14 @@ static void link_set_over(struct link *l, bool over)
 /* After accepting a send: over the limit, the link's connections are busy. */
 static void check_over(struct link *l)
 {
-    if (!l->over && l->stage_len + l->txq_bytes >= l->ep->t->cfg.send_queue_max)
+    if (!l->over && staged(l) + l->txq_bytes >= l->ep->t->cfg.send_queue_max)
         link_set_over(l, true);
 }
 
 /* After framing a batch: below half the limit, they are not. */
 static void check_drained(struct link *l)
 {
-    if (l->over && l->stage_len + l->txq_bytes < l->ep->t->cfg.send_queue_max / 2)
+    if (l->over && staged(l) + l->txq_bytes < l->ep->t->cfg.send_queue_max / 2)
         link_set_over(l, false);
 }
 
@@ -1440,14 +1496,25 @@ static size_t build_batch(struct link *l)
     unsigned niov = 0, nfr = 0;
     size_t bytes = 0;
     l->batch_lent = 0;
-    l->batch_copied = l->ctlq_len || l->stage_len;
+    l->batch_copied = l->ctlq_len || staged(l);
     if (l->ctlq_len) {
         memcpy(l->ctl_inflight, l->ctlq, l->ctlq_len);
         l->iov[niov++] = (struct iovec){l->ctl_inflight, l->ctlq_len};
         bytes += l->ctlq_len;
         l->ctlq_len = 0;
     }
-    if (l->stage_len) {
+    while (l->sealed && niov + 2 < MAX_IOV && bytes < BATCH_BYTES) {
+        struct sealed *z = l->sealed;
+        l->sealed = z->next;
+        if (!l->sealed)
+            l->sealed_tail = &l->sealed;
+        z->next = l->sealed_fly;
+        l->sealed_fly = z;
+        l->iov[niov++] = (struct iovec){z->bytes, z->len};
+        bytes += z->len;
+        l->sealed_bytes -= z->len;
+    }
+    if (l->stage_len && !l->sealed) {
         uint8_t *b = l->stage_fly;
         size_t cap = l->stage_fly_cap;
         l->stage_fly = l->stage;
@@ -1458,7 +1525,10 @@ static size_t build_batch(struct link *l)
         bytes += l->stage_len;
         l->stage_len = 0;
     }
-    while (l->rr_head && nfr < MAX_FRAMES && niov + 2 < MAX_IOV && bytes < BATCH_BYTES) {
+    /* Queued messages go after everything staged (a connection's staged
+     * frames were sent before its queue began). */
+    while (!staged(l) && l->rr_head && nfr < MAX_FRAMES && niov + 2 < MAX_IOV &&
+           bytes < BATCH_BYTES) {
         struct out_conn *oc = l->rr_head;
         struct txm *m = oc->qh;
         uint8_t *hd = l->hdrs[nfr];
@@ -1557,7 +1627,7 @@ static size_t build_batch(struct link *l)
             }
         }
     }
-    if (!l->rr_head && !l->stage_len && l->bye_pending && !l->bye_sent && niov + 1 < MAX_IOV) {
+    if (!l->rr_head && !staged(l) && l->bye_pending && !l->bye_sent && niov + 1 < MAX_IOV) {
         uint8_t *hd = l->hdrs[MAX_FRAMES];
         unsigned hl = kumo__tcp_hdr_encode(hd, KUMO__T_BYE, 0, 0, 0, 0);
         l->iov[niov++] = (struct iovec){hd, hl};
@@ -1595,6 +1665,15 @@ static void zc_maybe_free(struct zc_hold *z)
 static void batch_done(struct link *l)
 {
     frames_done(l->fr, l->nfr);
+    while (l->sealed_fly) {
+        struct sealed *z = l->sealed_fly;
+        l->sealed_fly = z->next;
+        if (!l->stage_spare)
+            l->stage_spare = z->bytes;
+        else
+            kumo__free(z->bytes, STAGE_MAX);
+        kumo__free(z, sizeof *z);
+    }
     l->nfr = 0;
     l->niov = 0;
     if (l->zc) {
@@ -1699,7 +1778,7 @@ static void kick(struct link *l)
             if (l->send_inflight)
                 return;
         }
-        if (l->state != L_DEAD && (l->rr_head || l->ctlq_len || l->stage_len))
+        if (l->state != L_DEAD && (l->rr_head || l->ctlq_len || staged(l)))
             mark_dirty(l);
         return;
     }
@@ -1811,7 +1890,7 @@ static bool self_feed(struct link *l)
     batch_done(l);
     l->send_inflight = false;
     l->busy--;
-    if (l->state != L_DEAD && (l->rr_head || l->ctlq_len || l->stage_len))
+    if (l->state != L_DEAD && (l->rr_head || l->ctlq_len || staged(l)))
         mark_dirty(l); /* more was sent meanwhile: next iteration */
     link_maybe_free(l);
     return l->state != L_DEAD;
@@ -2045,7 +2124,7 @@ static void ring_push(struct link *l)
 static bool ring_send_now(struct link *l, struct out_conn *oc, const struct iovec *iov, int n,
                           size_t len)
 {
-    if (l->send_inflight || l->ring_blocked || l->stage_len || l->rr_head || l->ctlq_len ||
+    if (l->send_inflight || l->ring_blocked || staged(l) || l->rr_head || l->ctlq_len ||
         l->bye_pending || oc->qh)
         return false;
     struct kumo__shm_ring *r = &l->rout;
@@ -2155,7 +2234,7 @@ static unsigned shm_poll(struct kumo__shard *sh, struct kumo__poller *p)
             ring_push(l);
             if (!l->ring_blocked && l->state != L_DEAD) {
                 work++;
-                if (l->rr_head || l->ctlq_len || l->stage_len || l->bye_pending)
+                if (l->rr_head || l->ctlq_len || staged(l) || l->bye_pending)
                     mark_dirty(l);
             }
         }
@@ -2964,6 +3043,8 @@ int kumo__stream_send(struct kumo_endpoint *bep, struct kumo__conn *c, const str
         return 0;
     if (small && !oc->qh) {
         size_t need = l->stage_len + KUMO__TCP_HDR + len;
+        if (need > STAGE_MAX && l->stage_cap == STAGE_MAX && stage_seal(l))
+            need = KUMO__TCP_HDR + len;
         if (need > l->stage_cap && need <= STAGE_MAX) {
             size_t ncap = l->stage_cap ? l->stage_cap : 16384;
             while (ncap < need)
@@ -2986,7 +3067,7 @@ int kumo__stream_send(struct kumo_endpoint *bep, struct kumo__conn *c, const str
             mark_dirty(l);
             return 0;
         }
-        /* staging full: queue it (it still goes after what is staged) */
+        /* no memory to stage it: queue it (it goes after what is staged) */
     }
     struct txm *m = txm_new(KUMO__T_DATA, kumo__iov_hold_size(n, len, release != NULL));
     if (!m)
