@@ -43,13 +43,64 @@ static inline bool accepts(const kumo_match *mt, const struct kumo_msg *m, void 
     }
 }
 
+/* Scans the mailbox from p->cursor against the mailbox matches
+ * set->matches[from, to) (one group).  Returns the first message any of
+ * them accepts, removed from the mailbox, and the first match that accepts
+ * it; or NULL.  *at is left at the link the scan stopped on: the removed
+ * message's predecessor, or the mailbox's end. */
+static struct kumo_msg *scan_group(struct kumo_proc *p, const kumo_recv *set, uint32_t from,
+                                   uint32_t to, const kumo_match **which, struct kumo_msg ***at)
+{
+    struct kumo_msg **pp = p->cursor;
+    while (*pp) {
+        struct kumo_msg *m = *pp;
+        const kumo_match *hit = NULL;
+        for (uint32_t j = from; j < to; j++)
+            if (accepts(&set->matches[j], m, p->state)) {
+                hit = &set->matches[j];
+                break;
+            }
+        if (!hit) {
+            pp = (struct kumo_msg **)&m->link.next;
+            continue;
+        }
+        *pp = msg_next(m);
+        /* The next message is usually taken next: start loading it
+         * while this one is handled (deep mailboxes live in DRAM). */
+        if (*pp)
+            __builtin_prefetch(*pp);
+        if (p->mbox_tail == (struct kumo_msg **)&m->link.next)
+            p->mbox_tail = pp;
+        if (hit->kind == KUMO_MATCH_ANY && !hit->fn) {
+            /* matchUnknown: drop it and keep waiting on this set */
+            kumo__msg_free(m);
+            continue;
+        }
+        *which = hit;
+        *at = pp;
+        return m;
+    }
+    *at = pp;
+    return NULL;
+}
+
 /* Finds the message the current wait takes.  Returns it (removed from its
- * queue) and the match, or NULL.  The mailbox scan starts at p->cursor:
- * everything before it was already found unmatched by this same set. */
+ * queue) and the match, or NULL.  Consecutive matches of one kind form a
+ * group, and groups are tried in the order listed (Cloud Haskell's
+ * receiveWait): a port group takes the head of the first of its ports that
+ * has one; a mailbox group (TYPE, IF, ANY) takes the first message in
+ * mailbox order that any of its matches accepts.
+ *
+ * The mailbox scans start at p->cursor: everything before it was already
+ * found unmatched by every mailbox match of this same set.  A miss in
+ * every group moves it to the mailbox's end; a hit moves it to the taken
+ * message's place only when no later mailbox group was skipped, since a
+ * later group has not looked at the messages in between. */
 static struct kumo_msg *find(struct kumo_proc *p, const kumo_recv *set, const kumo_match **which)
 {
-    bool scanned = false;
-    for (uint32_t i = 0; i < set->n; i++) {
+    struct kumo_msg **end = NULL;
+    uint32_t i = 0;
+    while (i < set->n) {
         const kumo_match *mt = &set->matches[i];
         if (mt->kind == KUMO_MATCH_PORT) {
             struct kumo_msg *m = mt->port ? kumo__port_take(mt->port) : NULL;
@@ -57,44 +108,27 @@ static struct kumo_msg *find(struct kumo_proc *p, const kumo_recv *set, const ku
                 *which = mt;
                 return m;
             }
+            i++;
             continue;
         }
-        if (scanned)
-            continue;
-        scanned = true;
-        struct kumo_msg **pp = p->cursor;
-        while (*pp) {
-            struct kumo_msg *m = *pp;
-            const kumo_match *hit = NULL;
-            for (uint32_t j = i; j < set->n; j++) {
-                const kumo_match *mj = &set->matches[j];
-                if (mj->kind != KUMO_MATCH_PORT && accepts(mj, m, p->state)) {
-                    hit = mj;
-                    break;
-                }
-            }
-            if (!hit) {
-                pp = (struct kumo_msg **)&m->link.next;
-                continue;
-            }
-            *pp = msg_next(m);
-            /* The next message is usually taken next: start loading it
-             * while this one is handled (deep mailboxes live in DRAM). */
-            if (*pp)
-                __builtin_prefetch(*pp);
-            if (p->mbox_tail == (struct kumo_msg **)&m->link.next)
-                p->mbox_tail = pp;
-            if (hit->kind == KUMO_MATCH_ANY && !hit->fn) {
-                /* matchUnknown: drop it and keep waiting on this set */
-                kumo__msg_free(m);
-                continue;
-            }
-            p->cursor = pp;
-            *which = hit;
+        uint32_t j = i + 1;
+        while (j < set->n && set->matches[j].kind != KUMO_MATCH_PORT)
+            j++;
+        struct kumo_msg **at;
+        struct kumo_msg *m = scan_group(p, set, i, j, which, &at);
+        if (m) {
+            bool later = false;
+            for (uint32_t k = j; k < set->n && !later; k++)
+                later = set->matches[k].kind != KUMO_MATCH_PORT;
+            if (!later)
+                p->cursor = at;
             return m;
         }
-        p->cursor = pp;
+        end = at;
+        i = j;
     }
+    if (end)
+        p->cursor = end;
     return NULL;
 }
 

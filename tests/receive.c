@@ -363,6 +363,62 @@ KT_TEST(receive, port_and_mailbox_in_one_set)
     kt_env_stop(&env);
 }
 
+/* Groups: [mailbox A, port, mailbox B] tries A, then the port, then B. */
+static void grp_hit(kumo_proc *self, void *st, kumo_msg *m)
+{
+    struct proc *p = st;
+    report(self, p->ib, kumo_msg_type(m), msg_u64(m));
+    if (++p->n < 5)
+        kumo_receive(self, &p->sets[1], KUMO_INFINITY);
+}
+
+static void grp_init(kumo_proc *self, void *st)
+{
+    struct proc *p = st;
+    if (kumo_new_chan(self, T_CH, &p->sp, &p->rp)) {
+        kumo_die(self, KUMO_EXCEPTION, "new_chan");
+        return;
+    }
+    p->m[0][0] = (kumo_match){.kind = KUMO_MATCH_TYPE, .type = T_GO, .fn = go_set1};
+    p->m[1][0] = (kumo_match){.kind = KUMO_MATCH_TYPE, .type = T_A, .fn = grp_hit};
+    p->m[1][1] = (kumo_match){.kind = KUMO_MATCH_PORT, .port = p->rp, .fn = grp_hit};
+    p->m[1][2] = (kumo_match){.kind = KUMO_MATCH_TYPE, .type = T_B, .fn = grp_hit};
+    p->sets[0] = (kumo_recv){.matches = p->m[0], .n = 1};
+    p->sets[1] = (kumo_recv){.matches = p->m[1], .n = 3};
+    kumo_send(self, p->ib, T_PORT, &p->sp, sizeof p->sp);
+    kumo_receive(self, &p->sets[0], KUMO_INFINITY);
+}
+
+KT_TEST(receive, match_groups_are_tried_in_the_order_listed)
+{
+    types_init();
+    kt_env env = kt_env_start(kt_shards);
+    struct proc p = {0};
+    kumo_pid pid;
+    kumo_ref ref;
+    spawn_proc(env.node, env.ib, &p, grp_init, kt_shards, &pid, &ref);
+    kumo_send_port sp;
+    KT_TAKE(kt_expect(env.ib, T_PORT), sp);
+    /* All queued before the process looks: B 1, ch 2, A 3, B 4, ch 5. */
+    kt_send_u64(env.me, pid, T_B, 1);
+    uint64_t v = 2;
+    cr_assert_eq(kumo_send_chan(env.me, sp, &v, sizeof v), 0);
+    kt_send_u64(env.me, pid, T_A, 3);
+    kt_send_u64(env.me, pid, T_B, 4);
+    v = 5;
+    cr_assert_eq(kumo_send_chan(env.me, sp, &v, sizeof v), 0);
+    kt_send_u64(env.me, pid, T_GO, 0);
+    /* A's group first although B 1 is older; then the port's group, ahead
+     * of the queued B messages; B 1 (before the taken A) is still found. */
+    expect_rep(env.ib, T_A, 3);
+    expect_rep(env.ib, T_CH, 2);
+    expect_rep(env.ib, T_CH, 5);
+    expect_rep(env.ib, T_B, 1);
+    expect_rep(env.ib, T_B, 4);
+    kt_down(env.ib, pid, KUMO_NORMAL, "");
+    kt_env_stop(&env);
+}
+
 /* ------------------------------------------------------------------ */
 /* Timeouts                                                            */
 /* ------------------------------------------------------------------ */

@@ -397,11 +397,14 @@ enum {
  * process waits on it (make it static const, or keep it in the process
  * state); a set re-declared at the same address must have the same
  * contents (its scan position is kept), so wait for something else with
- * another kumo_recv.  Matches are tried in order: port matches take the head of their
- * port; mailbox matches (TYPE, IF, ANY) are tried together, at the position
- * of the first of them, against each message in mailbox order: the first
- * message that any of them accepts is removed and handed to the first match
- * that accepts it.  Unmatched messages stay queued, in order.
+ * another kumo_recv.  Consecutive matches of one kind form a group, and
+ * groups are tried in the order listed (Cloud Haskell's receiveWait): a
+ * group of port matches takes the head of the first of its ports that has
+ * a message; a group of mailbox matches (TYPE, IF, ANY) is tried against
+ * each message in mailbox order, and the first message that any of them
+ * accepts is removed and handed to the first match that accepts it.  So in
+ * [mailbox A, port r, mailbox B] a value queued on r is taken before an
+ * older B.  Unmatched messages stay queued, in order.
  */
 typedef struct kumo_recv {
     const kumo_match *matches;
