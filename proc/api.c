@@ -83,6 +83,21 @@ const char *kumo_reason_kind_str(kumo_reason_kind k)
     return (unsigned)k < sizeof names / sizeof *names ? names[k] : "?";
 }
 
+char *kumo_reason_str(const kumo_reason *r, char *buf, size_t len)
+{
+    if (!len)
+        return buf;
+    int n =
+        snprintf(buf, len, "%s%s%s", kumo_reason_kind_str(r->kind), r->text[0] ? ":" : "", r->text);
+    static const char *via[] = {NULL, "killed-by", "exit-from", "link-from"};
+    if ((unsigned)r->via < sizeof via / sizeof *via && via[r->via] && n >= 0 && (size_t)n < len) {
+        char pb[64];
+        snprintf(buf + n, len - (size_t)n, ",%s=%s", via[r->via],
+                 kumo_pid_str(r->by, pb, sizeof pb));
+    }
+    return buf;
+}
+
 #define PID_WIRE_V1 1
 
 void kumo_pid_encode(kumo_pid p, uint8_t out[KUMO_PID_WIRE_SIZE])
@@ -358,6 +373,8 @@ void kumo_die(kumo_proc *self, kumo_reason_kind kind, const char *fmt, ...)
         return;
     e->reason.kind = kind;
     e->reason.text[0] = 0;
+    e->reason.via = KUMO_VIA_NONE;
+    e->reason.by = (kumo_pid){0};
     if (fmt) {
         va_list ap;
         va_start(ap, fmt);

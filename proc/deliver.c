@@ -85,6 +85,8 @@ static void handle_exit(struct pshard *ps, struct kumo_proc *p, struct kumo_msg 
         return;
     }
     kumo_reason r = em->reason;
+    r.via = m->flags & (MF_LINK | MF_ELINK) ? KUMO_VIA_LINK : KUMO_VIA_EXIT;
+    r.by = em->from;
     kumo__msg_free(m);
     kumo__die(ps, p, &r);
 }
@@ -225,7 +227,10 @@ slow:
         handle_exit(ps, p, m);
         break;
     case SIG_KILL: {
-        kumo_reason r = ((kumo_exit_msg *)m->data)->reason;
+        kumo_exit_msg *em = (kumo_exit_msg *)m->data;
+        kumo_reason r = em->reason;
+        r.via = KUMO_VIA_KILL;
+        r.by = em->from;
         kumo__msg_free(m);
         kumo__die(ps, p, &r);
         break;

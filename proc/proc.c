@@ -39,6 +39,8 @@ uint64_t kumo__new_ref(struct kumo_node *node, struct kumo_proc *self)
 void kumo__reason_set(kumo_reason *r, kumo_reason_kind k, const char *text)
 {
     r->kind = k;
+    r->via = KUMO_VIA_NONE;
+    r->by = (kumo_pid){0};
     if (text)
         snprintf(r->text, sizeof r->text, "%s", text);
     else

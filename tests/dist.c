@@ -244,9 +244,24 @@ DT_TEST(dist, a_remote_kill_ends_the_process)
     /* b's monitor is in place once the echo has answered b */
     kt_send_u64(kumo_inbox_proc(e->ib), echo, kt_type("dt.sync"), 3);
     cr_assert_eq(kt_expect_u64(e->ib, kt_type("dt.sync")), 3);
+    /* and a's monitor and link, in place before the kill (one pair) */
+    kumo_ref remote;
+    cr_assert_eq(kumo_monitor(kumo_inbox_proc(e->ia), echo, &remote), 0);
+    cr_assert_eq(kumo_link(kumo_inbox_proc(e->ia), echo), 0);
     cr_assert_eq(kumo_kill(kumo_inbox_proc(e->ia), echo, "from a"), 0);
+    /* Everyone is told who did it (killed-by), on both nodes. */
+    kumo_pid killer = kumo_inbox_pid(e->ia);
     kumo_down_msg d = kt_expect_down_ref(e->ib, local);
     kt_assert_reason(&d.reason, KUMO_KILLED, "from a");
+    cr_assert_eq(d.reason.via, KUMO_VIA_KILL);
+    cr_assert(kumo_pid_eq(d.reason.by, killer), "by %s", kt_pid(d.reason.by));
+    d = kt_expect_down_ref(e->ia, remote);
+    kt_assert_reason(&d.reason, KUMO_KILLED, "from a");
+    cr_assert_eq(d.reason.via, KUMO_VIA_KILL);
+    cr_assert(kumo_pid_eq(d.reason.by, killer), "by %s", kt_pid(d.reason.by));
+    kumo_exit_msg x = kt_expect_exit(e->ia, echo);
+    cr_assert_eq(x.reason.via, KUMO_VIA_KILL);
+    cr_assert(kumo_pid_eq(x.reason.by, killer), "by %s", kt_pid(x.reason.by));
 }
 
 DT_TEST(dist, a_watcher_on_the_other_node_is_told_by_the_death_of_its_target)
@@ -530,6 +545,20 @@ DT_TEST(dist, a_pid_of_a_third_node_got_in_a_message_is_usable)
     kt_send_u64(ap, third, kt_type_stop(), 0);
     kumo_down_msg d = kt_expect_down_ref(e->ia, ref);
     kt_assert_reason(&d.reason, KUMO_NORMAL, NULL);
+
+    /* A reason that names a process of c reaches a whole: c kills a
+     * process of b that a monitors, and a's DOWN says killed-by c. */
+    kumo_pid victim = kt_spawn(e->b, e->ib, NULL, kt_echo_init, NULL);
+    cr_assert_eq(kumo_monitor(ap, victim, &ref), 0);
+    kt_send_u64(ap, victim, kt_type("dt.sync"), 5); /* the monitor is in place */
+    cr_assert_eq(kt_expect_u64(e->ia, kt_type("dt.sync")), 5);
+    cr_assert_eq(kumo_kill(kumo_inbox_proc(ic), victim, "from c"), 0);
+    d = kt_expect_down_ref(e->ia, ref);
+    kt_assert_reason(&d.reason, KUMO_KILLED, "from c");
+    cr_assert_eq(d.reason.via, KUMO_VIA_KILL);
+    cr_assert(kumo_pid_eq(d.reason.by, kumo_inbox_pid(ic)), "by %s, expected %s",
+              kt_pid(d.reason.by), kt_pid(kumo_inbox_pid(ic)));
+    cr_assert_eq(d.reason.by.node, c_id);
 
     kumo_inbox_free(ic);
     kumo_node_free(c);

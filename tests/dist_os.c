@@ -15,6 +15,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* The controller wire format's version (proc/dist/wire.h): the raw peer
+ * below speaks it by hand. */
+#define WIRE_V 2
+
 #define OS_COOKIE "kumo-dist-os-test-cookie"
 
 static void echo_closure(kumo_proc *self, const void *args, size_t len)
@@ -214,8 +218,8 @@ static void garbage_case(const char *tr, unsigned shards, const uint8_t *frame, 
     cr_assert(raw_wait(&r, &r.connected), "raw connect did not finish");
     cr_assert_eq(r.err, 0, "raw connect: %s", kumo_strerror(r.err));
     if (hello_first) {
-        /* a well-formed HELLO from a made-up node (op 1, version 1) */
-        uint8_t hello[4 + 17] = {1, 1, 0, 0};
+        /* a well-formed HELLO from a made-up node (op 1) */
+        uint8_t hello[4 + 17] = {WIRE_V, 1, 0, 0};
         hello[4] = 0x42; /* from-node 0x42 */
         struct iovec v = {hello, sizeof hello};
         cr_assert_eq(kumo_conn_send(r.conn, &v, 1, NULL, NULL), 0);
@@ -247,25 +251,25 @@ OS_TEST(a_frame_of_an_unknown_version_closes_the_link)
 
 OS_TEST(a_frame_before_hello_is_refused)
 {
-    static const uint8_t f[] = {1, 2, 0, 0}; /* a DATA header cut short */
+    static const uint8_t f[] = {WIRE_V, 2, 0, 0}; /* a DATA header cut short */
     garbage_case(tr, kt_shards, f, sizeof f, false);
 }
 
 OS_TEST(a_truncated_signal_after_hello_closes_the_link)
 {
-    static const uint8_t f[] = {1, 8, 0, 0, 1, 2, 3, 4, 5}; /* EXIT, too short */
+    static const uint8_t f[] = {WIRE_V, 8, 0, 0, 1, 2, 3, 4, 5}; /* EXIT, too short */
     garbage_case(tr, kt_shards, f, sizeof f, true);
 }
 
 OS_TEST(an_unknown_op_after_hello_closes_the_link)
 {
-    static const uint8_t f[] = {1, 200, 0, 0};
+    static const uint8_t f[] = {WIRE_V, 200, 0, 0};
     garbage_case(tr, kt_shards, f, sizeof f, true);
 }
 
 OS_TEST(a_spawn_with_a_bad_name_length_closes_the_link)
 {
-    uint8_t f[4 + 28 + 14] = {1, 11, 0, 0}; /* SPAWN */
-    f[4 + 28 + 13] = 255;                   /* name length over KUMO_CLOSURE_NAME_MAX */
+    uint8_t f[4 + 28 + 14] = {WIRE_V, 11, 0, 0}; /* SPAWN */
+    f[4 + 28 + 13] = 255;                        /* name length over KUMO_CLOSURE_NAME_MAX */
     garbage_case(tr, kt_shards, f, sizeof f, true);
 }

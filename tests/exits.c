@@ -2,6 +2,7 @@
 #include "_kt.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 static uint64_t T_REP, T_PING, T_GO, T_SURVIVED, T_READY;
@@ -334,6 +335,81 @@ KT_TEST(exits, untrapped_linker_dies_with_the_normal_exit_of_its_target)
         cr_assert_eq(kumo_inbox_recv(env.ib, NULL, NULL, 0, &m), -KUMO_ETIMEOUT,
                      "the linker survived: it reported to the inbox");
     }
+    kt_env_stop(&env);
+}
+
+static void assert_cause(const kumo_reason *r, kumo_reason_via via, kumo_pid by, const char *str)
+{
+    char a[64], b[64], buf[256];
+    cr_assert_eq(r->via, via, "reason's via %d, expected %d", r->via, via);
+    cr_assert(kumo_pid_eq(r->by, by), "reason's by %s, expected %s",
+              kumo_pid_str(r->by, a, sizeof a), kumo_pid_str(by, b, sizeof b));
+    kumo_reason_str(r, buf, sizeof buf);
+    if (kumo_pid_is_null(by)) {
+        cr_assert_str_eq(buf, str);
+    } else {
+        char want[256];
+        snprintf(want, sizeof want, "%s%s", str, kumo_pid_str(by, a, sizeof a));
+        cr_assert_str_eq(buf, want);
+    }
+}
+
+KT_TEST(exits, a_reason_names_the_process_that_ended_it)
+{
+    /* Cloud Haskell's killed-by=<pid> and exit-from=<pid>: for monitors,
+     * links and trapped exits alike. */
+    types_init();
+    kt_env env = kt_env_start(kt_shards);
+    kumo_pid me = kumo_inbox_pid(env.ib);
+
+    /* Killed: its monitor, its trapping linker and its untrapped linker
+     * see who did it; the untrapped linker's own end names the child. */
+    for (int trap = 0; trap < 2; trap++) {
+        struct linker l = {.c = {WAIT, NULL}, .trap = trap};
+        kumo_ref lref, cref;
+        kumo_pid lp = spawn_linker(env.node, env.ib, kt_shards, &l, &lref);
+        cr_assert_eq(kumo_monitor(env.me, l.child, &cref), 0);
+        cr_assert_eq(kumo_kill(env.me, l.child, "shot"), 0);
+        kumo_down_msg d = kt_expect_down_ref(env.ib, cref);
+        kt_assert_reason(&d.reason, KUMO_KILLED, "shot");
+        assert_cause(&d.reason, KUMO_VIA_KILL, me, "killed:shot,killed-by=");
+        if (trap) {
+            kumo_exit_msg e;
+            KT_TAKE(kt_expect(env.ib, T_REP), e);
+            cr_assert(kumo_pid_eq(e.from, l.child));
+            assert_cause(&e.reason, KUMO_VIA_KILL, me, "killed:shot,killed-by=");
+            kumo_send(env.me, lp, kt_type_stop(), NULL, 0);
+            d = kt_expect_down_ref(env.ib, lref);
+            assert_cause(&d.reason, KUMO_VIA_NONE, (kumo_pid){0}, "normal");
+        } else {
+            d = kt_expect_down_ref(env.ib, lref);
+            kt_assert_reason(&d.reason, KUMO_KILLED, "shot");
+            assert_cause(&d.reason, KUMO_VIA_LINK, l.child, "killed:shot,link-from=");
+        }
+    }
+
+    /* Ended by an exit signal, from another process or from itself. */
+    struct child c = {.how = WAIT};
+    kumo_ref ref;
+    kumo_pid p = spawn_child(env.node, env.ib, kt_shards, &c, &ref, false);
+    cr_assert_eq(kumo_exit(env.me, p, KUMO_EXCEPTION, "boom"), 0);
+    kumo_down_msg d = kt_expect_down_ref(env.ib, ref);
+    assert_cause(&d.reason, KUMO_VIA_EXIT, me, "exception:boom,exit-from=");
+
+    /* Ended by itself: nobody is named. */
+    c = (struct child){.how = DIE_EXCEPTION, .text = "own"};
+    p = spawn_child(env.node, env.ib, kt_shards, &c, &ref, false);
+    d = kt_expect_down_ref(env.ib, ref);
+    assert_cause(&d.reason, KUMO_VIA_NONE, (kumo_pid){0}, "exception:own");
+    c = (struct child){.how = RETURN};
+    p = spawn_child(env.node, env.ib, kt_shards, &c, &ref, false);
+    d = kt_expect_down_ref(env.ib, ref);
+    assert_cause(&d.reason, KUMO_VIA_NONE, (kumo_pid){0}, "normal");
+
+    /* A monitor of what was never there names nobody either. */
+    cr_assert_eq(kumo_monitor(env.me, p, &ref), 0);
+    d = kt_expect_down_ref(env.ib, ref);
+    assert_cause(&d.reason, KUMO_VIA_NONE, (kumo_pid){0}, "unknown-id");
     kt_env_stop(&env);
 }
 
@@ -897,11 +973,13 @@ KT_TEST(exits, signals_to_self)
     kumo_pid a = kt_spawn(env.node, env.ib,
                           &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
                           self_signal_init, &hows[0]);
-    kt_down(env.ib, a, KUMO_EXCEPTION, "by my own hand");
+    kumo_down_msg d = kt_down(env.ib, a, KUMO_EXCEPTION, "by my own hand");
+    assert_cause(&d.reason, KUMO_VIA_EXIT, a, "exception:by my own hand,exit-from=");
     kumo_pid b = kt_spawn(env.node, env.ib,
                           &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
                           self_signal_init, &hows[1]);
-    kt_down(env.ib, b, KUMO_KILLED, "self-kill");
+    d = kt_down(env.ib, b, KUMO_KILLED, "self-kill");
+    assert_cause(&d.reason, KUMO_VIA_KILL, b, "killed:self-kill,killed-by=");
     kt_env_stop(&env);
 }
 

@@ -223,14 +223,36 @@ typedef enum kumo_reason_kind {
     KUMO_NODE_DOWN,  /* the target's node is down */
 } kumo_reason_kind;
 
+/* How another process ended this one (kumo_reason.via). */
+typedef enum kumo_reason_via {
+    KUMO_VIA_NONE = 0,
+    KUMO_VIA_KILL, /* a kumo_kill from `by` */
+    KUMO_VIA_EXIT, /* a kumo_exit from `by` (which may be the process itself) */
+    KUMO_VIA_LINK, /* the end of `by`, a linked process (CH's link exception):
+                      kind and text are `by`'s own reason */
+} kumo_reason_via;
+
 #define KUMO_REASON_TEXT 96
 
 typedef struct kumo_reason {
     kumo_reason_kind kind;
     char text[KUMO_REASON_TEXT]; /* NUL-terminated, may be empty */
+    /* What ended the process, if another process's signal did (Cloud
+     * Haskell's killed-by=<pid> and exit-from=<pid>): `via` says how and
+     * `by` who.  KUMO_VIA_NONE (and the null pid) when it ended by itself
+     * (returning, kumo_die), at shutdown, or in a reason that is not a
+     * process's end (a DOWN or link exit saying unknown-id, disconnect,
+     * node-down).  Kept in DOWN and EXIT messages, across nodes too. */
+    kumo_reason_via via;
+    kumo_pid by;
 } kumo_reason;
 
 KUMO_API const char *kumo_reason_kind_str(kumo_reason_kind k);
+/* Formats a reason: "<kind>", then ":<text>" if it has a text, then
+ * ",killed-by=<pid>", ",exit-from=<pid>" or ",link-from=<pid>" as `via`
+ * says (Cloud Haskell's spelling).  NUL-terminated, truncated to len.
+ * Returns buf. */
+KUMO_API char *kumo_reason_str(const kumo_reason *r, char *buf, size_t len);
 
 /* Payload of a KUMO_TYPE_EXIT message (a trapped exit signal). */
 typedef struct kumo_exit_msg {

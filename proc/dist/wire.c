@@ -82,6 +82,9 @@ size_t kumo__dw_signal(uint8_t *out, uint8_t op, uint16_t flags, kumo_pid to, ku
         p[1] = (uint8_t)tl;
         memcpy(p + 2, r->text, tl);
         p += 2 + tl;
+        p[0] = (uint8_t)r->via;
+        kumo__put64(p + 1, r->by.node);
+        p = put_pid(p + 9, r->by);
     }
     return (size_t)(p - out);
 }
@@ -248,12 +251,22 @@ int kumo__dw_decode(const uint8_t *in, size_t avail, size_t total, struct kumo__
         if (p[0] > KUMO_NODE_DOWN)
             return bad(why, "unknown reason kind");
         size_t tl = p[1];
-        if (tl >= KUMO_REASON_TEXT || n != 2 + tl)
+        if (tl >= KUMO_REASON_TEXT || n != 2 + tl + KUMO__DW_BY)
             return bad(why, "reason text does not fit the frame");
         memset(&f->reason, 0, sizeof f->reason);
         f->reason.kind = (kumo_reason_kind)p[0];
         memcpy(f->reason.text, p + 2, tl);
         f->reason.text[tl] = 0;
+        const uint8_t *b = p + 2 + tl;
+        kumo_pid by = get_pid(b + 9);
+        by.node = kumo__get64(b + 1);
+        if (b[0] > KUMO_VIA_LINK)
+            return bad(why, "unknown reason cause");
+        if ((b[0] == KUMO_VIA_NONE) != kumo_pid_is_null(by) ||
+            !by.node != (!by.serial && !by.slot && !by.shard))
+            return bad(why, "reason's cause and process disagree");
+        f->reason.via = (kumo_reason_via)b[0];
+        f->reason.by = by;
         return 0;
     }
     if (n != 0)

@@ -1,11 +1,11 @@
 /*
- * The controller's wire format, version 1: pure encoders and decoders
+ * The controller's wire format, version 2: pure encoders and decoders
  * (no state, no allocation), so every decoder can be fuzzed on its own.
  *
  * Controller traffic rides one reliable-ordered transport connection per
  * direction between two nodes.  Each transport message is one frame:
  *
- *   u8 version (1) | u8 op | u16 flags | body
+ *   u8 version (2) | u8 op | u16 flags | body
  *
  * all integers little-endian.  A process id inside a frame is its local
  * part only (serial u64, slot u32, shard u16: 14 bytes): the sender's node
@@ -37,7 +37,9 @@
  *             u8 name length, name, argument bytes              remote spawn
  *   SPAWN_REPLY to (requester), from (the child, or 0), u64 ref, i32 err
  *
- * A reason is u8 kind, u8 text length, text (no NUL).  Decoders check
+ * A reason is u8 kind, u8 text length, text (no NUL), then what ended the
+ * process: u8 via, and `by` as u64 node and the pid's local part (all
+ * zero for KUMO_VIA_NONE).  Decoders check
  * every length against what was received and return -KUMO_EBADWIRE for
  * anything malformed: a short frame, an unknown version or op, trailing
  * bytes after a fixed-size body, an address or reason that does not fit.
@@ -53,7 +55,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define KUMO__DW_VERSION 1
+#define KUMO__DW_VERSION 2
 
 enum {
     KUMO__DW_HELLO = 1,
@@ -83,11 +85,15 @@ enum { KUMO__DW_F_LINK = 1, KUMO__DW_F_ELINK = 2 };
 
 #define KUMO__DW_HDR 4
 #define KUMO__DW_PID 14
+/* A reason's cause: u8 via, u64 node, the pid's local part (a third
+ * node's pid can be named, so its node travels). */
+#define KUMO__DW_BY (1 + 8 + KUMO__DW_PID)
 /* Largest fixed part before a DATA/CHAN payload. */
 #define KUMO__DW_DATA_HDR (KUMO__DW_HDR + 2 * KUMO__DW_PID + 8)
 #define KUMO__DW_CHAN_HDR (KUMO__DW_DATA_HDR + 8)
 /* Largest signal frame (DOWN with the longest reason text). */
-#define KUMO__DW_SIGNAL_MAX (KUMO__DW_HDR + 2 * KUMO__DW_PID + 8 + 2 + KUMO_REASON_TEXT)
+#define KUMO__DW_SIGNAL_MAX                                                                        \
+    (KUMO__DW_HDR + 2 * KUMO__DW_PID + 8 + 2 + KUMO_REASON_TEXT + KUMO__DW_BY)
 #define KUMO__DW_HELLO_MAX (KUMO__DW_HDR + 17 + KUMO__DW_MAX_ADDRS * KUMO_ADDRESS_WIRE_MAX)
 /* A SPAWN's fixed part and name (the arguments follow). */
 #define KUMO__DW_SPAWN_FIXED (KUMO__DW_HDR + 2 * KUMO__DW_PID + 8 + 4 + 1 + 1)
