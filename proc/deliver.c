@@ -210,10 +210,7 @@ slow:
         deliver_data(ps, p, m);
         break;
     case SIG_CHAN:
-        if (p->flags & PF_FOREIGN)
-            kumo__msg_free(m);
-        else
-            kumo__chan_deliver(p, m);
+        kumo__chan_deliver(p, m);
         break;
     case SIG_LINK:
     case SIG_UNLINK:

@@ -56,6 +56,11 @@ void kumo__inbox_closed(struct kumo_proc *p, bool shutdown)
     pthread_cond_broadcast(&ib->cv);
 }
 
+void kumo__inbox_wake(struct kumo_proc *p)
+{
+    pthread_cond_broadcast(&((struct kumo_inbox *)p)->cv);
+}
+
 void kumo__inbox_deliver(struct kumo_proc *p, struct kumo_msg *m)
 {
     struct kumo_inbox *ib = (struct kumo_inbox *)p;
@@ -67,7 +72,32 @@ void kumo__inbox_deliver(struct kumo_proc *p, struct kumo_msg *m)
     pthread_mutex_unlock(&ib->mu);
 }
 
-int kumo_inbox_recv(kumo_inbox *ib, kumo_pred match, void *arg, int64_t timeout_ns, kumo_msg **out)
+/* What an inbox wait takes: the first mailbox message `match` accepts, or
+ * the next message of a port. */
+struct take {
+    kumo_pred match;
+    void *arg;
+    struct kumo_recv_port *port;
+};
+
+/* With ib->mu held. */
+static struct kumo_msg *take(struct kumo_proc *p, const struct take *t)
+{
+    if (t->port)
+        return kumo__port_take(t->port);
+    for (struct kumo_msg **pp = &p->mbox_head; *pp; pp = (struct kumo_msg **)&(*pp)->link.next) {
+        struct kumo_msg *m = *pp;
+        if (t->match && !t->match((const kumo_msg *)m, t->arg))
+            continue;
+        *pp = msg_next(m);
+        if (p->mbox_tail == (struct kumo_msg **)&m->link.next)
+            p->mbox_tail = pp;
+        return m;
+    }
+    return NULL;
+}
+
+static int inbox_wait(kumo_inbox *ib, const struct take *t, int64_t timeout_ns, kumo_msg **out)
 {
     struct kumo_proc *p = &ib->proc;
     struct timespec deadline;
@@ -83,14 +113,8 @@ int kumo_inbox_recv(kumo_inbox *ib, kumo_pred match, void *arg, int64_t timeout_
     int err = 0;
     pthread_mutex_lock(&ib->mu);
     for (;;) {
-        for (struct kumo_msg **pp = &p->mbox_head; *pp;
-             pp = (struct kumo_msg **)&(*pp)->link.next) {
-            struct kumo_msg *m = *pp;
-            if (match && !match((const kumo_msg *)m, arg))
-                continue;
-            *pp = msg_next(m);
-            if (p->mbox_tail == (struct kumo_msg **)&m->link.next)
-                p->mbox_tail = pp;
+        struct kumo_msg *m = take(p, t);
+        if (m) {
             m->link.next = NULL;
             pthread_mutex_unlock(&ib->mu);
             *out = m;
@@ -112,6 +136,18 @@ int kumo_inbox_recv(kumo_inbox *ib, kumo_pred match, void *arg, int64_t timeout_
     }
     pthread_mutex_unlock(&ib->mu);
     return err;
+}
+
+int kumo_inbox_recv(kumo_inbox *ib, kumo_pred match, void *arg, int64_t timeout_ns, kumo_msg **out)
+{
+    return inbox_wait(ib, &(struct take){.match = match, .arg = arg}, timeout_ns, out);
+}
+
+int kumo_inbox_recv_port(kumo_inbox *ib, kumo_recv_port *rp, int64_t timeout_ns, kumo_msg **out)
+{
+    if (!rp || rp->owner != &ib->proc || rp->closed)
+        return -KUMO_ENOTOWNER;
+    return inbox_wait(ib, &(struct take){.port = rp}, timeout_ns, out);
 }
 
 static bool type_is(const kumo_msg *m, void *arg)
@@ -165,6 +201,7 @@ void kumo_inbox_free(kumo_inbox *ib)
     }
     kumo__watch_free(&ib->ext.watchers);
     kumo__watch_free(&ib->ext.watching);
+    kumo__ports_free(p);
     pthread_mutex_destroy(&ib->mu);
     pthread_cond_destroy(&ib->cv);
     kumo__free(ib, sizeof *ib);

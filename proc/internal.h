@@ -206,12 +206,18 @@ struct watch_list {
     bool by_watcher; /* a watchers list: monitors keyed by (ref, watcher's node) */
 };
 
+/* A receive port, in its owner's list (proc_ext.ports) from creation to
+ * close (or the owner's end).  For an inbox the list and the queues are
+ * guarded by the inbox's mutex (the inbox's thread and shard 0 both use
+ * them). */
 struct kumo_recv_port {
     struct kumo_recv_port *next; /* in the owner's list */
     struct kumo_proc *owner;
     uint64_t id; /* channel id; 0 for merged ports */
     uint64_t type;
-    uint8_t kind; /* PORT_CHAN, PORT_BIASED, PORT_RR */
+    uint8_t kind;  /* PORT_CHAN, PORT_BIASED, PORT_RR */
+    bool closed;   /* takes nothing, is given nothing; freed when refs is 0 */
+    uint32_t refs; /* merged ports that refer to this one */
     uint32_t nchild, rr_next;
     struct kumo_msg *qhead, **qtail;
     struct kumo_recv_port **child;
@@ -600,6 +606,8 @@ void kumo__ports_free(struct kumo_proc *p);
 
 /* ---- inbox (proc/inbox.c) ---- */
 void kumo__inbox_deliver(struct kumo_proc *p, struct kumo_msg *m);
+/* Wakes the inbox's thread; with its mutex held. */
+void kumo__inbox_wake(struct kumo_proc *p);
 void kumo__inbox_closed(struct kumo_proc *p, bool shutdown);
 
 #endif

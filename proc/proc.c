@@ -128,7 +128,8 @@ void kumo__die(struct pshard *ps, struct kumo_proc *p, const kumo_reason *why)
             kumo__route(node, ps, w->pid, m);
         }
         ext_fini(e);
-        kumo__ports_free(p);
+        if (!(p->flags & PF_FOREIGN))
+            kumo__ports_free(p); /* an inbox's thread may still hold its ports */
     }
     if (p->flags & (PF_DIST | PF_FOREIGN))
         kumo__dist_forget(node, ps, me);

@@ -504,6 +504,65 @@ void kt_echo_init(kumo_proc *self, void *state)
     kumo_receive(self, &echo_set, KUMO_INFINITY);
 }
 
+static void order_go(kumo_proc *self, void *st, kumo_msg *m)
+{
+    (void)st;
+    kumo_send_port sp;
+    if (kumo_send_port_decode(kumo_msg_data(m), kumo_msg_len(m), &sp))
+        return;
+    kumo_pid to = kumo_msg_sender(m);
+    uint64_t tm = kumo_type("kt.order.m");
+    for (uint64_t i = 0; i < KT_ORDER_N; i++) {
+        if (i % 2 == 0) {
+            kumo_send_chan(self, sp, &i, sizeof i);
+            kumo_send(self, to, tm, &i, sizeof i);
+        } else {
+            kumo_send(self, to, tm, &i, sizeof i);
+            kumo_send_chan(self, sp, &i, sizeof i);
+        }
+    }
+}
+
+void kt_order_sender_init(kumo_proc *self, void *state)
+{
+    (void)state;
+    kumo_expect(self, kumo_type("kt.order"), order_go);
+}
+
+void kt_order_check(kumo_inbox *ib, kumo_pid sender, kumo_send_port sp, kumo_recv_port *rp)
+{
+    uint8_t w[KUMO_SEND_PORT_WIRE_SIZE];
+    kumo_send_port_encode(sp, w);
+    cr_assert_eq(kumo_send(kumo_inbox_proc(ib), sender, kumo_type("kt.order"), w, sizeof w), 0);
+    uint64_t tm = kumo_type("kt.order.m");
+    for (uint64_t i = 0; i < KT_ORDER_N; i++) {
+        kumo_msg *a = NULL, *b = NULL;
+        int ea, eb;
+        if (i % 2 == 0) { /* channel first: queued once the mailbox one is here */
+            ea = kumo_inbox_expect(ib, tm, KT_WAIT_NS, &a);
+            eb = kumo_inbox_recv_port(ib, rp, 0, &b);
+        } else {
+            ea = kumo_inbox_recv_port(ib, rp, KT_WAIT_NS, &a);
+            eb = kumo_inbox_expect(ib, tm, 0, &b);
+        }
+        cr_assert_eq(ea, 0, "value %llu's first half: %s", (unsigned long long)i,
+                     kumo_strerror(ea));
+        cr_assert_eq(eb, 0, "value %llu's %s half was not queued behind its %s one",
+                     (unsigned long long)i, i % 2 ? "mailbox" : "channel",
+                     i % 2 ? "channel" : "mailbox");
+        uint64_t va, vb;
+        cr_assert_eq(kumo_msg_len(a), sizeof va);
+        cr_assert_eq(kumo_msg_len(b), sizeof vb);
+        memcpy(&va, kumo_msg_data(a), sizeof va);
+        memcpy(&vb, kumo_msg_data(b), sizeof vb);
+        cr_assert(va == i && vb == i, "value %llu arrived as %llu and %llu", (unsigned long long)i,
+                  (unsigned long long)va, (unsigned long long)vb);
+        cr_assert(kumo_pid_eq(kumo_msg_sender(b), sender));
+        kumo_msg_free(a);
+        kumo_msg_free(b);
+    }
+}
+
 kumo_pid kt_spawn(kumo_node *node, kumo_inbox *ib, const kumo_spawn_opts *opts, kumo_init_fn init,
                   void *state)
 {

@@ -145,6 +145,16 @@ void kt_send_u64(kumo_proc *self, kumo_pid to, uint64_t type, uint64_t v);
 void kt_echo_init(kumo_proc *self, void *state);
 uint64_t kt_type_stop(void);
 
+/* Channel and mailbox order: a kt.order message carrying an encoded send
+ * port makes this process send 0..KT_ORDER_N-1 alternately on the channel
+ * and to the message's sender (type kt.order.m), even numbers channel
+ * first, odd ones mailbox first; then it ends normally.  State: unused. */
+#define KT_ORDER_N 1000
+void kt_order_sender_init(kumo_proc *self, void *state);
+/* From the inbox that owns the port: hands it to `sender` and checks that
+ * each value's first half was queued by the time its second half came. */
+void kt_order_check(kumo_inbox *ib, kumo_pid sender, kumo_send_port sp, kumo_recv_port *rp);
+
 /* Spawns from the inbox, asserting success. */
 kumo_pid kt_spawn(kumo_node *node, kumo_inbox *ib, const kumo_spawn_opts *opts, kumo_init_fn init,
                   void *state);

@@ -456,6 +456,166 @@ KT_TEST(channels, merging_ports_not_owned_is_refused)
     kt_env_stop(&env);
 }
 
+/* ------------------------------------------------------------------ */
+/* Inbox-owned channels, closing ports, order with the mailbox          */
+/* ------------------------------------------------------------------ */
+
+static uint64_t port_u64(kumo_inbox *ib, kumo_recv_port *rp, uint64_t type)
+{
+    kumo_msg *m = NULL;
+    int err = kumo_inbox_recv_port(ib, rp, KT_WAIT_NS, &m);
+    cr_assert_eq(err, 0, "nothing on the port: %s", kumo_strerror(err));
+    cr_assert_eq(kumo_msg_type(m), type);
+    uint64_t v;
+    KT_TAKE(m, v);
+    return v;
+}
+
+static void port_empty(kumo_inbox *ib, kumo_recv_port *rp)
+{
+    kumo_msg *m = NULL;
+    int err = kumo_inbox_recv_port(ib, rp, 0, &m);
+    cr_assert_eq(err, -KUMO_ETIMEOUT, "the port still had a message (%d)", err);
+}
+
+KT_TEST(channels, an_inbox_owns_channels_and_closes_them)
+{
+    types_init();
+    kt_env env = kt_env_start(kt_shards);
+    kumo_send_port s1, s2;
+    kumo_recv_port *r1, *r2, *mg;
+    cr_assert_eq(kumo_new_chan(env.me, T_CH, &s1, &r1), 0);
+    cr_assert_eq(kumo_new_chan(env.me, T_CH2, &s2, &r2), 0);
+    cr_assert(kumo_pid_eq(s1.owner, kumo_inbox_pid(env.ib)));
+
+    /* A process sends on the inbox's channel; nothing enters the mailbox. */
+    struct relay r = {.ib = kumo_inbox_pid(env.ib)};
+    kumo_ref rref;
+    kumo_pid rp = kt_spawn(env.node, env.ib,
+                           &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &rref},
+                           relay_init, &r);
+    uint8_t w[KUMO_SEND_PORT_WIRE_SIZE];
+    kumo_send_port_encode(s1, w);
+    cr_assert_eq(kumo_send(env.me, rp, T_PORTMSG, w, sizeof w), 0);
+    kt_down(env.ib, rp, KUMO_NORMAL, "");
+    for (uint64_t v = 7; v < 10; v++)
+        cr_assert_eq(port_u64(env.ib, r1, T_CH), v);
+    port_empty(env.ib, r1);
+    cr_assert_eq(kumo_inbox_count(env.ib), 0);
+
+    /* Closing a merged port's member: what it queued is gone, later sends
+     * to it are dropped, the merge goes on with the other member. */
+    kumo_recv_port *both[2] = {r1, r2};
+    cr_assert_eq(kumo_merge_ports_biased(env.me, both, 2, &mg), 0);
+    chan_send(env.me, s1, 1);
+    chan_send(env.me, s2, 2);
+    cr_assert_eq(kumo_close_port(env.me, r1), 0);
+    cr_assert_eq(port_u64(env.ib, mg, T_CH2), 2);
+    port_empty(env.ib, mg);
+    chan_send(env.me, s1, 3);
+    chan_send(env.me, s2, 4); /* after 3, from the same sender */
+    cr_assert_eq(port_u64(env.ib, mg, T_CH2), 4);
+    port_empty(env.ib, mg);                       /* so 3 was dropped */
+    cr_assert_eq(kumo_close_port(env.me, mg), 0); /* frees r1 with it */
+    cr_assert_eq(kumo_close_port(env.me, r2), 0);
+    chan_send(env.me, s2, 5); /* dropped: nothing to find it */
+    cr_assert_eq(kumo_inbox_count(env.ib), 0);
+
+    /* Not the inbox's: refused. */
+    struct owner o = {.mode = SINGLE, .nch = 1, .count = 1};
+    kumo_ref oref;
+    kumo_pid op = spawn_owner(env.node, env.ib, kt_shards, &o, &oref);
+    kumo_msg *m = NULL;
+    cr_assert_eq(kumo_close_port(env.me, o.rp[0]), -KUMO_ENOTOWNER);
+    cr_assert_eq(kumo_inbox_recv_port(env.ib, o.rp[0], 0, &m), -KUMO_ENOTOWNER);
+    cr_assert_eq(kumo_close_port(env.me, NULL), -KUMO_ENOTOWNER);
+    kumo_kill(env.me, op, NULL);
+    kt_down(env.ib, op, KUMO_KILLED, "");
+
+    /* Many short-lived reply channels: each is gone once closed. */
+    for (int i = 0; i < 10000; i++) {
+        kumo_send_port sp;
+        kumo_recv_port *rp1;
+        cr_assert_eq(kumo_new_chan(env.me, T_CH, &sp, &rp1), 0);
+        chan_send(env.me, sp, (uint64_t)i);
+        cr_assert_eq(port_u64(env.ib, rp1, T_CH), (uint64_t)i);
+        cr_assert_eq(kumo_close_port(env.me, rp1), 0);
+    }
+    kt_env_stop(&env);
+}
+
+/* A process closes its own port from a handler; a send that arrives after
+ * finds nothing (ASan checks it touches no freed port). */
+struct closer {
+    kumo_pid ib;
+    kumo_send_port sp;
+    kumo_recv_port *rp;
+    kumo_match m;
+    kumo_recv set;
+};
+
+static void closer_port(kumo_proc *self, void *st, kumo_msg *m)
+{
+    struct closer *c = st;
+    uint64_t v = 0;
+    memcpy(&v, kumo_msg_data(m), sizeof v);
+    int64_t rep[2] = {(int64_t)v, kumo_close_port(self, c->rp)};
+    kumo_send(self, c->ib, T_REP, rep, sizeof rep);
+    kumo_expect(self, T_DONE, end_now);
+}
+
+static void closer_init(kumo_proc *self, void *st)
+{
+    struct closer *c = st;
+    if (kumo_new_chan(self, T_CH, &c->sp, &c->rp)) {
+        kumo_die(self, KUMO_EXCEPTION, "new_chan");
+        return;
+    }
+    c->m = (kumo_match){.kind = KUMO_MATCH_PORT, .port = c->rp, .fn = closer_port};
+    c->set = (kumo_recv){.matches = &c->m, .n = 1};
+    kumo_send(self, c->ib, T_PORTS, &c->sp, sizeof c->sp);
+    kumo_receive(self, &c->set, KUMO_INFINITY);
+}
+
+KT_TEST(channels, a_process_closes_its_port)
+{
+    types_init();
+    kt_env env = kt_env_start(kt_shards);
+    struct closer c = {.ib = kumo_inbox_pid(env.ib)};
+    kumo_ref ref;
+    kumo_pid pid = kt_spawn(env.node, env.ib,
+                            &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
+                            closer_init, &c);
+    kumo_send_port sp;
+    KT_TAKE(kt_expect(env.ib, T_PORTS), sp);
+    chan_send(env.me, sp, 41);
+    int64_t rep[2];
+    KT_TAKE(kt_expect(env.ib, T_REP), rep);
+    cr_assert_eq(rep[0], 41);
+    cr_assert_eq(rep[1], 0, "close: %lld", (long long)rep[1]);
+    for (uint64_t i = 0; i < 100; i++)
+        chan_send(env.me, sp, i); /* dropped */
+    kumo_send(env.me, pid, T_DONE, NULL, 0);
+    kt_down(env.ib, pid, KUMO_NORMAL, "");
+    kt_env_stop(&env);
+}
+
+KT_TEST(channels, channel_and_mailbox_messages_from_one_sender_keep_their_order)
+{
+    types_init();
+    kt_env env = kt_env_start(kt_shards);
+    kumo_send_port sp;
+    kumo_recv_port *rp;
+    cr_assert_eq(kumo_new_chan(env.me, T_CH, &sp, &rp), 0);
+    kumo_ref ref;
+    kumo_pid s = kt_spawn(env.node, env.ib,
+                          &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
+                          kt_order_sender_init, NULL);
+    kt_order_check(env.ib, s, sp, rp);
+    kt_down(env.ib, s, KUMO_NORMAL, "");
+    kt_env_stop(&env);
+}
+
 KT_TEST(channels, size_limit_and_shutdown)
 {
     types_init();

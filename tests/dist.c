@@ -503,6 +503,20 @@ DT_TEST(dist, an_unmonitored_node_sends_nothing)
     kt_expect_empty(e->ia);
 }
 
+DT_TEST(dist, channel_and_mailbox_messages_keep_their_order_across_nodes)
+{
+    /* b's process sends alternately on a channel an inbox of a owns and to
+     * that inbox's mailbox: each value's first half is queued by the time
+     * its second half can be received. */
+    kumo_send_port sp;
+    kumo_recv_port *rp;
+    cr_assert_eq(kumo_new_chan(kumo_inbox_proc(e->ia), kt_type("dt.ch"), &sp, &rp), 0);
+    kumo_pid s = kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)},
+                          kt_order_sender_init, NULL);
+    kt_order_check(e->ia, s, sp, rp);
+    cr_assert_eq(kumo_close_port(kumo_inbox_proc(e->ia), rp), 0);
+}
+
 /* ------------------------------------------------------------------ */
 /* A third node                                                        */
 /* ------------------------------------------------------------------ */

@@ -364,16 +364,30 @@ typedef struct kumo_send_port {
 KUMO_API void kumo_send_port_encode(kumo_send_port p, uint8_t out[KUMO_SEND_PORT_WIRE_SIZE]);
 KUMO_API int kumo_send_port_decode(const uint8_t *in, size_t len, kumo_send_port *out);
 
-/* The receiving end: owned by the process that created it, usable only by
- * that process, freed when it ends.  Not serialisable. */
+/* The receiving end: owned by the process (or inbox) that created it,
+ * usable only by it, freed by kumo_close_port or when the owner ends (an
+ * inbox's: by kumo_inbox_free).  Not serialisable. */
 typedef struct kumo_recv_port kumo_recv_port;
 
-/* Creates a channel carrying messages of `type`.  Returns 0, -ENOMEM, or
- * -EINVAL for an inbox (an inbox cannot wait on ports). */
+/* Creates a channel carrying messages of `type`.  A process waits on it
+ * with a KUMO_MATCH_PORT match, an inbox's thread with
+ * kumo_inbox_recv_port.  Returns 0 or -ENOMEM. */
 KUMO_API int kumo_new_chan(kumo_proc *self, uint64_t type, kumo_send_port *sp, kumo_recv_port **rp);
 /* Sends on a channel (copying data).  Channel messages never enter the
- * owner's mailbox; a closed channel drops them.  Returns as kumo_send. */
+ * owner's mailbox; a closed channel drops them.  Messages from one process
+ * to another keep their order across its channels and its mailbox
+ * together: a channel message sent before a mailbox message is queued on
+ * its port by the time the mailbox message can be received, and the other
+ * way round (on one node and across nodes).  Returns as kumo_send. */
 KUMO_API int kumo_send_chan(kumo_proc *self, kumo_send_port sp, const void *data, size_t len);
+/* Closes a receive port: what is queued on it is freed and later sends to
+ * its channel are dropped.  A merged port's close releases the merge only
+ * (the ports it merged stay open); a port that open merged ports refer to
+ * takes and is given nothing from its close on, and its memory goes with
+ * the last of them.  rp must not be used after (nor appear in a receive
+ * set).  From the owner only (a handler, or the inbox's thread).  Returns
+ * 0, or -KUMO_ENOTOWNER (not the caller's port). */
+KUMO_API int kumo_close_port(kumo_proc *self, kumo_recv_port *rp);
 
 /* Merges ports into a new receive port of the same owner.  Biased: each
  * take prefers ports[0], then ports[1], ...  Round-robin: the port after
@@ -567,6 +581,11 @@ KUMO_API int kumo_inbox_recv(kumo_inbox *ib, kumo_pred match, void *arg, int64_t
                              kumo_msg **out);
 /* Shorthand: the first message of `type`. */
 KUMO_API int kumo_inbox_expect(kumo_inbox *ib, uint64_t type, int64_t timeout_ns, kumo_msg **out);
+/* Waits as kumo_inbox_recv for the next message on a receive port the
+ * inbox owns (a channel, or a merge of its channels).  Returns the same,
+ * or -KUMO_ENOTOWNER for a port not the inbox's or closed. */
+KUMO_API int kumo_inbox_recv_port(kumo_inbox *ib, kumo_recv_port *rp, int64_t timeout_ns,
+                                  kumo_msg **out);
 /* Number of queued messages. */
 KUMO_API size_t kumo_inbox_count(kumo_inbox *ib);
 
