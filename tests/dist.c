@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #define DT_COOKIE "kumo-dist-test-cookie"
@@ -576,6 +577,89 @@ DT_TEST(dist, a_pid_of_a_third_node_got_in_a_message_is_usable)
 
     kumo_inbox_free(ic);
     kumo_node_free(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* Node incarnations                                                   */
+/* ------------------------------------------------------------------ */
+
+DT_TEST(dist, a_node_restarted_at_its_place_is_another_node)
+{
+    /* b is stopped and started again at the same place: over tcp on the
+     * same port, over shm in the same OS process.  a learns that the old
+     * incarnation is gone (from the new one's HELLO, or from its old
+     * address not being found), and b's old pids are dead from then on. */
+    bool tcp = strcmp(e->transport, "tcp") == 0;
+    kumo_proc *me = kumo_inbox_proc(e->ia);
+    kumo_pid old =
+        kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, kt_echo_init, NULL);
+    kumo_ref ref;
+    cr_assert_eq(kumo_monitor(me, old, &ref), 0);
+    kt_send_u64(me, old, kt_type("dt.sync"), 1);
+    cr_assert_eq(kt_expect_u64(e->ia, kt_type("dt.sync")), 1);
+    kumo_address old_addr;
+    cr_assert_eq(kumo_node_address(e->b, 0, &old_addr), 0);
+    uint64_t old_id = e->b_id;
+
+    kumo_inbox_free(e->ib);
+    kumo_node_free(e->b);
+    kumo_down_msg d = kt_expect_down_ref(e->ia, ref); /* watches that had crossed */
+    kt_assert_reason(&d.reason, KUMO_DISCONNECT, NULL);
+
+    kumo_dist_transport tb;
+    kumo_node_config cb = dt_cfg(e->transport, kt_shards, &tb);
+    kumo_tcp_config tcfg = dt_tcp;
+    if (tcp) {
+        char as[128];
+        unsigned a0, a1, a2, a3, port;
+        kumo_address_str(&old_addr, as, sizeof as);
+        cr_assert_eq(sscanf(as, "tcp://%u.%u.%u.%u:%u", &a0, &a1, &a2, &a3, &port), 5, "%s", as);
+        tcfg.port = (uint16_t)port;
+        tb.config = &tcfg;
+    }
+    cb.spin_ns = 20000;
+    cb.no_pin = true;
+    int err = kumo_node_start(&cb, &e->b);
+    cr_assert_eq(err, 0, "restarting b: %s", kumo_strerror(err));
+    e->ib = kt_inbox(e->b);
+    kumo_address new_addr;
+    cr_assert_eq(kumo_node_address(e->b, 0, &new_addr), 0);
+    cr_assert(!kumo_address_eq(&old_addr, &new_addr), "a new incarnation has a new address");
+    cr_assert_eq(kumo_address_same_place(&old_addr, &new_addr), tcp);
+    cr_assert_eq(kumo_node_connect(e->a, &new_addr, KT_WAIT_NS, &e->b_id), 0);
+    cr_assert_neq(e->b_id, old_id);
+
+    /* The old pids: monitor and link say unknown-id (not disconnect). */
+    cr_assert_eq(kumo_monitor(me, old, &ref), 0);
+    d = kt_expect_down_ref(e->ia, ref);
+    kt_assert_reason(&d.reason, KUMO_UNKNOWN_ID, NULL);
+    cr_assert_eq(kumo_link(me, old), 0);
+    kumo_exit_msg x = kt_expect_exit(e->ia, old);
+    kt_assert_reason(&x.reason, KUMO_UNKNOWN_ID, NULL);
+    kumo_ref nref;
+    cr_assert_eq(kumo_monitor_node(me, old_id, &nref), 0);
+    kumo_node_down_msg nd = expect_node_down(e->ia, nref);
+    cr_assert_eq(nd.node, old_id);
+    /* Its old address is not found; a spawn there fails. */
+    uint64_t id = 0;
+    cr_assert_eq(kumo_node_connect(e->a, &old_addr, KT_WAIT_NS, &id), -KUMO_ENOTFOUND);
+    kumo_pid pid;
+    cr_assert_eq(kumo_spawn_remote_wait(e->ia, old_id, "dt.echo", NULL, 0, NULL, &pid),
+                 -KUMO_ECONNLOST);
+
+    /* A send to an old pid never reaches the new node, even where the new
+     * node has a process with the same local part. */
+    kumo_pid fresh =
+        kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, kt_echo_init, NULL);
+    kumo_pid stale = fresh;
+    stale.node = old_id;
+    kt_send_u64(me, stale, kt_type("dt.which"), 1);
+    kt_send_u64(me, fresh, kt_type("dt.which"), 2);
+    cr_assert_eq(kt_expect_u64(e->ia, kt_type("dt.which")), 2);
+    kt_send_u64(me, fresh, kt_type("dt.sync"), 3);
+    cr_assert_eq(kt_expect_u64(e->ia, kt_type("dt.sync")), 3);
+    kt_expect_empty(e->ia);
+    kt_send_u64(me, fresh, kt_type_stop(), 0);
 }
 
 /* ------------------------------------------------------------------ */

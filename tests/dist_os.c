@@ -151,7 +151,7 @@ struct raw {
     pthread_cond_t cv;
     kumo_conn conn;
     int err;
-    bool connected, lost;
+    bool connected, lost, opened; /* opened: a connection came in */
 };
 
 static void raw_connected(kumo_endpoint *ep, kumo_conn c, int err, void *arg)
@@ -168,6 +168,12 @@ static void raw_connected(kumo_endpoint *ep, kumo_conn c, int err, void *arg)
 static void raw_event(kumo_endpoint *ep, const kumo_event *ev, void *arg)
 {
     struct raw *r = arg;
+    if (ev->kind == KUMO_EV_CONNECTION_OPENED) {
+        pthread_mutex_lock(&r->mu);
+        r->opened = true;
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+    }
     if (ev->kind == KUMO_EV_ERROR && ev->error == KUMO_ERR_CONNECTION_LOST) {
         pthread_mutex_lock(&r->mu);
         r->lost = true;
@@ -272,4 +278,80 @@ OS_TEST(a_spawn_with_a_bad_name_length_closes_the_link)
     uint8_t f[4 + 28 + 14] = {WIRE_V, 11, 0, 0}; /* SPAWN */
     f[4 + 28 + 13] = 255;                        /* name length over KUMO_CLOSURE_NAME_MAX */
     garbage_case(tr, kt_shards, f, sizeof f, true);
+}
+
+/* ------------------------------------------------------------------ */
+/* A new incarnation at a place                                        */
+/* ------------------------------------------------------------------ */
+
+/* A raw tcp peer says HELLO as node X1, then, on a new connection from the
+ * same place, as node X2: a declares X1 lost (its node monitor fires) and
+ * gone (a new monitor of it fires at once) before it accepts X2. */
+static void raw_hello(kumo_endpoint *rep, const kumo_address *aaddr, struct raw *r, uint64_t id)
+{
+    r->connected = false;
+    cr_assert_eq(kumo_connect(rep, aaddr, KUMO_RELIABLE_ORDERED, NULL, raw_connected, r), 0);
+    cr_assert(raw_wait(r, &r->connected), "raw connect did not finish");
+    cr_assert_eq(r->err, 0, "raw connect: %s", kumo_strerror(r->err));
+    uint8_t hello[4 + 17 + KUMO_ADDRESS_WIRE_MAX] = {WIRE_V, 1, 0, 0};
+    for (int i = 0; i < 8; i++)
+        hello[4 + i] = (uint8_t)(id >> (8 * i)); /* from-node, little-endian */
+    hello[4 + 16] = 1;                           /* one address: where it speaks from */
+    size_t n = 4 + 17 + kumo_address_encode(kumo_endpoint_address(rep), hello + 4 + 17);
+    struct iovec v = {hello, n};
+    cr_assert_eq(kumo_conn_send(r->conn, &v, 1, NULL, NULL), 0);
+}
+
+static void new_incarnation_case(unsigned shards)
+{
+    kumo_dist_transport t;
+    kumo_node *a = kt_start_cfg(os_cfg("tcp", shards, &t));
+    kumo_inbox *ia = kt_inbox(a);
+    kumo_proc *me = kumo_inbox_proc(ia);
+    kumo_address aaddr;
+    cr_assert_eq(kumo_node_address(a, 0, &aaddr), 0);
+
+    kumo_node *rn = NULL;
+    cr_assert_eq(kumo_node_start(&(kumo_node_config){.shards = 1, .no_pin = true}, &rn), 0);
+    kumo_transport *rt;
+    cr_assert_eq(kumo_transport_new(rn, "tcp", t.config, &rt), 0);
+    struct raw r = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    kumo_endpoint *rep;
+    cr_assert_eq(kumo_endpoint_new(rt, 0, raw_event, &r, &rep), 0);
+
+    const uint64_t x1 = 0x1111, x2 = 0x2222;
+    raw_hello(rep, &aaddr, &r, x1);
+    cr_assert(raw_wait(&r, &r.opened), "a did not answer X1's HELLO");
+    kumo_ref ref1;
+    cr_assert_eq(kumo_monitor_node(me, x1, &ref1), 0);
+    kumo_msg *m = NULL;
+    cr_assert_eq(kumo_inbox_recv(ia, NULL, NULL, 50 * KT_MS, &m), -KUMO_ETIMEOUT,
+                 "X1 was reported down while its link was up");
+
+    raw_hello(rep, &aaddr, &r, x2);
+    m = kt_expect(ia, kumo_type_node_down());
+    kumo_node_down_msg nd;
+    KT_TAKE(m, nd);
+    cr_assert(kumo_ref_eq(nd.ref, ref1));
+    cr_assert_eq(nd.node, x1);
+    kumo_ref ref1b;
+    cr_assert_eq(kumo_monitor_node(me, x1, &ref1b), 0);
+    KT_TAKE(kt_expect(ia, kumo_type_node_down()), nd);
+    cr_assert(kumo_ref_eq(nd.ref, ref1b), "a later monitor of the old incarnation fires at once");
+    cr_assert_eq(nd.node, x1);
+
+    kumo_inbox_free(ia);
+    kumo_transport_free(rt);
+    kumo_node_free(rn);
+    kt_stop(a);
+}
+
+Test(dist_os, a_new_incarnation_at_a_place_replaces_the_old_one_tcp_1shard, .timeout = KT_TIMEOUT)
+{
+    new_incarnation_case(1);
+}
+
+Test(dist_os, a_new_incarnation_at_a_place_replaces_the_old_one_tcp_2shards, .timeout = KT_TIMEOUT)
+{
+    new_incarnation_case(2);
 }

@@ -58,6 +58,14 @@ const char *kumo_transport_strerror(int err)
 
 /* (eq, cmp, encode, decode: transport/address.c, pure, for the fuzzers) */
 
+bool kumo_address_same_place(const kumo_address *a, const kumo_address *b)
+{
+    if (a->len < 2 || b->len < 2 || a->bytes[0] != b->bytes[0] || a->bytes[1] != b->bytes[1])
+        return false;
+    const struct kumo__transport_ops *ops = kumo__transport_by_tag(a->bytes[1]);
+    return ops && ops->same_place && ops->same_place(a, b);
+}
+
 char *kumo_address_str(const kumo_address *a, char *buf, size_t len)
 {
     if (!len)

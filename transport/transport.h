@@ -86,6 +86,10 @@ struct kumo__transport_ops {
                           const struct iovec *iov, int n);
     /* Largest message accepted by send; 0 = SIZE_MAX. */
     size_t (*max_message)(const struct kumo_transport *t);
+    /* Whether two addresses of this transport name one place, where only
+     * one endpoint can live at a time (any incarnation): see
+     * kumo_address_same_place.  NULL: its addresses have no such place. */
+    bool (*same_place)(const kumo_address *a, const kumo_address *b);
     /* Address tag byte (bytes[1]) this transport uses. */
     uint8_t tag;
     /* The length of every address of this transport (0: they vary):

@@ -15,6 +15,15 @@
  * one per transport (kumo_node_address), each carrying the endpoint's own
  * incarnation.  Nodes learn each other's addresses in their first
  * exchange (HELLO) and keep them in a directory (node id -> addresses).
+ * An incarnation is known to be gone when a connect to it finds no
+ * endpoint (-KUMO_ENOTFOUND: stopped, or restarted), or when another node
+ * says HELLO from its place (kumo_address_same_place: tcp's host and
+ * port).  In the second case the old one's link is declared lost first,
+ * as Erlang does: what had crossed it fires with disconnect.  From then on
+ * its pids are dead: sends are dropped, links and monitors fire at once
+ * with unknown-id, node monitors with node-down, spawns and registry
+ * requests fail with -KUMO_ECONNLOST, and its addresses are refused with
+ * -KUMO_ENOTFOUND.
  *
  * Connecting.  kumo_node_connect() introduces a node by address; after
  * that, its pids (got in any way: spawned from here, in a message, out of

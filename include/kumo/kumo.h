@@ -520,9 +520,9 @@ KUMO_API int kumo_erlang_link(kumo_proc *self, kumo_pid pid);
 KUMO_API int kumo_erlang_unlink(kumo_proc *self, kumo_pid pid);
 
 /* Monitors `pid`: exactly one KUMO_TYPE_DOWN message per ref, with reason
- * normal | exception | killed | shutdown | unknown-id (dead or never
- * existed) | disconnect (the link to pid's node was lost, or the node
- * cannot be reached: <kumo/dist.h>).  Returns 0 and the ref, -ENOMEM or
+ * normal | exception | killed | shutdown | unknown-id (dead, never
+ * existed, or of a node incarnation that is gone: <kumo/dist.h>) | disconnect (the link to pid's
+ * node was lost, or the node cannot be reached: <kumo/dist.h>).  Returns 0 and the ref, -ENOMEM or
  * -KUMO_ESHUTDOWN. */
 KUMO_API int kumo_monitor(kumo_proc *self, kumo_pid pid, kumo_ref *ref);
 /* Cancels a monitor: no DOWN for `ref` is delivered after this call, even

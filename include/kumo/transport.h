@@ -113,6 +113,12 @@ KUMO_API size_t kumo_address_encode(const kumo_address *a, uint8_t *out);
 /* Reads an address from in[0..len).  Returns the bytes consumed, or
  * -KUMO_EBADWIRE (short input, or a length over KUMO_ADDRESS_MAX). */
 KUMO_API int kumo_address_decode(const uint8_t *in, size_t len, kumo_address *out);
+/* Whether a and b name one place where only one endpoint can live at a
+ * time, whatever their incarnations: for tcp the same IPv4 address and
+ * port (an endpoint at b is a later or earlier incarnation of the one at
+ * a, or the same one).  Always false for transports without such places
+ * (shm and inmem: one OS process holds many endpoints). */
+KUMO_API bool kumo_address_same_place(const kumo_address *a, const kumo_address *b);
 /* Human-readable form ("tcp://127.0.0.1:4000/1a2b..."), NUL-terminated,
  * truncated to len.  Returns buf. */
 KUMO_API char *kumo_address_str(const kumo_address *a, char *buf, size_t len);

@@ -106,6 +106,11 @@ struct peer {
     struct pspawn *spawns; /* our requests it has not answered */
     uint64_t epoch;        /* links to it lost so far */
     bool ready_wait;       /* a kumo_conn_when_ready is armed on conn */
+    /* An old incarnation: its endpoint is not found any more, or a new
+     * node spoke from its place.  Kept so its pids are answered (sends
+     * dropped, links and monitors unknown-id, node monitors down at once);
+     * never connected to again. */
+    bool gone;
     struct pair_tab pairs;
 };
 
@@ -185,6 +190,7 @@ struct env {
 };
 
 static void peer_lost(struct kumo__dist *d, struct peer *p, const char *why);
+static void peer_gone(struct kumo__dist *d, struct peer *p, const char *why);
 
 /* ------------------------------------------------------------------ */
 /* Waiters                                                             */
@@ -502,7 +508,7 @@ struct connect_arg {
 
 static void peer_connect(struct kumo__dist *d, struct peer *p)
 {
-    if (p->out != OUT_NONE || p->tix < 0)
+    if (p->out != OUT_NONE || p->tix < 0 || p->gone)
         return;
     struct connect_arg *ca = kumo__alloc(sizeof *ca);
     if (!ca)
@@ -653,6 +659,12 @@ static void connect_done(kumo_endpoint *ep, kumo_conn conn, int err, void *arg)
         kumo__log(KUMO_LOG_WARN, "dist: cannot connect to %s: %s",
                   kumo_address_str(&p->via, ab, sizeof ab), kumo_strerror(err));
         peer_fail_waiters(p, err);
+        if (err == -KUMO_ENOTFOUND && p->id) {
+            /* No endpoint of that incarnation exists there any more, and
+             * none ever will: the node is gone for good. */
+            peer_gone(d, p, "its endpoint is not found: stopped, or restarted");
+            return;
+        }
         /* What waited for this connection is lost, as on a broken link. */
         peer_lost(d, p, kumo_strerror(err));
         return;
@@ -738,7 +750,10 @@ static void pspawn_fail_all(struct kumo__dist *d, struct peer *p, int err, bool 
 /* Loss                                                                */
 /* ------------------------------------------------------------------ */
 
-static void peer_lost(struct kumo__dist *d, struct peer *p, const char *why)
+/* The link to p is lost: everything that crossed it fires with `kind`
+ * (disconnect; unknown-id for watches an old incarnation never got). */
+static void peer_lost_as(struct kumo__dist *d, struct peer *p, const char *why,
+                         kumo_reason_kind kind)
 {
     struct kumo_node *node = d->node;
     if (p->out != OUT_NONE || p->hello_in || p->nw || p->spawns)
@@ -757,7 +772,7 @@ static void peer_lost(struct kumo__dist *d, struct peer *p, const char *why)
         if (in->peer == p)
             in->peer = NULL; /* whatever still arrives on it is ignored */
     kumo_reason r;
-    kumo__reason_set(&r, KUMO_DISCONNECT, NULL);
+    kumo__reason_set(&r, kind, NULL);
     /* Take the list first: posting may route back here. */
     struct dwatch *w = p->w;
     uint32_t nw = p->nw;
@@ -789,6 +804,25 @@ static void peer_lost(struct kumo__dist *d, struct peer *p, const char *why)
     kumo__free(w, sizeof *w * capw);
     pspawn_fail_all(d, p, -KUMO_ECONNLOST, true);
     peer_fail_waiters(p, -KUMO_ECONNLOST);
+}
+
+static void peer_lost(struct kumo__dist *d, struct peer *p, const char *why)
+{
+    peer_lost_as(d, p, why, KUMO_DISCONNECT);
+}
+
+/* p is an old incarnation.  What crossed a link that was up fires with
+ * disconnect (it is declared lost first: Erlang's rule for a new
+ * incarnation); what waited for a connection never reached p, so it fires
+ * with unknown-id. */
+static void peer_gone(struct kumo__dist *d, struct peer *p, const char *why)
+{
+    if (p->gone)
+        return;
+    kumo__log(KUMO_LOG_WARN, "dist: node %016llx is gone (%s): its pids are dead from now on",
+              (unsigned long long)p->id, why);
+    peer_lost_as(d, p, why, p->out == OUT_UP ? KUMO_DISCONNECT : KUMO_UNKNOWN_ID);
+    p->gone = true;
 }
 
 /* ------------------------------------------------------------------ */
@@ -868,7 +902,10 @@ static int track(struct peer *p, uint8_t kind, uint8_t flags, kumo_pid local, ku
 
 /* An item for a node that cannot be reached: answered as the loss of the
  * link would answer it. */
-static void unreachable(struct kumo__dist *d, kumo_pid to, struct kumo_msg *m)
+/* Answers an item for a node we cannot reach (kind disconnect) or an old
+ * incarnation's pid (unknown-id). */
+static void unreachable_as(struct kumo__dist *d, kumo_pid to, struct kumo_msg *m,
+                           kumo_reason_kind kind)
 {
     if (m->kind == SIG_SPAWN_REQ)
         kumo__spawn_reply(d->node, d->ps, m->from, m->aux, 0, (kumo_pid){0}, -KUMO_ECONNLOST);
@@ -879,17 +916,22 @@ static void unreachable(struct kumo__dist *d, kumo_pid to, struct kumo_msg *m)
         kumo__node_down(d->node, d->ps, m->from, m->aux, to.node);
     if (m->kind == SIG_ELINK) {
         kumo_reason r;
-        kumo__reason_set(&r, KUMO_DISCONNECT, NULL);
+        kumo__reason_set(&r, kind, NULL);
         kumo__post_reason_from(d->node, d->ps, to, m->from, SIG_EXIT, MF_ELINK, 0, &r);
     }
     if (m->kind == SIG_LINK || m->kind == SIG_MONITOR) {
         kumo_reason r;
-        kumo__reason_set(&r, KUMO_DISCONNECT, NULL);
+        kumo__reason_set(&r, kind, NULL);
         bool link = m->kind == SIG_LINK;
         kumo__post_reason_from(d->node, d->ps, to, m->from, link ? SIG_EXIT : SIG_DOWN,
                                link ? MF_LINK : 0, m->aux, &r);
     }
     kumo__msg_free(m);
+}
+
+static void unreachable(struct kumo__dist *d, kumo_pid to, struct kumo_msg *m)
+{
+    unreachable_as(d, to, m, KUMO_DISCONNECT);
 }
 
 /*
@@ -998,6 +1040,10 @@ static void dist_out(struct kumo__dist *d, kumo_pid to, struct kumo_msg *m)
     struct peer *p = d->stopping ? NULL : peer_by_id(d, to.node);
     if (!p || p->tix < 0) {
         unreachable(d, to, m);
+        return;
+    }
+    if (p->gone) {
+        unreachable_as(d, to, m, KUMO_UNKNOWN_ID); /* sends are dropped */
         return;
     }
     kumo_pid from = m->from;
@@ -1190,6 +1236,31 @@ static void malformed(struct dist_ep *de, struct in_conn *in, const char *why)
     kumo_transport_break_link(de->ep, &in->from);
 }
 
+/* A HELLO from node f->from_node: any other node known at one of the
+ * places it speaks from (kumo_address_same_place) is an old incarnation,
+ * declared lost before the new one is accepted (Erlang's rule).  Only a
+ * HELLO counts, never a DIR entry: a third node's news may be stale. */
+static void supersede(struct kumo__dist *d, const struct kumo__dw_frame *f)
+{
+    for (struct peer *q = d->peers; q; q = q->next) {
+        if (!q->id || q->id == f->from_node || q->gone)
+            continue;
+        for (unsigned i = 0; i < f->naddr; i++) {
+            bool same = q->tix >= 0 && kumo_address_same_place(&q->via, &f->addr[i]);
+            for (unsigned j = 0; !same && j < q->naddr; j++)
+                same = kumo_address_same_place(&q->addr[j], &f->addr[i]);
+            if (same) {
+                char ab[128], why[200];
+                snprintf(why, sizeof why, "node %016llx now speaks from %s",
+                         (unsigned long long)f->from_node,
+                         kumo_address_str(&f->addr[i], ab, sizeof ab));
+                peer_gone(d, q, why);
+                break;
+            }
+        }
+    }
+}
+
 static void on_hello(struct kumo__dist *d, struct dist_ep *de, struct in_conn *in,
                      const struct kumo__dw_frame *f)
 {
@@ -1208,6 +1279,11 @@ static void on_hello(struct kumo__dist *d, struct dist_ep *de, struct in_conn *i
         return;
     }
     struct peer *p = peer_by_id(d, f->from_node);
+    if (p && p->gone) {
+        malformed(de, in, "HELLO from a node incarnation already replaced");
+        return;
+    }
+    supersede(d, f);
     bool news = !p || !p->naddr;
     if (!p) {
         /* A peer we dialled by address only (by any of the addresses it
@@ -1246,7 +1322,7 @@ static void on_dir(struct kumo__dist *d, const struct kumo__dw_frame *f)
     if (f->from_node == d->node->id || !f->naddr)
         return;
     struct peer *x = peer_by_id(d, f->from_node);
-    if (x && x->naddr)
+    if (x && (x->naddr || x->gone))
         return; /* known: news travel once */
     if (!x)
         x = peer_new(d, f->from_node);
@@ -1539,6 +1615,10 @@ static void connect_task(struct kumo__shard *sh, struct kumo__task *t)
         }
         p->tix = tix;
         p->via = w->addr;
+    }
+    if (p->gone) {
+        waiter_finish(w, -KUMO_ENOTFOUND, 0); /* that incarnation's address */
+        return;
     }
     w->next = p->waiters;
     p->waiters = w;

@@ -25,10 +25,19 @@ static int tcp_create(struct kumo__engine *eng, const void *vcfg, struct kumo_tr
     return kumo__stream_create(eng, &c, false, 0, out);
 }
 
+/* version, tag, IPv4 (4), port (2), incarnation (8): the place is the
+ * IPv4 address and the port. */
+static bool tcp_same_place(const kumo_address *a, const kumo_address *b)
+{
+    return a->len == KUMO__TCP_ADDR_LEN && b->len == KUMO__TCP_ADDR_LEN &&
+           memcmp(a->bytes + 2, b->bytes + 2, 6) == 0;
+}
+
 const struct kumo__transport_ops kumo__tcp_ops = {
     .name = "tcp",
     .tag = 't',
     .addr_len = KUMO__TCP_ADDR_LEN,
     .create = tcp_create,
+    .same_place = tcp_same_place,
     KUMO__STREAM_OPS,
 };
