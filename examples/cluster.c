@@ -30,6 +30,7 @@
 #define CHUNK 20000 /* points per turn: about a millisecond */
 
 static uint64_t T_GO, T_RESULT;
+static kumo_type_decl D_GO = KUMO_TYPE_DECL("demo.go"); /* for the static receive set */
 
 /* ---- the work: Halton points in the unit square ---- */
 
@@ -60,7 +61,7 @@ struct worker {
 };
 
 static void work_chunk(kumo_proc *self, void *state, kumo_msg *m);
-static kumo_match work_m[] = {{.kind = KUMO_MATCH_TYPE, .fn = work_chunk}}; /* .type: main */
+static const kumo_match work_m[] = {{.kind = KUMO_MATCH_TYPE, .decl = &D_GO, .fn = work_chunk}};
 static const kumo_recv work_set = {.matches = work_m, .n = 1};
 
 /* One chunk per turn: a handler runs to completion, so a long computation
@@ -195,9 +196,8 @@ int main(int argc, char **argv)
     uint64_t points = argc > 1 ? strtoull(argv[1], NULL, 10) : 30000000;
     if (points < WORKERS)
         points = WORKERS;
-    T_GO = kumo_type("demo.go");
+    T_GO = kumo_type_of(&D_GO);
     T_RESULT = kumo_type("demo.result");
-    work_m[0].type = T_GO;
 
     /* Fork the worker nodes first: no engine threads cross a fork. */
     struct node_slot nodes[WORKERS] = {0};

@@ -15,6 +15,9 @@
 #include <time.h>
 
 static uint64_t T_PING, T_PONG, T_STOP, T_DONE, T_TOKEN, T_WORK;
+/* The types static receive sets name (kumo_type_of gives the fingerprint). */
+static kumo_type_decl D_PONG = KUMO_TYPE_DECL("demo.pong");
+static kumo_type_decl D_TOKEN = KUMO_TYPE_DECL("demo.token");
 
 static double now_s(void)
 {
@@ -52,7 +55,7 @@ static void pong_init(kumo_proc *self, void *st)
 }
 
 static void ping_h(kumo_proc *self, void *st, kumo_msg *m);
-static kumo_match ping_m[] = {{.kind = KUMO_MATCH_TYPE, .fn = ping_h}};
+static const kumo_match ping_m[] = {{.kind = KUMO_MATCH_TYPE, .decl = &D_PONG, .fn = ping_h}};
 static const kumo_recv ping_set = {.matches = ping_m, .n = 1};
 
 static void ping_h(kumo_proc *self, void *st, kumo_msg *m)
@@ -96,7 +99,7 @@ struct member {
 };
 
 static void token_h(kumo_proc *self, void *st, kumo_msg *m);
-static kumo_match ring_m[] = {{.kind = KUMO_MATCH_TYPE, .fn = token_h}};
+static const kumo_match ring_m[] = {{.kind = KUMO_MATCH_TYPE, .decl = &D_TOKEN, .fn = token_h}};
 static const kumo_recv ring_set = {.matches = ring_m, .n = 1};
 
 static void token_h(kumo_proc *self, void *st, kumo_msg *m)
@@ -178,14 +181,12 @@ static void wait_done(kumo_inbox *ib)
 int main(void)
 {
     T_PING = kumo_type("demo.ping");
-    T_PONG = kumo_type("demo.pong");
+    T_PONG = kumo_type_of(&D_PONG);
     T_STOP = kumo_type("demo.stop");
     T_DONE = kumo_type("demo.done");
-    T_TOKEN = kumo_type("demo.token");
+    T_TOKEN = kumo_type_of(&D_TOKEN);
     T_WORK = kumo_type("demo.work");
     T_WORKER = kumo_type("demo.worker");
-    ping_m[0].type = T_PONG;
-    ring_m[0].type = T_TOKEN;
 
     kumo_node_config cfg = {.shards = 2};
     kumo_node *node;

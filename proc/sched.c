@@ -29,13 +29,18 @@ static struct kumo_proc *rq_pop(struct pshard *ps)
     }
     return p;
 }
+static inline uint64_t match_type(const kumo_match *mt)
+{
+    return __builtin_expect(mt->decl != NULL, 0) ? kumo_type_of(mt->decl) : mt->type;
+}
+
 static inline bool accepts(const kumo_match *mt, const struct kumo_msg *m, void *state)
 {
     switch (mt->kind) {
     case KUMO_MATCH_TYPE:
-        return m->type == mt->type;
+        return m->type == match_type(mt);
     case KUMO_MATCH_IF:
-        return m->type == mt->type && mt->pred((const kumo_msg *)m, state);
+        return m->type == match_type(mt) && mt->pred((const kumo_msg *)m, state);
     case KUMO_MATCH_ANY:
         return true;
     default:

@@ -419,6 +419,53 @@ KT_TEST(receive, match_groups_are_tried_in_the_order_listed)
     kt_env_stop(&env);
 }
 
+/* A receive set that is static const: its types are declared statically
+ * and resolved on first use (kumo_type_decl). */
+static kumo_type_decl D_SA = KUMO_TYPE_DECL("static.a");
+static kumo_type_decl D_SB = KUMO_TYPE_DECL("static.b");
+static void st_hit(kumo_proc *self, void *st, kumo_msg *m);
+static const kumo_match st_m[] = {
+    {.kind = KUMO_MATCH_TYPE, .decl = &D_SB, .fn = st_hit},
+    {.kind = KUMO_MATCH_IF, .decl = &D_SA, .pred = pred_gt5, .fn = st_hit},
+};
+static const kumo_recv st_set = {.matches = st_m, .n = 2};
+
+static void st_hit(kumo_proc *self, void *st, kumo_msg *m)
+{
+    struct proc *p = st;
+    report(self, p->ib, kumo_msg_type(m), msg_u64(m));
+    if (++p->n < 3)
+        kumo_receive(self, &st_set, KUMO_INFINITY);
+}
+
+static void st_init(kumo_proc *self, void *st)
+{
+    (void)st;
+    kumo_receive(self, &st_set, KUMO_INFINITY);
+}
+
+KT_TEST(receive, a_static_const_set_with_declared_types)
+{
+    types_init();
+    kt_env env = kt_env_start(kt_shards);
+    uint64_t a = kumo_type("static.a"), b = kumo_type("static.b");
+    struct proc p = {0};
+    kumo_pid pid;
+    kumo_ref ref;
+    spawn_proc(env.node, env.ib, &p, st_init, kt_shards, &pid, &ref);
+    kt_send_u64(env.me, pid, a, 1); /* not > 5: stays */
+    kt_send_u64(env.me, pid, T_X, 2);
+    kt_send_u64(env.me, pid, b, 3);
+    kt_send_u64(env.me, pid, a, 9);
+    kt_send_u64(env.me, pid, b, 4);
+    expect_rep(env.ib, b, 3);
+    expect_rep(env.ib, a, 9);
+    expect_rep(env.ib, b, 4);
+    kt_down(env.ib, pid, KUMO_NORMAL, "");
+    cr_assert_eq(kumo_type_of(&D_SA), a);
+    kt_env_stop(&env);
+}
+
 /* ------------------------------------------------------------------ */
 /* Timeouts                                                            */
 /* ------------------------------------------------------------------ */

@@ -188,6 +188,36 @@ KUMO_API uint64_t kumo_node_process_count(kumo_node *node);
  * equal names give equal fingerprints on every node. */
 KUMO_API uint64_t kumo_type(const char *name);
 
+/*
+ * A message type declared for use in constant initialisers, so receive
+ * sets can be static const:
+ *
+ *     static kumo_type_decl T_PING = KUMO_TYPE_DECL("ping");
+ *     static const kumo_match m[] = {{.kind = KUMO_MATCH_TYPE, .decl = &T_PING,
+ *                                     .fn = on_ping}};
+ *
+ * kumo_type_of(&T_PING) is kumo_type("ping"), computed on first use from
+ * any thread (the object itself must be writable: not const).
+ */
+typedef struct kumo_type_decl {
+    const char *name;
+    uint64_t id; /* 0 until first use; read and written atomically */
+} kumo_type_decl;
+#define KUMO_TYPE_DECL(name)                                                                       \
+    {                                                                                              \
+        (name), 0                                                                                  \
+    }
+
+static inline uint64_t kumo_type_of(kumo_type_decl *t)
+{
+    uint64_t id = __atomic_load_n(&t->id, __ATOMIC_RELAXED);
+    if (__builtin_expect(id == 0, 0)) {
+        id = kumo_type(t->name); /* every thread computes the same value */
+        __atomic_store_n(&t->id, id, __ATOMIC_RELAXED);
+    }
+    return id;
+}
+
 /* Fingerprints of the messages the engine itself delivers. */
 #define KUMO_TYPE_EXIT_NAME "kumo.exit" /* trapped exit signal */
 #define KUMO_TYPE_DOWN_NAME "kumo.down" /* monitor notification */
@@ -414,10 +444,11 @@ typedef enum kumo_match_kind {
 
 typedef struct kumo_match {
     kumo_match_kind kind;
-    uint64_t type;
+    uint64_t type; /* TYPE, IF: the fingerprint, unless decl is set */
     kumo_pred pred;
     kumo_recv_port *port;
     kumo_handler fn;
+    kumo_type_decl *decl; /* TYPE, IF: the type, declared statically */
 } kumo_match;
 
 /* Receive-set flags. */
@@ -430,12 +461,11 @@ enum {
 
 /*
  * A receive set.  The memory must stay valid and unchanged while the
- * process waits on it (make it static const, or keep it in the process
- * state); a set re-declared at the same address must have the same
- * contents (its scan position is kept), so wait for something else with
- * another kumo_recv.  Consecutive matches of one kind form a group, and
- * groups are tried in the order listed (Cloud Haskell's receiveWait): a
- * group of port matches takes the head of the first of its ports that has
+ * process waits on it (make it static const, with its types declared by
+ * kumo_type_decl, or keep it in the process state); a set re-declared at the same address must have
+ * the same contents (its scan position is kept), so wait for something else with another kumo_recv.
+ * Consecutive matches of one kind form a group, and groups are tried in the order listed (Cloud
+ * Haskell's receiveWait): a group of port matches takes the head of the first of its ports that has
  * a message; a group of mailbox matches (TYPE, IF, ANY) is tried against
  * each message in mailbox order, and the first message that any of them
  * accepts is removed and handed to the first match that accepts it.  So in
