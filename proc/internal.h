@@ -135,6 +135,7 @@ enum {
     MF_SP_LINK = 1,
     MF_SP_MONITOR = 2,
     MF_SP_TRAP = 4,
+    MF_SP_CALL = 8, /* the child answers the requester with kumo_call_return */
 };
 
 struct kumo_msg {
@@ -237,6 +238,7 @@ struct proc_ext {
     kumo_recv expect_set;
     kumo_match expect_match;
     struct kumo_inbox *inbox;
+    kumo_pid call_to; /* a call's requester, until kumo_call_return (null: none) */
 };
 
 /* Allocated from the engine's 128-byte block cache (see the static

@@ -48,8 +48,24 @@ static void failing_closure(kumo_proc *self, const void *args, size_t len)
     kumo_die(self, KUMO_EXCEPTION, "failed with %.*s", (int)len, (const char *)args);
 }
 
+/* A call: answers with the square of its u64 argument, and reports (in
+ * the answer's second word) what a second answer returned. */
+static void square_closure(kumo_proc *self, const void *args, size_t len)
+{
+    uint64_t x = 0;
+    if (len == sizeof x)
+        memcpy(&x, args, sizeof x);
+    uint64_t out = x * x;
+    int err = kumo_call_return(self, &out, sizeof out);
+    if (err)
+        kumo_die(self, KUMO_EXCEPTION, "call_return: %d", err);
+    else if (kumo_call_return(self, &out, sizeof out) != -EINVAL)
+        kumo_die(self, KUMO_EXCEPTION, "a second answer was not refused");
+}
+
 static const kumo_closure dt_table[] = {
     {.name = "dt.echo", .init = echo_closure},
+    {.name = "dt.square", .init = square_closure},
     {.name = "dt.crasher", .init = crasher_closure},
     {.name = "dt.fail", .init = failing_closure},
 };
@@ -452,6 +468,42 @@ DT_TEST(dist, a_spawn_on_this_node_by_closure_works_too)
     cr_assert_eq(pid.node, e->a_id);
     kumo_down_msg d = kt_expect_down_ref(e->ia, mon);
     kt_assert_reason(&d.reason, KUMO_EXCEPTION, "failed with here");
+}
+
+DT_TEST(dist, call_runs_a_closure_and_returns_its_answer)
+{
+    /* Cloud Haskell's call, on the other node and on this one. */
+    uint64_t nodes[] = {e->b_id, e->a_id};
+    for (int i = 0; i < 2; i++) {
+        uint64_t x = 12 + (uint64_t)i;
+        kumo_msg *r = NULL;
+        kumo_reason why;
+        int err = kumo_call_wait(e->ia, nodes[i], "dt.square", &x, sizeof x, KT_WAIT_NS, &r, &why);
+        cr_assert_eq(err, 0, "call: %s", kumo_strerror(err));
+        cr_assert_eq(kumo_msg_type(r), kumo_type_call_return());
+        cr_assert_eq(kumo_msg_sender(r).node, nodes[i]);
+        uint64_t v;
+        KT_TAKE(r, v);
+        cr_assert_eq(v, x * x);
+    }
+
+    /* A call whose process ends without answering: its reason. */
+    kumo_msg *r = NULL;
+    kumo_reason why;
+    int err = kumo_call_wait(e->ia, e->b_id, "dt.fail", "here", 4, KT_WAIT_NS, &r, &why);
+    cr_assert_eq(err, -KUMO_ENOPROC, "got %s", kumo_strerror(err));
+    kt_assert_reason(&why, KUMO_EXCEPTION, "failed with here");
+    cr_assert_eq(kumo_call_wait(e->ia, e->b_id, "dt.nothing", NULL, 0, KT_WAIT_NS, &r, &why),
+                 -KUMO_ENOCLOSURE);
+    /* One that never answers: the wait ends, and the child with it. */
+    err = kumo_call_wait(e->ia, e->b_id, "dt.echo", NULL, 0, 20 * KT_MS, &r, &why);
+    cr_assert_eq(err, -KUMO_ETIMEOUT, "got %s", kumo_strerror(err));
+    /* The answers, spawn replies and DOWNs of all of that were taken. */
+    kumo_pid echo = kt_spawn(e->b, e->ib, NULL, kt_echo_init, NULL);
+    kt_send_u64(kumo_inbox_proc(e->ia), echo, kt_type("dt.sync"), 1);
+    cr_assert_eq(kt_expect_u64(e->ia, kt_type("dt.sync")), 1);
+    kt_expect_empty(e->ia);
+    kt_send_u64(kumo_inbox_proc(e->ia), echo, kt_type_stop(), 0);
 }
 
 static kumo_node_down_msg expect_node_down(kumo_inbox *ib, kumo_ref ref)

@@ -174,6 +174,33 @@ KUMO_API int kumo_spawn_remote_wait(kumo_inbox *ib, uint64_t node, const char *n
                                     const void *args, size_t len, const kumo_spawn_opts *opts,
                                     kumo_pid *out);
 
+/*
+ * Cloud Haskell's call: run a closure on a node and get its answer.
+ *
+ * A child spawned with kumo_spawn_opts.call (by any process) answers once
+ * with kumo_call_return(self, data, len): the bytes go to the spawner as a
+ * KUMO_TYPE_CALL_RETURN message sent by the child, and the child ends
+ * normally when the handler (or init) that answered returns.  A process
+ * that spawns a call receives the did_spawn answer, then the call's
+ * answer or, if the child ended without one, its DOWN (monitor it).
+ * kumo_call_return returns 0, -EINVAL (not a call's process, or answered
+ * already) or an error of kumo_send.
+ *
+ * kumo_call_wait is the whole exchange for an inbox: spawns `name` on
+ * `node` as a monitored call, waits up to timeout_ns (KUMO_INFINITY: no
+ * limit) for its answer, and returns 0 with the answer message in
+ * *result (the caller frees it); -KUMO_ENOPROC if the child ended without
+ * answering (its reason in *why, if why is not NULL: an exception, killed,
+ * disconnect, ...); -KUMO_ETIMEOUT (the child is killed and its DOWN
+ * never delivered; an answer it sent just before may still arrive), or an
+ * error of kumo_spawn_remote_wait.  Other messages stay queued.
+ */
+#define KUMO_TYPE_CALL_RETURN_NAME "kumo.call_return"
+KUMO_API uint64_t kumo_type_call_return(void);
+KUMO_API int kumo_call_return(kumo_proc *self, const void *data, size_t len);
+KUMO_API int kumo_call_wait(kumo_inbox *ib, uint64_t node, const char *name, const void *args,
+                            size_t len, int64_t timeout_ns, kumo_msg **result, kumo_reason *why);
+
 /* ------------------------------------------------------------------ */
 /* Node monitors                                                       */
 /* ------------------------------------------------------------------ */

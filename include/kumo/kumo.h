@@ -326,6 +326,9 @@ typedef struct kumo_spawn_opts {
     bool link;
     /* Monitor the new process atomically; the ref is stored here. */
     kumo_ref *monitor;
+    /* kumo_spawn_remote only: the child is a call (Cloud Haskell's call):
+     * its kumo_call_return reaches the spawner (<kumo/dist.h>). */
+    bool call;
 } kumo_spawn_opts;
 
 /*

@@ -20,6 +20,7 @@ uint64_t kumo_type_node_down(void)
 /* What a closure-spawned process carries until its init has run. */
 struct closure_start {
     const kumo_closure *c;
+    kumo_pid call_to; /* a call's requester, or null */
     size_t len;
     uint8_t args[];
 };
@@ -37,6 +38,15 @@ static void closure_init(kumo_proc *self, void *state)
     const kumo_closure *c = cs->c;
     self->state = NULL;
     self->on_exit = c->on_exit;
+    if (!kumo_pid_is_null(cs->call_to)) {
+        struct proc_ext *e = kumo__ext(self);
+        if (!e) {
+            kumo__free(cs, sizeof *cs + cs->len);
+            kumo_die(self, KUMO_EXCEPTION, "no memory for a call");
+            return;
+        }
+        e->call_to = cs->call_to;
+    }
     c->init(self, cs->args, cs->len);
     kumo__free(cs, sizeof *cs + cs->len);
 }
@@ -71,6 +81,7 @@ int kumo__closure_spawn(struct kumo_node *node, struct pshard *src, kumo_proc *s
     if (!cs)
         return -ENOMEM;
     cs->c = c;
+    cs->call_to = (flags & MF_SP_CALL) ? requester : (kumo_pid){0};
     cs->len = len;
     if (len)
         memcpy(cs->args, args, len);
@@ -121,7 +132,7 @@ int kumo_spawn_remote(kumo_proc *self, uint64_t nid, const char *name, const voi
         return -KUMO_ESHUTDOWN;
     uint64_t id = kumo__new_ref(node, self);
     uint8_t flags = (opts->link ? MF_SP_LINK : 0) | (opts->monitor ? MF_SP_MONITOR : 0) |
-                    (opts->trap_exit ? MF_SP_TRAP : 0);
+                    (opts->trap_exit ? MF_SP_TRAP : 0) | (opts->call ? MF_SP_CALL : 0);
     kumo_pid me = kumo__pid_of(self);
     struct pshard *src = kumo__pshard_of(self);
     kumo_ref r = {.node = node->id, .id = id};
@@ -204,6 +215,76 @@ int kumo_spawn_remote_wait(kumo_inbox *ib, uint64_t nid, const char *name, const
     if (r.err == 0 && out)
         *out = r.pid;
     return r.err;
+}
+
+uint64_t kumo_type_call_return(void)
+{
+    return kumo_type(KUMO_TYPE_CALL_RETURN_NAME);
+}
+
+int kumo_call_return(kumo_proc *self, const void *data, size_t len)
+{
+    struct proc_ext *e = self->ext;
+    if ((self->flags & PF_FOREIGN) || !e || kumo_pid_is_null(e->call_to))
+        return -EINVAL;
+    int err = kumo_send(self, e->call_to, kumo_type_call_return(), data, len);
+    if (err)
+        return err;
+    e->call_to = (kumo_pid){0};
+    kumo_die(self, KUMO_NORMAL, NULL); /* a call's process ends with its answer */
+    return 0;
+}
+
+/* What ends a call's wait: its answer from the child, or the child's DOWN. */
+struct call_match {
+    uint64_t ret, down;
+    kumo_pid child;
+    kumo_ref mon;
+};
+
+static bool is_call_end(const kumo_msg *m, void *arg)
+{
+    const struct call_match *c = arg;
+    if (kumo_msg_type(m) == c->ret)
+        return kumo_pid_eq(kumo_msg_sender(m), c->child);
+    if (kumo_msg_type(m) != c->down || kumo_msg_len(m) != sizeof(kumo_down_msg))
+        return false;
+    kumo_down_msg d;
+    memcpy(&d, kumo_msg_data(m), sizeof d);
+    return kumo_ref_eq(d.ref, c->mon);
+}
+
+int kumo_call_wait(kumo_inbox *ib, uint64_t nid, const char *name, const void *args, size_t len,
+                   int64_t timeout_ns, kumo_msg **result, kumo_reason *why)
+{
+    kumo_proc *self = kumo_inbox_proc(ib);
+    kumo_ref mon;
+    kumo_spawn_opts o = {.shard = KUMO_SHARD_SAME, .monitor = &mon, .call = true};
+    kumo_pid child;
+    int err = kumo_spawn_remote_wait(ib, nid, name, args, len, &o, &child);
+    if (err)
+        return err;
+    struct call_match c = {
+        .ret = kumo_type_call_return(), .down = self->node->type_down, .child = child, .mon = mon};
+    kumo_msg *m = NULL;
+    err = kumo_inbox_recv(ib, is_call_end, &c, timeout_ns, &m);
+    if (err) {
+        /* No answer in time: nothing of the call is left behind. */
+        kumo_unmonitor(self, mon);
+        kumo_kill(self, child, "its call timed out");
+        return err;
+    }
+    if (kumo_msg_type(m) == c.ret) {
+        kumo_unmonitor(self, mon); /* the child's normal DOWN, queued or not */
+        *result = m;
+        return 0;
+    }
+    kumo_down_msg d;
+    memcpy(&d, kumo_msg_data(m), sizeof d);
+    kumo_msg_free(m);
+    if (why)
+        *why = d.reason;
+    return -KUMO_ENOPROC;
 }
 
 int kumo_monitor_node(kumo_proc *self, uint64_t nid, kumo_ref *ref)
