@@ -1,7 +1,8 @@
 /*
  * Distribution: processes on two nodes working together.  Each test body
  * runs on every transport topology (DT_TEST: two nodes in this OS process
- * over tcp and over shm) with 1 and 2 shards per node.  The nodes are `a`
+ * over inmem, tcp and shm; tests/dist_os.c puts them in two OS processes)
+ * with 1 and 2 shards per node.  The nodes are `a`
  * and `b`; each has an inbox where the test receives.
  */
 #include "_kt.h"
@@ -76,7 +77,9 @@ static const kumo_shm_config dt_shm = {.cookie = DT_COOKIE};
 static kumo_node_config dt_cfg(const char *transport, unsigned shards, kumo_dist_transport *slot)
 {
     slot->name = transport;
-    slot->config = strcmp(transport, "tcp") == 0 ? (const void *)&dt_tcp : (const void *)&dt_shm;
+    slot->config = strcmp(transport, "tcp") == 0   ? (const void *)&dt_tcp
+                   : strcmp(transport, "shm") == 0 ? (const void *)&dt_shm
+                                                   : NULL;
     return (kumo_node_config){.shards = shards,
                               .transports = slot,
                               .ntransports = 1,
@@ -120,6 +123,14 @@ static void dt_stop(dt_env *e)
         dt_env e = dt_start(tr, shards);                                                           \
         suite##__##name(&e, shards);                                                               \
         dt_stop(&e);                                                                               \
+    }                                                                                              \
+    Test(suite, name##_inmem_1shard, .timeout = KT_TIMEOUT)                                        \
+    {                                                                                              \
+        suite##__##name##_run("inmem", 1);                                                         \
+    }                                                                                              \
+    Test(suite, name##_inmem_2shards, .timeout = KT_TIMEOUT)                                       \
+    {                                                                                              \
+        suite##__##name##_run("inmem", 2);                                                         \
     }                                                                                              \
     Test(suite, name##_tcp_1shard, .timeout = KT_TIMEOUT)                                          \
     {                                                                                              \
@@ -1141,4 +1152,101 @@ DT_TEST(dist, the_null_pid_is_no_process_on_a_distributed_node)
     cr_assert_eq(kumo_send(me, (kumo_pid){0}, kt_type("dt.void"), "x", 1), 0);
     kt_expect_empty(e->ia);
     kt_expect_empty(e->ib);
+}
+
+/* ------------------------------------------------------------------ */
+/* Many nodes in one OS process                                        */
+/* ------------------------------------------------------------------ */
+
+#define MANY 10
+#define MANY_STOPPED 5
+
+KT_TEST(dist, ten_nodes_over_inmem_monitor_each_other_and_one_stops)
+{
+    /* Ten nodes over inmem in this OS process, each connected to every
+     * other.  Each node's inbox monitors every other node and the echo
+     * process running there.  Node 5 stops: every other node sees exactly
+     * its node-down and its echo's DOWN, both with disconnect, and the
+     * other nine go on talking. */
+    kumo_node *n[MANY];
+    kumo_inbox *ib[MANY];
+    kumo_pid echo[MANY];
+    uint64_t id[MANY];
+    kumo_ref pmon[MANY][MANY], nmon[MANY][MANY];
+    kumo_dist_transport slot[MANY];
+    for (int i = 0; i < MANY; i++) {
+        kumo_node_config c = dt_cfg("inmem", kt_shards, &slot[i]);
+        if (i == 0) {
+            n[i] = kt_start_cfg(c);
+        } else {
+            c.spin_ns = 20000;
+            c.no_pin = true;
+            int err = kumo_node_start(&c, &n[i]);
+            cr_assert_eq(err, 0, "node %d: %s", i, kumo_strerror(err));
+        }
+        ib[i] = kt_inbox(n[i]);
+        id[i] = kumo_node_id(n[i]);
+        echo[i] = kt_spawn(n[i], ib[i], &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)},
+                           kt_echo_init, NULL);
+    }
+    for (int i = 0; i < MANY; i++)
+        for (int j = i + 1; j < MANY; j++) {
+            kumo_address a;
+            uint64_t got = 0;
+            cr_assert_eq(kumo_node_address(n[j], 0, &a), 0);
+            int err = kumo_node_connect(n[i], &a, KT_WAIT_NS, &got);
+            cr_assert_eq(err, 0, "connect %d -> %d: %s", i, j, kumo_strerror(err));
+            cr_assert_eq(got, id[j]);
+        }
+    for (int i = 0; i < MANY; i++) {
+        kumo_proc *me = kumo_inbox_proc(ib[i]);
+        for (int j = 0; j < MANY; j++) {
+            if (j == i)
+                continue;
+            cr_assert_eq(kumo_monitor_node(me, id[j], &nmon[i][j]), 0);
+            cr_assert_eq(kumo_monitor(me, echo[j], &pmon[i][j]), 0);
+        }
+        /* Every monitor is in place at its target once an echo from each
+         * node came back (the MONITOR went first on the same pair). */
+        for (int j = 0; j < MANY; j++)
+            if (j != i)
+                kt_send_u64(me, echo[j], kt_type("dt.many"), (uint64_t)j);
+        uint64_t seen = 0;
+        for (int k = 0; k < MANY - 1; k++)
+            seen |= 1ull << kt_expect_u64(ib[i], kt_type("dt.many"));
+        cr_assert_eq(seen, ((1ull << MANY) - 1) & ~(1ull << i), "node %d heard %llx", i,
+                     (unsigned long long)seen);
+    }
+
+    kumo_inbox_free(ib[MANY_STOPPED]);
+    kumo_node_free(n[MANY_STOPPED]);
+
+    for (int i = 0; i < MANY; i++) {
+        if (i == MANY_STOPPED)
+            continue;
+        kumo_down_msg d = kt_expect_down_ref(ib[i], pmon[i][MANY_STOPPED]);
+        cr_assert(kumo_pid_eq(d.pid, echo[MANY_STOPPED]));
+        kt_assert_reason(&d.reason, KUMO_DISCONNECT, NULL);
+        kumo_node_down_msg nd = expect_node_down(ib[i], nmon[i][MANY_STOPPED]);
+        cr_assert_eq(nd.node, id[MANY_STOPPED]);
+        kt_assert_reason(&nd.reason, KUMO_DISCONNECT, NULL);
+        /* The others are up: one round of echoes, and nothing else came. */
+        kumo_proc *me = kumo_inbox_proc(ib[i]);
+        for (int j = 0; j < MANY; j++)
+            if (j != i && j != MANY_STOPPED)
+                kt_send_u64(me, echo[j], kt_type("dt.many"), (uint64_t)j);
+        for (int k = 0; k < MANY - 2; k++)
+            kumo_msg_free(kt_expect_next(ib[i], kt_type("dt.many")));
+        kt_expect_empty(ib[i]);
+    }
+
+    for (int i = MANY - 1; i >= 0; i--) {
+        if (i == MANY_STOPPED)
+            continue;
+        kumo_inbox_free(ib[i]);
+        if (i == 0)
+            kt_stop(n[0]);
+        else
+            kumo_node_free(n[i]);
+    }
 }

@@ -437,8 +437,9 @@ KUMO_API int kumo_transport_break_link(kumo_endpoint *ep, const kumo_address *pe
  * `name` (or is NULL for defaults).
  */
 
-/* "inmem": endpoints inside one OS process, on any shards.  No
- * configuration: pass NULL. */
+/* "inmem": endpoints inside one OS process, on any shards.  Every inmem
+ * transport of the OS process (on any engine, so of any node) reaches
+ * every other's endpoints by address.  No configuration: pass NULL. */
 
 /* "tcp": io_uring TCP.  A zeroed struct (or NULL) means every default.
  * Peers must agree on fragment_size (a frame larger than the receiver's

@@ -18,9 +18,21 @@
  * both; each endpoint has its own view of it (`struct side`, touched only
  * on that endpoint's shard).  Breaking a link sets `broken` (so messages
  * still in flight on it are dropped on arrival) and tells both sides.
- * The transport's mutex guards the endpoint directory and the current link
- * of each pair: connect, close and break are rare; sends never take it.
- * Hints have no knobs to map to here and are ignored.
+ *
+ * One net per OS process.  Every inmem transport of the process (one per
+ * node, for nodes in one OS process talking over inmem) shares one
+ * directory of endpoints and one list of links, so an endpoint reaches
+ * the endpoints of every inmem transport, whatever engine runs them.  The
+ * net owns endpoints and links: they stay allocated until the last inmem
+ * transport is destroyed (a few hundred bytes per endpoint ever made), so
+ * a peer's record or a message in flight never points to freed memory.
+ * A message to an endpoint of another transport goes through that
+ * engine's foreign queue, under the net's mutex, which also tells whether
+ * the engine is still there (a destroyed transport's endpoints are
+ * detached: `eng` is NULL).  Between endpoints of one transport, nothing
+ * is locked.  The mutex also guards the directory and the current link of
+ * each pair: connect, close and break are rare.  Hints have no knobs to
+ * map to here and are ignored.
  */
 #include "transport/transport.h"
 
@@ -71,17 +83,26 @@ struct side {
 struct inmem_t {
     struct kumo_transport base;
     uint64_t id;
+};
+
+/* The process-wide net (see the top of the file). */
+static struct {
     pthread_mutex_t mu;
+    unsigned users; /* inmem transports not yet destroyed */
     struct inmem_ep **dir;
     uint32_t ndir, capdir;
     struct link *links;
-};
+} net = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 struct inmem_ep {
     struct kumo_endpoint base;
-    uint32_t index;
+    struct inmem_t *owner;     /* compared only: may be freed when detached */
+    uint64_t tid;              /* the owner's id, as in the address */
+    struct kumo__engine *eng;  /* the owner's engine; NULL (under net.mu)
+                                * once the owner is destroyed */
+    uint32_t index;            /* in net.dir */
     uint64_t inc;
-    bool gone;                /* under mu: refuses connects */
+    bool gone;                /* under net.mu: refuses connects */
     _Atomic uint64_t next_in; /* incoming connection ids */
     struct side *sides;       /* shard-owned */
 };
@@ -154,10 +175,23 @@ static struct imsg *ctl_new(uint8_t kind)
     return m;
 }
 
-static int post(struct inmem_ep *to, struct imsg *m)
+/* Posts a task to `to`'s shard from a shard running an endpoint of
+ * `from`: without a lock within one transport (its engine lives while we
+ * run), else under net.mu, where a detached endpoint is refused. */
+static int task_to(const struct inmem_t *from, struct inmem_ep *to, struct kumo__task *task)
+{
+    if (to->owner == from)
+        return kumo__task_post(to->eng, to->base.shard, task);
+    pthread_mutex_lock(&net.mu);
+    int err = to->eng ? kumo__task_post(to->eng, to->base.shard, task) : -KUMO_ECLOSED;
+    pthread_mutex_unlock(&net.mu);
+    return err;
+}
+
+static int post(const struct inmem_ep *from, struct inmem_ep *to, struct imsg *m)
 {
     m->to = to;
-    int err = kumo__task_post(to->base.t->eng, to->base.shard, &m->task);
+    int err = task_to(from->owner, to, &m->task);
     if (err) {
         msg_free(m);
         return -KUMO_ECLOSED;
@@ -322,26 +356,26 @@ static void run_msg(struct kumo__shard *sh, struct kumo__task *t)
 }
 
 /* ------------------------------------------------------------------ */
-/* Directory and links (under t->mu)                                   */
+/* Directory and links (under net.mu)                                   */
 /* ------------------------------------------------------------------ */
 
-static struct inmem_ep *dir_lookup(struct inmem_t *t, const kumo_address *a)
+static struct inmem_ep *dir_lookup(const kumo_address *a)
 {
-    if (a->len != INMEM_ADDR_LEN || a->bytes[0] != KUMO__ADDR_VERSION || a->bytes[1] != INMEM_TAG ||
-        kumo__get64(a->bytes + 2) != t->id)
+    if (a->len != INMEM_ADDR_LEN || a->bytes[0] != KUMO__ADDR_VERSION || a->bytes[1] != INMEM_TAG)
         return NULL;
     uint32_t idx = kumo__get32(a->bytes + 10);
-    if (idx >= t->ndir)
+    if (idx >= net.ndir)
         return NULL;
-    struct inmem_ep *ep = t->dir[idx];
-    if (ep->gone || ep->inc != kumo__get64(a->bytes + 14))
+    struct inmem_ep *ep = net.dir[idx];
+    if (ep->gone || !ep->eng || ep->tid != kumo__get64(a->bytes + 2) ||
+        ep->inc != kumo__get64(a->bytes + 14))
         return NULL;
     return ep;
 }
 
-static struct link *link_current(struct inmem_t *t, struct inmem_ep *x, struct inmem_ep *y)
+static struct link *link_current(struct inmem_ep *x, struct inmem_ep *y)
 {
-    for (struct link *L = t->links; L; L = L->next_all)
+    for (struct link *L = net.links; L; L = L->next_all)
         if (L->current && ((L->a == x && L->b == y) || (L->a == y && L->b == x)))
             return L;
     return NULL;
@@ -360,7 +394,9 @@ static int im_create(struct kumo__engine *eng, const void *cfg, struct kumo_tran
         return -ENOMEM;
     if (getrandom(&t->id, sizeof t->id, 0) != sizeof t->id)
         t->id = kumo__now_ns() ^ (uint64_t)(uintptr_t)t;
-    pthread_mutex_init(&t->mu, NULL);
+    pthread_mutex_lock(&net.mu);
+    net.users++;
+    pthread_mutex_unlock(&net.mu);
     *out = &t->base;
     return 0;
 }
@@ -373,25 +409,28 @@ static int im_endpoint_new(struct kumo_transport *bt, struct kumo_endpoint *tmpl
     if (!ep)
         return -ENOMEM;
     ep->base = *tmpl;
+    ep->owner = t;
+    ep->tid = t->id;
+    ep->eng = bt->eng;
     atomic_init(&ep->next_in, 1);
     if (getrandom(&ep->inc, sizeof ep->inc, 0) != sizeof ep->inc)
         ep->inc = kumo__now_ns() ^ (uint64_t)(uintptr_t)ep;
-    pthread_mutex_lock(&t->mu);
-    if (t->ndir == t->capdir) {
-        uint32_t ncap = t->capdir ? t->capdir * 2 : 16;
+    pthread_mutex_lock(&net.mu);
+    if (net.ndir == net.capdir) {
+        uint32_t ncap = net.capdir ? net.capdir * 2 : 16;
         struct inmem_ep **nd = kumo__alloc(sizeof(*nd) * ncap);
         if (!nd) {
-            pthread_mutex_unlock(&t->mu);
+            pthread_mutex_unlock(&net.mu);
             kumo__free(ep, sizeof *ep);
             return -ENOMEM;
         }
-        if (t->ndir)
-            memcpy(nd, t->dir, sizeof(*nd) * t->ndir);
-        kumo__free(t->dir, sizeof(*nd) * t->capdir);
-        t->dir = nd;
-        t->capdir = ncap;
+        if (net.ndir)
+            memcpy(nd, net.dir, sizeof(*nd) * net.ndir);
+        kumo__free(net.dir, sizeof(*nd) * net.capdir);
+        net.dir = nd;
+        net.capdir = ncap;
     }
-    ep->index = t->ndir;
+    ep->index = net.ndir;
     /* The address is complete before the directory shows the endpoint to
      * connects from other threads. */
     kumo_address *a = &ep->base.addr;
@@ -401,8 +440,8 @@ static int im_endpoint_new(struct kumo_transport *bt, struct kumo_endpoint *tmpl
     kumo__put64(a->bytes + 2, t->id);
     kumo__put32(a->bytes + 10, ep->index);
     kumo__put64(a->bytes + 14, ep->inc);
-    t->dir[t->ndir++] = ep;
-    pthread_mutex_unlock(&t->mu);
+    net.dir[net.ndir++] = ep;
+    pthread_mutex_unlock(&net.mu);
     *out = &ep->base;
     return 0;
 }
@@ -410,29 +449,28 @@ static int im_endpoint_new(struct kumo_transport *bt, struct kumo_endpoint *tmpl
 static void im_connect(struct kumo_endpoint *bep, struct kumo__connect_req *req)
 {
     struct inmem_ep *ep = E(bep);
-    struct inmem_t *t = T(bep->t);
-    pthread_mutex_lock(&t->mu);
-    struct inmem_ep *peer = dir_lookup(t, &req->to);
+    pthread_mutex_lock(&net.mu);
+    struct inmem_ep *peer = dir_lookup(&req->to);
     if (!peer) {
-        pthread_mutex_unlock(&t->mu);
+        pthread_mutex_unlock(&net.mu);
         kumo__connect_done(req, NULL, -KUMO_ENOTFOUND);
         return;
     }
-    struct link *L = link_current(t, ep, peer);
+    struct link *L = link_current(ep, peer);
     if (!L) {
         L = kumo__zalloc(sizeof *L);
         if (!L) {
-            pthread_mutex_unlock(&t->mu);
+            pthread_mutex_unlock(&net.mu);
             kumo__connect_done(req, NULL, -KUMO_ENORESOURCES);
             return;
         }
         L->a = ep;
         L->b = peer;
         L->current = true;
-        L->next_all = t->links;
-        t->links = L;
+        L->next_all = net.links;
+        net.links = L;
     }
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&net.mu);
 
     struct side *s = side_get(ep, L, peer);
     struct out_conn *oc = kumo__zalloc(sizeof *oc);
@@ -462,7 +500,7 @@ static void im_connect(struct kumo_endpoint *bep, struct kumo__connect_req *req)
     m->id = oc->id;
     m->rec = ic;
     m->reliability = req->rel;
-    if (post(peer, m)) {
+    if (post(ep, peer, m)) {
         /* The engine is stopping: the OPEN and its record are gone. */
         kumo__free(ic, sizeof *ic);
         oc->remote = NULL;
@@ -488,7 +526,7 @@ static int im_send(struct kumo_endpoint *bep, struct kumo__conn *c, const struct
     m->to = peer;
     m->release = release;
     m->release_arg = release_arg;
-    if (kumo__task_post(peer->base.t->eng, peer->base.shard, &m->task)) {
+    if (task_to(E(bep)->owner, peer, &m->task)) {
         /* A failed send takes no ownership: do not release the lend. */
         m->release = NULL;
         msg_free(m);
@@ -509,7 +547,7 @@ static void im_conn_close(struct kumo_endpoint *bep, struct kumo__conn *c)
         m->L = s->L;
         m->id = oc->id;
         m->rec = oc->remote;
-        post(s->peer, m);
+        post(E(bep), s->peer, m);
     }
     c->impl = NULL;
     kumo__free(oc, sizeof *oc);
@@ -518,19 +556,18 @@ static void im_conn_close(struct kumo_endpoint *bep, struct kumo__conn *c)
 static void im_endpoint_close(struct kumo_endpoint *bep)
 {
     struct inmem_ep *ep = E(bep);
-    struct inmem_t *t = T(bep->t);
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&net.mu);
     ep->gone = true;
-    for (struct link *L = t->links; L; L = L->next_all)
+    for (struct link *L = net.links; L; L = L->next_all)
         if (L->current && (L->a == ep || L->b == ep))
             L->current = false;
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&net.mu);
     while (ep->sides) {
         struct side *s = ep->sides;
         if (s->peer != ep && !atomic_load(&s->L->broken)) {
             struct imsg *m = ctl_new(M_PEER_CLOSED);
             m->L = s->L;
-            post(s->peer, m);
+            post(ep, s->peer, m);
         }
         bool had_out, had_any;
         side_teardown(ep, s, false, &had_out, &had_any);
@@ -541,12 +578,11 @@ static void im_endpoint_close(struct kumo_endpoint *bep)
 static void im_break_link(struct kumo_endpoint *bep, const kumo_address *peer_addr)
 {
     struct inmem_ep *ep = E(bep);
-    struct inmem_t *t = T(bep->t);
     struct link *L = NULL;
     struct inmem_ep *peer = NULL;
-    pthread_mutex_lock(&t->mu);
+    pthread_mutex_lock(&net.mu);
     /* The peer may be closing: look it up even if gone. */
-    for (struct link *x = t->links; x; x = x->next_all) {
+    for (struct link *x = net.links; x; x = x->next_all) {
         struct inmem_ep *other = x->a == ep ? x->b : x->b == ep ? x->a : NULL;
         if (x->current && other && kumo_address_eq(&other->base.addr, peer_addr)) {
             L = x;
@@ -558,7 +594,7 @@ static void im_break_link(struct kumo_endpoint *bep, const kumo_address *peer_ad
         L->current = false;
         atomic_store_explicit(&L->broken, true, memory_order_release);
     }
-    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&net.mu);
     if (!L)
         return;
     struct side *s = side_find(ep, L);
@@ -572,22 +608,34 @@ static void im_break_link(struct kumo_endpoint *bep, const kumo_address *peer_ad
     if (peer != ep) {
         struct imsg *m = ctl_new(M_BROKEN);
         m->L = L;
-        post(peer, m);
+        post(ep, peer, m);
     }
 }
 
+/* Detaches the transport's endpoints (nothing reaches them any more); the
+ * last transport out frees the net's endpoints and links. */
 static void im_destroy(struct kumo_transport *bt)
 {
     struct inmem_t *t = T(bt);
-    while (t->links) {
-        struct link *L = t->links;
-        t->links = L->next_all;
-        kumo__free(L, sizeof *L);
+    pthread_mutex_lock(&net.mu);
+    for (uint32_t i = 0; i < net.ndir; i++)
+        if (net.dir[i]->owner == t) {
+            net.dir[i]->eng = NULL;
+            net.dir[i]->gone = true;
+        }
+    if (--net.users == 0) {
+        while (net.links) {
+            struct link *L = net.links;
+            net.links = L->next_all;
+            kumo__free(L, sizeof *L);
+        }
+        for (uint32_t i = 0; i < net.ndir; i++)
+            kumo__free(net.dir[i], sizeof *net.dir[i]);
+        kumo__free(net.dir, sizeof(*net.dir) * net.capdir);
+        net.dir = NULL;
+        net.ndir = net.capdir = 0;
     }
-    for (uint32_t i = 0; i < t->ndir; i++)
-        kumo__free(t->dir[i], sizeof *t->dir[i]);
-    kumo__free(t->dir, sizeof(*t->dir) * t->capdir);
-    pthread_mutex_destroy(&t->mu);
+    pthread_mutex_unlock(&net.mu);
     kumo__free(t, sizeof *t);
 }
 
