@@ -1,9 +1,11 @@
 /* Little-endian byte packing for wire formats (pids, frames, addresses):
- * byte by byte, so independent of the host's order and alignment.  And
- * gathering an iovec array into one buffer. */
+ * byte by byte, so independent of the host's order and alignment;
+ * gathering an iovec array into one buffer; and the numbers of the text
+ * forms of identifiers and addresses. */
 #ifndef KUMO_ENGINE_BYTES_H
 #define KUMO_ENGINE_BYTES_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -45,6 +47,49 @@ static inline uint32_t kumo__get32(const uint8_t *p)
 static inline uint64_t kumo__get64(const uint8_t *p)
 {
     return (uint64_t)kumo__get32(p) | (uint64_t)kumo__get32(p + 4) << 32;
+}
+
+/* Text forms of identifiers and addresses (pure).  A number runs from s
+ * up to the first character in `stops` (or the end); *rest is set there. */
+
+/* Hexadecimal: exactly `digits` digits when digits > 0, else 1..16. */
+static inline bool kumo__parse_hex(const char *s, int digits, const char *stops, uint64_t *v,
+                                   const char **rest)
+{
+    uint64_t x = 0;
+    int n = 0;
+    for (; *s && !strchr(stops, *s); s++, n++) {
+        int d = *s >= '0' && *s <= '9'   ? *s - '0'
+                : *s >= 'a' && *s <= 'f' ? *s - 'a' + 10
+                : *s >= 'A' && *s <= 'F' ? *s - 'A' + 10
+                                         : -1;
+        if (d < 0 || n == 16)
+            return false;
+        x = x << 4 | (uint64_t)d;
+    }
+    if (!n || (digits > 0 && n != digits))
+        return false;
+    *v = x;
+    *rest = s;
+    return true;
+}
+
+/* Decimal, 1..10 digits, at most max. */
+static inline bool kumo__parse_dec(const char *s, const char *stops, uint64_t max, uint64_t *v,
+                                   const char **rest)
+{
+    uint64_t x = 0;
+    int n = 0;
+    for (; *s && !strchr(stops, *s); s++, n++) {
+        if (*s < '0' || *s > '9' || n == 10)
+            return false;
+        x = x * 10 + (uint64_t)(*s - '0');
+    }
+    if (!n || x > max)
+        return false;
+    *v = x;
+    *rest = s;
+    return true;
 }
 
 #endif

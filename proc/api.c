@@ -63,6 +63,22 @@ char *kumo_pid_str(kumo_pid p, char *buf, size_t len)
     return buf;
 }
 
+char *kumo_node_id_str(uint64_t node, char *buf, size_t len)
+{
+    snprintf(buf, len, "%016llx", (unsigned long long)node);
+    return buf;
+}
+
+int kumo_node_id_parse(const char *s, uint64_t *node)
+{
+    uint64_t x;
+    const char *rest;
+    if (!s || !kumo__parse_hex(s, 0, "", &x, &rest) || !x)
+        return -EINVAL;
+    *node = x;
+    return 0;
+}
+
 uint64_t kumo_type(const char *name)
 {
     return XXH3_64bits(name, strlen(name));

@@ -1250,3 +1250,25 @@ KT_TEST(dist, ten_nodes_over_inmem_monitor_each_other_and_one_stops)
             kumo_node_free(n[i]);
     }
 }
+
+KT_TEST(dist, a_node_id_prints_and_parses_back)
+{
+    kt_env e = kt_env_start(kt_shards);
+    uint64_t id = kumo_node_id(e.node), back = 0;
+    char s[32], p[64];
+    kumo_node_id_str(id, s, sizeof s);
+    cr_assert_eq(strlen(s), 16u);
+    /* A pid's text starts with its node's. */
+    kumo_pid_str(kumo_inbox_pid(e.ib), p, sizeof p);
+    cr_assert_eq(strncmp(p, s, 16), 0, "%s vs %s", p, s);
+    cr_assert_eq(kumo_node_id_parse(s, &back), 0);
+    cr_assert_eq(back, id);
+    cr_assert_eq(kumo_node_id_parse("00000000000000ff", &back), 0);
+    cr_assert_eq(back, 0xffu);
+    const char *bad[] = {"", "0", "0000000000000000", "12345678901234567", "12g4", " 12", "-1"};
+    back = 7;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        cr_assert_eq(kumo_node_id_parse(bad[i], &back), -EINVAL, "\"%s\" parsed", bad[i]);
+    cr_assert_eq(back, 7u);
+    kt_env_stop(&e);
+}

@@ -163,6 +163,48 @@ static void check_msg(const tt_ev *ev, uint64_t seq, size_t pad)
 /* Scenarios                                                           */
 /* ------------------------------------------------------------------ */
 
+TT_CASE(an_address_string_parses_back_to_it_and_connects)
+{
+    /* kumo_address_str and kumo_address_parse are inverses, and the
+     * parsed address reaches the endpoint. */
+    struct fixture f = fx_start(tr);
+    tt_ep *echo = fx_echo(&f, 1);
+    tt_ep *cl = fx_ep(&f, 0, "client");
+    char s[KUMO_ADDRESS_STR_MAX];
+    kumo_address_str(&echo->addr, s, sizeof s);
+    cr_assert_eq(strncmp(s, tr, strlen(tr)), 0, "%s starts with its scheme", s);
+    kumo_address a;
+    cr_assert_eq(kumo_address_parse(s, &a), 0, "parse %s", s);
+    cr_assert(kumo_address_eq(&a, &echo->addr), "%s parsed back to another address", s);
+    kumo_conn c = tt_connect(cl, &a);
+    uint8_t buf[16];
+    tt_send(c, buf, make_msg(buf, 7, 0));
+    tt_expect(cl, KUMO_EV_CONNECTION_OPENED); /* the echo's reply connection */
+    tt_ev ev = tt_recv(cl);
+    check_msg(&ev, 7, 0);
+    tt_ev_free(&ev);
+    kumo_conn_close(c);
+    tt_expect(cl, KUMO_EV_CONNECTION_CLOSED);
+
+    /* Damaged forms are refused, and leave *out alone. */
+    size_t n = strlen(s);
+    char bad[KUMO_ADDRESS_STR_MAX + 8];
+    kumo_address keep = a;
+    for (size_t cut = 0; cut < n; cut++) {
+        memcpy(bad, s, cut);
+        bad[cut] = 0;
+        cr_assert_eq(kumo_address_parse(bad, &a), -EINVAL, "prefix \"%s\" parsed", bad);
+    }
+    snprintf(bad, sizeof bad, "%sx", s);
+    cr_assert_eq(kumo_address_parse(bad, &a), -EINVAL, "\"%s\" parsed", bad);
+    snprintf(bad, sizeof bad, "%s0", s);
+    cr_assert_eq(kumo_address_parse(bad, &a), -EINVAL, "17 hex digits parsed");
+    snprintf(bad, sizeof bad, "nosuch%s", strstr(s, "://"));
+    cr_assert_eq(kumo_address_parse(bad, &a), -EINVAL, "unknown scheme parsed");
+    cr_assert(kumo_address_eq(&a, &keep));
+    fx_finish(&f);
+}
+
 TT_CASE(pingpong_echo_10k)
 {
     struct fixture f = fx_start(tr);

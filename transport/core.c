@@ -66,6 +66,29 @@ bool kumo_address_same_place(const kumo_address *a, const kumo_address *b)
     return ops && ops->same_place && ops->same_place(a, b);
 }
 
+int kumo_address_parse(const char *s, kumo_address *out)
+{
+    if (!s || !out)
+        return -EINVAL;
+    const char *sep = strstr(s, "://");
+    char name[16];
+    size_t n = sep ? (size_t)(sep - s) : 0;
+    if (!n || n >= sizeof name)
+        return -EINVAL;
+    memcpy(name, s, n);
+    name[n] = 0;
+    const struct kumo__transport_ops *ops = kumo__transport_find(name);
+    if (!ops || !ops->address_parse)
+        return -EINVAL;
+    kumo_address a;
+    memset(&a, 0, sizeof a);
+    int err = ops->address_parse(sep + 3, &a);
+    if (err)
+        return err;
+    *out = a;
+    return 0;
+}
+
 char *kumo_address_str(const kumo_address *a, char *buf, size_t len)
 {
     if (!len)

@@ -79,6 +79,9 @@ struct kumo__transport_ops {
 
     /* Human-readable address (kumo_address_str) for this transport's tag. */
     void (*address_str)(const kumo_address *a, char *buf, size_t len);
+    /* The inverse (kumo_address_parse): `s` is what address_str wrote
+     * after "<name>://".  Pure; 0 or -EINVAL. */
+    int (*address_parse)(const char *s, kumo_address *out);
     /* Multicast (KUMO_TCAP_MULTICAST), on the shard. */
     int (*multicast_new)(struct kumo_endpoint *ep, kumo_address *group);
     int (*multicast_subscribe)(struct kumo_endpoint *ep, const kumo_address *group);

@@ -174,7 +174,16 @@ KUMO_API void kumo_node_stop(kumo_node *node);
 KUMO_API void kumo_node_free(kumo_node *node);
 
 KUMO_API unsigned kumo_node_shards(const kumo_node *node);
+/* The node's id: a random nonzero value drawn at kumo_node_start, naming
+ * this incarnation (kumo_pid.node).  Node ids are plain values: compare
+ * them with ==; 0 is no node. */
 KUMO_API uint64_t kumo_node_id(const kumo_node *node);
+/* Formats a node id as 16 hex digits (as kumo_pid_str starts), into buf
+ * (NUL-terminated, truncated to len).  Returns buf. */
+KUMO_API char *kumo_node_id_str(uint64_t node, char *buf, size_t len);
+/* The inverse: 1..16 hex digits.  Returns 0, or -EINVAL (malformed, or
+ * 0, which is no node). */
+KUMO_API int kumo_node_id_parse(const char *s, uint64_t *node);
 
 /* Counts processes currently alive on the node (a racy snapshot, for tests
  * and tools). */

@@ -122,6 +122,18 @@ KUMO_API bool kumo_address_same_place(const kumo_address *a, const kumo_address 
 /* Human-readable form ("tcp://127.0.0.1:4000/1a2b..."), NUL-terminated,
  * truncated to len.  Returns buf. */
 KUMO_API char *kumo_address_str(const kumo_address *a, char *buf, size_t len);
+/* Longest kumo_address_str of any address, with its NUL. */
+#define KUMO_ADDRESS_STR_MAX 96
+/*
+ * The inverse of kumo_address_str: "tcp://<IPv4>:<port>/<incarnation>",
+ * "shm://<pid>/<incarnation>", "inmem://<transport>/<index>/<incarnation>"
+ * (incarnations and inmem's transport in hex, as printed), so an address
+ * can travel on a command line, in a file or in the environment.  Pure;
+ * any thread.  Returns 0, or -EINVAL (unknown scheme, malformed or out of
+ * range).  The incarnation is part of the address: a string names one
+ * endpoint, never a later one at the same place.
+ */
+KUMO_API int kumo_address_parse(const char *s, kumo_address *out);
 
 /* ------------------------------------------------------------------ */
 /* Errors                                                              */

@@ -649,6 +649,24 @@ static void im_address_str(const kumo_address *a, char *buf, size_t len)
              kumo__get32(a->bytes + 10), (unsigned long long)kumo__get64(a->bytes + 14));
 }
 
+/* "<transport hex>/<index>/<incarnation hex>", as im_address_str writes. */
+static int im_address_parse(const char *s, kumo_address *out)
+{
+    uint64_t tid, idx, inc;
+    const char *r;
+    if (!kumo__parse_hex(s, 16, "/", &tid, &r) || *r != '/' ||
+        !kumo__parse_dec(r + 1, "/", UINT32_MAX, &idx, &r) || *r != '/' ||
+        !kumo__parse_hex(r + 1, 16, "", &inc, &r) || *r)
+        return -EINVAL;
+    out->len = INMEM_ADDR_LEN;
+    out->bytes[0] = KUMO__ADDR_VERSION;
+    out->bytes[1] = INMEM_TAG;
+    kumo__put64(out->bytes + 2, tid);
+    kumo__put32(out->bytes + 10, (uint32_t)idx);
+    kumo__put64(out->bytes + 14, inc);
+    return 0;
+}
+
 const struct kumo__transport_ops kumo__inmem_ops = {
     .name = "inmem",
     .addr_len = INMEM_ADDR_LEN,
@@ -663,4 +681,5 @@ const struct kumo__transport_ops kumo__inmem_ops = {
     .break_link = im_break_link,
     .destroy = im_destroy,
     .address_str = im_address_str,
+    .address_parse = im_address_parse,
 };

@@ -39,5 +39,6 @@ const struct kumo__transport_ops kumo__shm_ops = {
     .tag = 's',
     .addr_len = KUMO__SHM_ADDR_LEN,
     .create = shm_create,
+    .address_parse = kumo__shm_address_parse,
     KUMO__STREAM_OPS,
 };

@@ -536,6 +536,35 @@ void kumo__stream_address_str(const kumo_address *a, char *buf, size_t len)
              (unsigned long long)kumo__get64(a->bytes + 8));
 }
 
+int kumo__tcp_address_parse(const char *s, kumo_address *out)
+{
+    const char *colon = strchr(s, ':');
+    char ip[INET_ADDRSTRLEN];
+    if (!colon || (size_t)(colon - s) >= sizeof ip)
+        return -EINVAL;
+    memcpy(ip, s, (size_t)(colon - s));
+    ip[colon - s] = 0;
+    struct in_addr in;
+    uint64_t port, inc;
+    const char *r;
+    if (inet_pton(AF_INET, ip, &in) != 1 || !kumo__parse_dec(colon + 1, "/", 65535, &port, &r) ||
+        *r != '/' || !kumo__parse_hex(r + 1, 16, "", &inc, &r) || *r)
+        return -EINVAL;
+    addr_make_tcp(out, in, (uint16_t)port, inc);
+    return 0;
+}
+
+int kumo__shm_address_parse(const char *s, kumo_address *out)
+{
+    uint64_t pid, inc;
+    const char *r;
+    if (!kumo__parse_dec(s, "/", UINT32_MAX, &pid, &r) || *r != '/' ||
+        !kumo__parse_hex(r + 1, 16, "", &inc, &r) || *r)
+        return -EINVAL;
+    addr_make_shm(out, (uint32_t)pid, inc);
+    return 0;
+}
+
 static const char *peer_str(struct link *l, char *buf, size_t len)
 {
     if (l->peer_known)

@@ -27,6 +27,8 @@ void kumo__stream_break_link(struct kumo_endpoint *ep, const kumo_address *peer)
 void kumo__stream_destroy(struct kumo_transport *t);
 size_t kumo__stream_max_message(const struct kumo_transport *t);
 void kumo__stream_address_str(const kumo_address *a, char *buf, size_t len);
+int kumo__tcp_address_parse(const char *s, kumo_address *out);
+int kumo__shm_address_parse(const char *s, kumo_address *out);
 
 /* The ops both stream transports' tables share (after name, tag, create). */
 /* Address lengths: version, tag, IPv4 (4), port (2, big-endian),

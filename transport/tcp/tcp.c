@@ -39,5 +39,6 @@ const struct kumo__transport_ops kumo__tcp_ops = {
     .addr_len = KUMO__TCP_ADDR_LEN,
     .create = tcp_create,
     .same_place = tcp_same_place,
+    .address_parse = kumo__tcp_address_parse,
     KUMO__STREAM_OPS,
 };
