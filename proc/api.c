@@ -63,6 +63,11 @@ char *kumo_pid_str(kumo_pid p, char *buf, size_t len)
     return buf;
 }
 
+bool kumo_send_port_eq(kumo_send_port a, kumo_send_port b)
+{
+    return kumo_pid_eq(a.owner, b.owner) && a.id == b.id && a.type == b.type;
+}
+
 char *kumo_node_id_str(uint64_t node, char *buf, size_t len)
 {
     snprintf(buf, len, "%016llx", (unsigned long long)node);
@@ -524,7 +529,9 @@ int kumo_unlink(kumo_proc *self, kumo_pid pid)
     return post_watch(self, pid, SIG_UNLINK, 0);
 }
 
-int kumo_monitor(kumo_proc *self, kumo_pid pid, kumo_ref *ref)
+/* A monitor of pid; with `port`, a port monitor naming it (recorded under
+ * the same lock as the watch, so its DOWN always finds it). */
+static int monitor_as(kumo_proc *self, kumo_pid pid, const kumo_send_port *port, kumo_ref *ref)
 {
     kumo_node *node = node_of(self);
     if (atomic_load_explicit(&node->stopping, memory_order_relaxed))
@@ -532,7 +539,24 @@ int kumo_monitor(kumo_proc *self, kumo_pid pid, kumo_ref *ref)
     uint64_t id = kumo__new_ref(node, self);
     kumo__inbox_lock(self);
     struct proc_ext *e = kumo__ext(self);
-    int err = e ? kumo__watch_add(&e->watching, pid, id, W_MONITOR) : -ENOMEM;
+    int err = e ? 0 : -ENOMEM;
+    if (!err && port && e->nport_mons == e->capport_mons) {
+        uint32_t ncap = e->capport_mons ? e->capport_mons * 2 : 4;
+        struct port_mon *v = kumo__alloc(sizeof *v * ncap);
+        if (v) {
+            if (e->nport_mons)
+                memcpy(v, e->port_mons, sizeof *v * e->nport_mons);
+            kumo__free(e->port_mons, sizeof *v * e->capport_mons);
+            e->port_mons = v;
+            e->capport_mons = ncap;
+        } else {
+            err = -ENOMEM;
+        }
+    }
+    if (!err)
+        err = kumo__watch_add(&e->watching, pid, id, W_MONITOR);
+    if (!err && port)
+        e->port_mons[e->nport_mons++] = (struct port_mon){.ref = id, .port = *port};
     kumo__inbox_unlock(self);
     if (err)
         return err;
@@ -540,12 +564,29 @@ int kumo_monitor(kumo_proc *self, kumo_pid pid, kumo_ref *ref)
     if (err) {
         kumo__inbox_lock(self);
         kumo__watch_remove(&e->watching, pid, id, W_MONITOR);
+        if (port)
+            kumo__port_mon_take(e, id, NULL);
         kumo__inbox_unlock(self);
         return err;
     }
     if (ref)
         *ref = (kumo_ref){.node = node->id, .id = id};
     return 0;
+}
+
+int kumo_monitor(kumo_proc *self, kumo_pid pid, kumo_ref *ref)
+{
+    return monitor_as(self, pid, NULL, ref);
+}
+
+uint64_t kumo_type_port_down(void)
+{
+    return kumo_type(KUMO_TYPE_PORT_DOWN_NAME);
+}
+
+int kumo_monitor_port(kumo_proc *self, kumo_send_port sp, kumo_ref *ref)
+{
+    return monitor_as(self, sp.owner, &sp, ref);
 }
 
 int kumo_unmonitor(kumo_proc *self, kumo_ref ref)
@@ -558,6 +599,8 @@ int kumo_unmonitor(kumo_proc *self, kumo_ref ref)
     kumo_pid target = {0};
     uint8_t kind = SIG_DEMONITOR;
     bool found = e && kumo__watch_take_ref(&e->watching, ref.id, W_MONITOR, &target);
+    if (e && e->nport_mons)
+        kumo__port_mon_take(e, ref.id, NULL);
     if (!found && e && kumo__watch_take_ref(&e->watching, ref.id, W_NODE, &target)) {
         found = true;
         kind = SIG_DEMONITOR_NODE;
@@ -567,9 +610,12 @@ int kumo_unmonitor(kumo_proc *self, kumo_ref ref)
     bool removed = false;
     for (struct kumo_msg **pp = &self->mbox_head; *pp;) {
         struct kumo_msg *m = *pp;
-        /* kumo_down_msg and kumo_node_down_msg both start with the ref */
+        /* kumo_down_msg, kumo_node_down_msg and kumo_port_down_msg all
+         * start with the ref */
         if (m->kind == SIG_DATA &&
-            (m->type == node->type_down || m->type == node->type_node_down) && m->aux == ref.id &&
+            (m->type == node->type_down || m->type == node->type_node_down ||
+             m->type == node->type_port_down) &&
+            m->aux == ref.id &&
             ((kumo_down_msg *)m->data)->ref.node == ref.node) {
             *pp = msg_next(m);
             if (self->mbox_tail == (struct kumo_msg **)&m->link.next)

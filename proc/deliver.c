@@ -96,10 +96,30 @@ static void handle_down(struct pshard *ps, struct kumo_proc *p, struct kumo_msg 
     kumo_down_msg *d = (kumo_down_msg *)m->data;
     kumo__inbox_lock(p);
     bool held = p->ext && kumo__watch_remove(&p->ext->watching, d->pid, m->aux, W_MONITOR);
+    kumo_send_port port;
+    bool of_port = held && p->ext->nport_mons && kumo__port_mon_take(p->ext, m->aux, &port);
     kumo__inbox_unlock(p);
     if (!held) {
         kumo__msg_free(m);
         return;
+    }
+    if (of_port) {
+        /* A port monitor: the same notification, naming the port. */
+        struct kumo_msg *pm = kumo__msg_new(sizeof(kumo_port_down_msg));
+        if (pm) {
+            kumo_port_down_msg *pd = (kumo_port_down_msg *)pm->data;
+            pd->ref = d->ref;
+            pd->port = port;
+            pd->reason = d->reason;
+            pm->kind = SIG_DATA;
+            pm->type = ps->node->type_port_down;
+            pm->aux = m->aux;
+            pm->from = (kumo_pid){0};
+            kumo__msg_free(m);
+            deliver_data(ps, p, pm);
+            return;
+        }
+        /* no memory for it: the plain DOWN carries the same news */
     }
     m->kind = SIG_DATA;
     m->type = ps->node->type_down;

@@ -239,7 +239,20 @@ struct proc_ext {
     kumo_match expect_match;
     struct kumo_inbox *inbox;
     kumo_pid call_to; /* a call's requester, until kumo_call_return (null: none) */
+    /* Port monitors held (kumo_monitor_port): monitors of the ports'
+     * owners whose DOWN becomes a port-down naming the port. */
+    struct port_mon *port_mons;
+    uint32_t nport_mons, capport_mons;
 };
+
+struct port_mon {
+    uint64_t ref;
+    kumo_send_port port;
+};
+
+/* Removes port monitor `ref` from e, its port in *port (may be NULL);
+ * false if e holds none such.  Under the inbox lock for inboxes. */
+bool kumo__port_mon_take(struct proc_ext *e, uint64_t ref, kumo_send_port *port);
 
 /* Allocated from the engine's 128-byte block cache (see the static
  * assertion in node.c): spawn and exit are on a hot path too. */
@@ -329,7 +342,7 @@ struct kumo_node {
      * count them) */
     _Atomic int64_t remote_live;
     struct kumo__names names;
-    uint64_t type_exit, type_down, type_did_spawn, type_node_down, type_reg_reply;
+    uint64_t type_exit, type_down, type_did_spawn, type_node_down, type_reg_reply, type_port_down;
     /* the remote table (copied from the config) */
     struct kumo_closure *closures;
     unsigned nclosures;

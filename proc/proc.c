@@ -26,6 +26,19 @@ static void ext_fini(struct proc_ext *e)
 {
     kumo__watch_free(&e->watchers);
     kumo__watch_free(&e->watching);
+    kumo__free(e->port_mons, sizeof *e->port_mons * e->capport_mons);
+}
+
+bool kumo__port_mon_take(struct proc_ext *e, uint64_t ref, kumo_send_port *port)
+{
+    for (uint32_t i = 0; i < e->nport_mons; i++)
+        if (e->port_mons[i].ref == ref) {
+            if (port)
+                *port = e->port_mons[i].port;
+            e->port_mons[i] = e->port_mons[--e->nport_mons];
+            return true;
+        }
+    return false;
 }
 
 uint64_t kumo__new_ref(struct kumo_node *node, struct kumo_proc *self)

@@ -390,6 +390,57 @@ DT_TEST(dist, a_send_port_works_from_the_other_node)
     free(s);
 }
 
+static kumo_port_down_msg expect_port_down(kumo_inbox *ib, kumo_ref ref)
+{
+    kumo_msg *m = kt_expect(ib, kumo_type_port_down());
+    kumo_port_down_msg d;
+    KT_TAKE(m, d);
+    cr_assert(kumo_ref_eq(d.ref, ref), "port-down for ref %llx, expected %llx",
+              (unsigned long long)d.ref.id, (unsigned long long)ref.id);
+    return d;
+}
+
+DT_TEST(dist, a_port_monitor_names_the_port_when_its_owner_ends)
+{
+    /* Monitors of a port on the other node and on the same node: each
+     * gets one port-down naming the port, with the owner's reason; one
+     * cancelled by kumo_unmonitor says nothing; a port whose owner is gone
+     * says unknown-id at once. */
+    struct chan_state *s = calloc(1, sizeof *s);
+    s->reply_to = kumo_inbox_pid(e->ia);
+    kumo_pid c =
+        kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, chan_init, s);
+    kumo_send_port sp;
+    KT_TAKE(kt_expect(e->ia, kt_type("dt.port")), sp);
+    kumo_proc *me = kumo_inbox_proc(e->ia), *local = kumo_inbox_proc(e->ib);
+    kumo_ref ra, rb, gone;
+    cr_assert_eq(kumo_monitor_port(me, sp, &ra), 0);
+    cr_assert_eq(kumo_monitor_port(local, sp, &rb), 0);
+    cr_assert_eq(kumo_monitor_port(me, sp, &gone), 0);
+    cr_assert_eq(kumo_unmonitor(me, gone), 0);
+    /* The monitors are in place once a value sent after them came back. */
+    uint64_t v = 5;
+    cr_assert_eq(kumo_send_chan(me, sp, &v, sizeof v), 0);
+    cr_assert_eq(kt_expect_u64(e->ia, kt_type("dt.chan.back")), 5);
+    cr_assert_eq(kumo_kill(me, c, "done"), 0);
+
+    kumo_port_down_msg d = expect_port_down(e->ia, ra);
+    cr_assert(kumo_send_port_eq(d.port, sp));
+    kt_assert_reason(&d.reason, KUMO_KILLED, "done");
+    cr_assert(kumo_pid_eq(d.reason.by, kumo_inbox_pid(e->ia)), "killed-by");
+    d = expect_port_down(e->ib, rb);
+    cr_assert(kumo_send_port_eq(d.port, sp));
+    kt_assert_reason(&d.reason, KUMO_KILLED, "done");
+
+    cr_assert_eq(kumo_monitor_port(me, sp, &ra), 0);
+    d = expect_port_down(e->ia, ra);
+    kt_assert_reason(&d.reason, KUMO_UNKNOWN_ID, NULL);
+    /* Nothing else: no plain DOWN, nothing for the cancelled one. */
+    kt_expect_empty(e->ia);
+    kt_expect_empty(e->ib);
+    free(s);
+}
+
 DT_TEST(dist, monitors_from_two_nodes_with_equal_ref_ids_stay_apart)
 {
     /* Both inboxes' first refs come from counters that start alike on

@@ -402,6 +402,8 @@ typedef struct kumo_send_port {
     uint64_t type;
 } kumo_send_port;
 
+KUMO_API bool kumo_send_port_eq(kumo_send_port a, kumo_send_port b);
+
 #define KUMO_SEND_PORT_WIRE_SIZE (1 + 24 + 8 + 8)
 KUMO_API void kumo_send_port_encode(kumo_send_port p, uint8_t out[KUMO_SEND_PORT_WIRE_SIZE]);
 KUMO_API int kumo_send_port_decode(const uint8_t *in, size_t len, kumo_send_port *out);
@@ -422,6 +424,23 @@ KUMO_API int kumo_new_chan(kumo_proc *self, uint64_t type, kumo_send_port *sp, k
  * its port by the time the mailbox message can be received, and the other
  * way round (on one node and across nodes).  Returns as kumo_send. */
 KUMO_API int kumo_send_chan(kumo_proc *self, kumo_send_port sp, const void *data, size_t len);
+/*
+ * Port monitor (Cloud Haskell's monitorPort): one KUMO_TYPE_PORT_DOWN
+ * message with the ref, the port and the reason when the process that owns
+ * sp's receive port ends (on this node or another: reasons as kumo_monitor,
+ * disconnect and unknown-id included).  It is a monitor of sp.owner that
+ * names the port: kumo_unmonitor(ref) cancels it as any monitor (removing
+ * a queued notification too).  Returns 0 and *ref, or as kumo_monitor.
+ */
+#define KUMO_TYPE_PORT_DOWN_NAME "kumo.port_down"
+KUMO_API uint64_t kumo_type_port_down(void);
+typedef struct kumo_port_down_msg {
+    kumo_ref ref;
+    kumo_send_port port;
+    kumo_reason reason;
+} kumo_port_down_msg;
+KUMO_API int kumo_monitor_port(kumo_proc *self, kumo_send_port sp, kumo_ref *ref);
+
 /* Closes a receive port: what is queued on it is freed and later sends to
  * its channel are dropped.  A merged port's close releases the merge only
  * (the ports it merged stay open); a port that open merged ports refer to
