@@ -261,6 +261,10 @@ slow:
     case SIG_NODE_DOWN:
         handle_node_down(ps, p, m);
         break;
+    case SIG_INFO:
+        kumo__info_answer(ps->node, ps, kumo__pid_of(p), p, m->from, m->aux, 0);
+        kumo__msg_free(m);
+        break;
     case SIG_INBOX_CLOSE: {
         kumo__msg_free(m);
         kumo_reason r;

@@ -55,6 +55,8 @@
  *   SIG_DOWN       target -> watcher  ref id   kumo_down_msg   DOWN, if dst still holds ref
  *   SIG_ELINK      linker -> target   -        -               an Erlang link: both now hold it
  *   SIG_EUNLINK    linker -> target   -        -               ... and both forget it
+ *   SIG_INFO       asker -> target    ref id   -               target answers with a
+ *                                                              kumo.process_info message
  *   (an exit signal that fires an Erlang link has flag MF_ELINK)
  *
  * Between a process and its node's controller (to = {node: the peer}):
@@ -79,7 +81,7 @@
  *
  * An item for a pid that is dead or never existed is answered as Erlang
  * does: SIG_LINK with an unknown-id exit signal, SIG_MONITOR with an
- * unknown-id DOWN; everything else is dropped.
+ * unknown-id DOWN, SIG_INFO with "not alive"; everything else is dropped.
  */
 enum {
     SIG_DATA = 0,
@@ -102,6 +104,7 @@ enum {
     SIG_REG_REQ,
     SIG_ELINK,
     SIG_EUNLINK,
+    SIG_INFO,
 };
 
 /* The fixed head of a SIG_REG_REQ payload (a remote registry request);
@@ -342,7 +345,8 @@ struct kumo_node {
      * count them) */
     _Atomic int64_t remote_live;
     struct kumo__names names;
-    uint64_t type_exit, type_down, type_did_spawn, type_node_down, type_reg_reply, type_port_down;
+    uint64_t type_exit, type_down, type_did_spawn, type_node_down, type_reg_reply, type_port_down,
+        type_info;
     /* the remote table (copied from the config) */
     struct kumo_closure *closures;
     unsigned nclosures;
@@ -551,6 +555,18 @@ void kumo__die(struct pshard *ps, struct kumo_proc *p, const kumo_reason *why);
 
 /* ---- routing and posting (proc/route.c) ---- */
 
+/* Answers a SIG_INFO about `about` (p: the process, on this shard; NULL
+ * when it is not alive) to `asker`, with request ref `ref` and error `err`
+ * (0, or -KUMO_ECONNLOST when `about`'s node could not be reached).  The
+ * answer goes as a data message from `about` (proc/info.c). */
+void kumo__info_answer(struct kumo_node *node, struct pshard *src, kumo_pid about,
+                       struct kumo_proc *p, kumo_pid asker, uint64_t ref, int err);
+/* From an inbox's thread: waits up to timeout_ns for the answer message
+ * of `type` (len bytes, starting with its kumo_ref) to request `ref`, and
+ * copies it to out.  Other messages stay queued.  0 or kumo_inbox_recv's
+ * error (proc/inbox.c). */
+int kumo__inbox_take_answer(kumo_inbox *ib, uint64_t type, kumo_ref ref, int64_t timeout_ns,
+                            void *out, size_t len);
 /*
  * The one way an item reaches a pid: `m` (built for `to`, dst fields set)
  * is delivered on this node when to.node is this node, else handed to the

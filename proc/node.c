@@ -99,6 +99,7 @@ int kumo_node_start(const kumo_node_config *cfg, kumo_node **out)
     node->type_did_spawn = kumo_type(KUMO_TYPE_DID_SPAWN_NAME);
     node->type_node_down = kumo_type(KUMO_TYPE_NODE_DOWN_NAME);
     node->type_port_down = kumo_type(KUMO_TYPE_PORT_DOWN_NAME);
+    node->type_info = kumo_type(KUMO_TYPE_PROCESS_INFO_NAME);
     node->type_reg_reply = kumo_type(KUMO_TYPE_REG_REPLY_NAME);
     node->spawn_timeout_ns = cfg->spawn_timeout_ns ? cfg->spawn_timeout_ns : 10000000000ull;
     if (cfg->nclosures) {

@@ -24,6 +24,8 @@ void kumo__dead_letter(struct kumo_node *node, struct pshard *src, struct kumo_m
         kumo__post_reason_from(node, src, dst, m->from, SIG_EXIT, MF_ELINK, 0, &r);
     else if (m->kind == SIG_MONITOR)
         kumo__post_reason_from(node, src, dst, m->from, SIG_DOWN, 0, m->aux, &r);
+    else if (m->kind == SIG_INFO)
+        kumo__info_answer(node, src, dst, NULL, m->from, m->aux, 0);
     kumo__msg_free(m);
 }
 

@@ -1323,3 +1323,84 @@ KT_TEST(dist, a_node_id_prints_and_parses_back)
     cr_assert_eq(back, 7u);
     kt_env_stop(&e);
 }
+
+/* Waits for "dt.wake" only: everything else stays in its mailbox. */
+static void sleeper_woke(kumo_proc *self, void *state, kumo_msg *m)
+{
+    (void)self;
+    (void)state;
+    (void)m;
+}
+static void sleeper_init(kumo_proc *self, void *state)
+{
+    (void)state;
+    static kumo_type_decl T_WAKE = KUMO_TYPE_DECL("dt.wake");
+    static const kumo_match m = {.kind = KUMO_MATCH_TYPE, .decl = &T_WAKE, .fn = sleeper_woke};
+    static const kumo_recv set = {.matches = &m, .n = 1};
+    kumo_receive(self, &set, KUMO_INFINITY);
+}
+
+static void expect_info(kumo_inbox *ib, kumo_pid pid, kumo_process_info_msg *out)
+{
+    int err = kumo_process_info_wait(ib, pid, KT_WAIT_NS, out);
+    cr_assert_eq(err, 0, "process_info: %s", kumo_strerror(err));
+    cr_assert(kumo_pid_eq(out->pid, pid));
+}
+
+DT_TEST(dist, process_info_of_a_local_and_a_remote_pid)
+{
+    /* A process on b with 3 messages queued, monitored from both nodes,
+     * registered under one name: asked about from b and from a. */
+    kumo_pid s = kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)},
+                          sleeper_init, NULL);
+    cr_assert_eq(kumo_register(e->b, "dt.sleeper", s), 0);
+    kumo_proc *me = kumo_inbox_proc(e->ia);
+    kumo_ref ra, rb;
+    cr_assert_eq(kumo_monitor(me, s, &ra), 0);
+    cr_assert_eq(kumo_monitor(kumo_inbox_proc(e->ib), s, &rb), 0);
+    for (uint64_t i = 0; i < 3; i++)
+        kt_send_u64(me, s, kt_type("dt.junk"), i);
+
+    kumo_inbox *asker[] = {e->ia, e->ib};
+    for (int k = 0; k < 2; k++) {
+        kumo_process_info_msg in;
+        expect_info(asker[k], s, &in);
+        cr_assert_eq(in.err, 0);
+        cr_assert(in.alive);
+        cr_assert(!in.inbox);
+        cr_assert(!in.trap_exit);
+        cr_assert_eq(in.shard, KT_OTHER(kt_shards));
+        cr_assert_eq(in.mailbox_len, 3u, "asked from %s", k ? "b" : "a");
+        cr_assert_eq(in.monitored_by, 2u);
+        cr_assert_eq(in.linked_by, 0u);
+        cr_assert_eq(in.links, 0u);
+        cr_assert_eq(in.monitors, 0u);
+        cr_assert_eq(in.names, 1u);
+        cr_assert_str_eq(in.name, "dt.sleeper");
+    }
+    /* An inbox, seen from the other node: it holds the monitor. */
+    kumo_process_info_msg in;
+    expect_info(e->ib, kumo_inbox_pid(e->ia), &in);
+    cr_assert(in.alive && in.inbox);
+    cr_assert_eq(in.monitors, 1u);
+
+    /* Dead: not alive, and its name went with it. */
+    cr_assert_eq(kumo_kill(me, s, NULL), 0);
+    kt_expect_down_ref(e->ia, ra);
+    kt_expect_down_ref(e->ib, rb);
+    expect_info(e->ia, s, &in);
+    cr_assert_eq(in.err, 0);
+    cr_assert(!in.alive);
+    cr_assert_eq(in.names, 0u);
+    kumo_pid found;
+    cr_assert_eq(kumo_whereis(e->b, "dt.sleeper", &found), -KUMO_ENONAME);
+    /* A node nobody can reach, and the null pid. */
+    kumo_pid far = {.node = 0xfeedfacecafebeefull, .serial = 1};
+    expect_info(e->ia, far, &in);
+    cr_assert_eq(in.err, -KUMO_ECONNLOST);
+    cr_assert(!in.alive);
+    expect_info(e->ia, (kumo_pid){0}, &in);
+    cr_assert_eq(in.err, 0);
+    cr_assert(!in.alive);
+    kt_expect_empty(e->ia);
+}

@@ -592,10 +592,55 @@ KUMO_API int kumo_monitor(kumo_proc *self, kumo_pid pid, kumo_ref *ref);
 KUMO_API int kumo_unmonitor(kumo_proc *self, kumo_ref ref);
 
 /* ------------------------------------------------------------------ */
-/* Local registry                                                      */
+/* Process info                                                        */
 /* ------------------------------------------------------------------ */
 
 #define KUMO_NAME_MAX 255
+
+/* What a process looks like from outside (Cloud Haskell's
+ * getProcessInfo, Erlang's process_info), as its own shard saw it when
+ * the request reached it. */
+#define KUMO_TYPE_PROCESS_INFO_NAME "kumo.process_info"
+typedef struct kumo_process_info_msg {
+    kumo_ref ref; /* the request's */
+    kumo_pid pid; /* whom it is about */
+    /* 0, or -KUMO_ECONNLOST: pid's node could not be reached (then
+     * nothing below is known; alive is false). */
+    int err;
+    bool alive; /* false: dead, never existed, or of a gone incarnation */
+    bool inbox; /* a thread's inbox rather than a process */
+    bool trap_exit;
+    uint16_t shard;
+    uint64_t mailbox_len;  /* messages queued in its mailbox */
+    uint32_t links;        /* links it holds (kumo_link, kumo_erlang_link) */
+    uint32_t monitors;     /* monitors it holds (process, port and node) */
+    uint32_t linked_by;    /* processes linked to it */
+    uint32_t monitored_by; /* monitors on it */
+    uint32_t names;        /* names it is registered under on its node */
+    char name[KUMO_NAME_MAX + 1]; /* the first of them ("" if none) */
+} kumo_process_info_msg;
+KUMO_API uint64_t kumo_type_process_info(void);
+
+/*
+ * Asks about `pid`, on this node or another: one KUMO_TYPE_PROCESS_INFO
+ * message answers, sent by `pid` itself (for a dead one too), with payload
+ * kumo_process_info_msg carrying *ref.  Its mailbox is counted and its names
+ * found by walking them (costs grow with its mailbox and with the node's
+ * names: a diagnostic, not a hot path).  Returns 0 and *ref, -ENOMEM or
+ * -KUMO_ESHUTDOWN.
+ *
+ * kumo_process_info_wait is the same from an inbox's thread, waiting up to
+ * timeout_ns for the answer (other messages stay queued).  Returns 0 and
+ * *out, -KUMO_ETIMEOUT, or as kumo_process_info.
+ */
+KUMO_API int kumo_process_info(kumo_proc *self, kumo_pid pid, kumo_ref *ref);
+typedef struct kumo_inbox kumo_inbox;
+KUMO_API int kumo_process_info_wait(kumo_inbox *ib, kumo_pid pid, int64_t timeout_ns,
+                                    kumo_process_info_msg *out);
+
+/* ------------------------------------------------------------------ */
+/* Local registry                                                      */
+/* ------------------------------------------------------------------ */
 
 /* Registers `name` for `pid` (on this node).  Errors: -KUMO_ENAMETAKEN,
  * -KUMO_ENOPROC (pid dead or not local), -EINVAL (empty or too long).

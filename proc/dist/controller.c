@@ -837,7 +837,7 @@ static const struct {
     {SIG_MONITOR, KUMO__DW_MONITOR}, {SIG_DEMONITOR, KUMO__DW_DEMONITOR},
     {SIG_EXIT, KUMO__DW_EXIT},       {SIG_KILL, KUMO__DW_KILL},
     {SIG_DOWN, KUMO__DW_DOWN},       {SIG_ELINK, KUMO__DW_ELINK},
-    {SIG_EUNLINK, KUMO__DW_EUNLINK},
+    {SIG_EUNLINK, KUMO__DW_EUNLINK}, {SIG_INFO, KUMO__DW_INFO},
 };
 
 static uint8_t wire_op(uint8_t kind)
@@ -914,6 +914,9 @@ static void unreachable_as(struct kumo__dist *d, kumo_pid to, struct kumo_msg *m
         kumo__reg_reply(d->node, d->ps, m->from, m->aux, (kumo_pid){0}, -KUMO_ECONNLOST);
     else if (m->kind == SIG_MONITOR_NODE)
         kumo__node_down(d->node, d->ps, m->from, m->aux, to.node);
+    else if (m->kind == SIG_INFO)
+        kumo__info_answer(d->node, d->ps, to, NULL, m->from, m->aux,
+                          kind == KUMO_DISCONNECT ? -KUMO_ECONNLOST : 0);
     if (m->kind == SIG_ELINK) {
         kumo_reason r;
         kumo__reason_set(&r, kind, NULL);
@@ -1138,6 +1141,9 @@ void kumo__dist_route(struct kumo_node *node, struct pshard *src, kumo_pid to, s
             uint8_t flags = m->kind == SIG_LINK ? MF_LINK : m->kind == SIG_ELINK ? MF_ELINK : 0;
             kumo__post_reason_from(node, src, to, m->from, kind, flags, m->aux, &r);
         }
+        if (m->kind == SIG_INFO)
+            kumo__info_answer(node, src, to, NULL, m->from, m->aux,
+                              to.node ? -KUMO_ECONNLOST : 0);
         kumo__msg_free(m);
         return;
     }

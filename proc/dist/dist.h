@@ -34,12 +34,6 @@ int kumo__closure_spawn(struct kumo_node *node, struct pshard *src, kumo_proc *s
                         kumo_pid requester, uint64_t ref, int32_t shard, uint8_t flags,
                         const char *name, size_t namelen, const void *args, size_t len,
                         kumo_pid *out);
-/* From an inbox's thread: waits up to timeout_ns for the answer message
- * of `type` (len bytes, starting with its kumo_ref) to request `ref`, and
- * copies it to out.  Other messages stay queued.  0 or kumo_inbox_recv's
- * error. */
-int kumo__inbox_take_answer(kumo_inbox *ib, uint64_t type, kumo_ref ref, int64_t timeout_ns,
-                            void *out, size_t len);
 /* Posts the SIG_SPAWN_REPLY for a request to its (local) requester. */
 void kumo__spawn_reply(struct kumo_node *node, struct pshard *src, kumo_pid requester, uint64_t ref,
                        uint8_t flags, kumo_pid child, int err);

@@ -168,36 +168,6 @@ int kumo_spawn_remote(kumo_proc *self, uint64_t nid, const char *name, const voi
     return 0;
 }
 
-struct answer_match {
-    uint64_t type;
-    size_t len;
-    kumo_ref ref;
-};
-
-/* An answer message: of `type`, `len` bytes, starting with the ref. */
-static bool is_answer(const kumo_msg *m, void *arg)
-{
-    const struct answer_match *w = arg;
-    if (kumo_msg_type(m) != w->type || kumo_msg_len(m) != w->len)
-        return false;
-    kumo_ref r;
-    memcpy(&r, kumo_msg_data(m), sizeof r);
-    return kumo_ref_eq(r, w->ref);
-}
-
-int kumo__inbox_take_answer(kumo_inbox *ib, uint64_t type, kumo_ref ref, int64_t timeout_ns,
-                            void *out, size_t len)
-{
-    struct answer_match w = {.type = type, .len = len, .ref = ref};
-    kumo_msg *m = NULL;
-    int err = kumo_inbox_recv(ib, is_answer, &w, timeout_ns, &m);
-    if (err)
-        return err;
-    memcpy(out, kumo_msg_data(m), len);
-    kumo_msg_free(m);
-    return 0;
-}
-
 int kumo_spawn_remote_wait(kumo_inbox *ib, uint64_t nid, const char *name, const void *args,
                            size_t len, const kumo_spawn_opts *opts, kumo_pid *out)
 {

@@ -58,7 +58,8 @@ size_t kumo__dw_data_hdr(uint8_t *out, kumo_pid to, kumo_pid from, uint64_t type
 
 static bool has_ref(uint8_t op)
 {
-    return op == KUMO__DW_MONITOR || op == KUMO__DW_DEMONITOR || op == KUMO__DW_DOWN;
+    return op == KUMO__DW_MONITOR || op == KUMO__DW_DEMONITOR || op == KUMO__DW_DOWN ||
+           op == KUMO__DW_INFO;
 }
 
 static bool has_reason(uint8_t op)

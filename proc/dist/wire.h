@@ -75,6 +75,7 @@ enum {
     KUMO__DW_REG_REPLY,
     KUMO__DW_ELINK,
     KUMO__DW_EUNLINK,
+    KUMO__DW_INFO,
     KUMO__DW_OP_LAST
 };
 
