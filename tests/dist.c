@@ -1404,3 +1404,41 @@ DT_TEST(dist, process_info_of_a_local_and_a_remote_pid)
     cr_assert(!in.alive);
     kt_expect_empty(e->ia);
 }
+
+DT_TEST(dist, node_peers_lists_the_other_node_and_its_state)
+{
+    kumo_peer_info pi[4];
+    cr_assert_eq(kumo_node_peers(e->a, NULL, 0), 1, "the count alone");
+    cr_assert_eq(kumo_node_peers(e->a, pi, 4), 1);
+    cr_assert_eq(pi[0].node, e->b_id);
+    cr_assert_eq(pi[0].state, KUMO_PEER_UP);
+    cr_assert_str_eq(pi[0].transport, e->transport);
+    kumo_address ab;
+    cr_assert_eq(kumo_node_address(e->b, 0, &ab), 0);
+    cr_assert(kumo_address_eq(&pi[0].address, &ab));
+    cr_assert_eq(pi[0].losses, 0u);
+    cr_assert_eq(kumo_node_peers(e->b, pi, 4), 1);
+    cr_assert_eq(pi[0].node, e->a_id);
+
+    /* A monitor across, and a node monitor: counted; a break: one loss. */
+    kumo_proc *me = kumo_inbox_proc(e->ia);
+    kumo_pid echo = kt_spawn(e->b, e->ib, NULL, kt_echo_init, NULL);
+    kumo_ref ref, nref;
+    cr_assert_eq(kumo_monitor(me, echo, &ref), 0);
+    cr_assert_eq(kumo_monitor_node(me, e->b_id, &nref), 0);
+    kt_send_u64(me, echo, kt_type("dt.sync"), 1);
+    cr_assert_eq(kt_expect_u64(e->ia, kt_type("dt.sync")), 1);
+    cr_assert_eq(kumo_node_peers(e->a, pi, 4), 1);
+    cr_assert_eq(pi[0].monitors, 1u);
+    cr_assert_eq(pi[0].node_monitors, 1u);
+    cr_assert_eq(pi[0].links, 0u);
+    cr_assert_eq(kumo_node_break_link(e->a, e->b_id), 0);
+    expect_node_down(e->ia, nref);
+    kt_expect_down_ref(e->ia, ref);
+    cr_assert_eq(kumo_node_peers(e->a, pi, 4), 1);
+    cr_assert_eq(pi[0].losses, 1u);
+    cr_assert_eq(pi[0].monitors, 0u, "the lost link took its watches");
+    cr_assert_eq(pi[0].node_monitors, 0u);
+    cr_assert_neq(pi[0].state, KUMO_PEER_GONE);
+    kt_send_u64(kumo_inbox_proc(e->ib), echo, kt_type_stop(), 0);
+}

@@ -272,6 +272,39 @@ KUMO_API int kumo_register_remote_wait(kumo_inbox *ib, uint64_t node, const char
 KUMO_API int kumo_unregister_remote_wait(kumo_inbox *ib, uint64_t node, const char *name,
                                          int64_t timeout_ns);
 
+/* ------------------------------------------------------------------ */
+/* Peers                                                               */
+/* ------------------------------------------------------------------ */
+
+typedef enum kumo_peer_state {
+    KUMO_PEER_KNOWN = 1, /* its addresses are known (a DIR entry, or a lost link) */
+    KUMO_PEER_CONNECTING, /* one direction is up or being dialled */
+    KUMO_PEER_UP,         /* both directions are up: it can be reached */
+    KUMO_PEER_GONE,       /* an old incarnation: never reached again */
+} kumo_peer_state;
+
+/* A node this node knows of, as its controller sees it. */
+typedef struct kumo_peer_info {
+    uint64_t node;
+    kumo_peer_state state;
+    const char *transport; /* the transport that reaches it ("tcp", ...); NULL: none */
+    kumo_address address;  /* its address on that transport */
+    uint64_t losses;       /* links to it lost so far */
+    uint32_t links;        /* links crossing to it (either way) */
+    uint32_t monitors;     /* process monitors crossing to it (either way) */
+    uint32_t node_monitors; /* node monitors on it held here */
+} kumo_peer_info;
+
+/*
+ * The nodes `node` knows of (Erlang's nodes(), with their state): writes up
+ * to max entries to out and returns how many there are (more than max: call
+ * again with more room), 0 for a node without distribution, -EINVAL (a
+ * shard thread, or out NULL with max > 0) or -KUMO_ESHUTDOWN.  Blocks until
+ * shard 0 has answered; call it from a thread outside the node's shards.
+ * The transport names are static strings.
+ */
+KUMO_API int kumo_node_peers(kumo_node *node, kumo_peer_info *out, unsigned max);
+
 /*
  * Test hook: breaks the link between `node` and node `peer` as if the
  * network between them failed (kumo_transport_break_link on the transport

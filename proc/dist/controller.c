@@ -179,6 +179,8 @@ struct waiter {
     bool done;
     int err;
     uint64_t peer;
+    kumo_peer_info *peers; /* kumo_node_peers: where to write, and room */
+    unsigned max;
 };
 
 /* An item handed to shard 0 from elsewhere. */
@@ -1696,9 +1698,11 @@ static void break_task(struct kumo__shard *sh, struct kumo__task *t)
     waiter_finish(w, 0, 0);
 }
 
-/* Runs fn on shard 0 with a waiter carrying `peer` and waits for it. */
-static int run_on_shard0(struct kumo_node *node,
-                         void (*fn)(struct kumo__shard *, struct kumo__task *), uint64_t peer)
+/* Runs fn on shard 0 with a waiter carrying `peer` (and `peers`, `max`)
+ * and waits for it. */
+static int run_on_shard0_with(struct kumo_node *node,
+                              void (*fn)(struct kumo__shard *, struct kumo__task *), uint64_t peer,
+                              kumo_peer_info *peers, unsigned max)
 {
     struct waiter *w = kumo__zalloc(sizeof *w);
     if (!w)
@@ -1706,6 +1710,8 @@ static int run_on_shard0(struct kumo_node *node,
     w->task.fn = fn;
     w->d = node->dist;
     w->peer = peer;
+    w->peers = peers;
+    w->max = max;
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     atomic_init(&w->refs, 2);
@@ -1721,6 +1727,65 @@ static int run_on_shard0(struct kumo_node *node,
     pthread_mutex_unlock(&w->mu);
     waiter_put(w);
     return err;
+}
+
+static int run_on_shard0(struct kumo_node *node,
+                         void (*fn)(struct kumo__shard *, struct kumo__task *), uint64_t peer)
+{
+    return run_on_shard0_with(node, fn, peer, NULL, 0);
+}
+
+static void peers_task(struct kumo__shard *sh, struct kumo__task *t)
+{
+    struct waiter *w = (struct waiter *)t;
+    if (!sh) {
+        waiter_finish(w, -KUMO_ESHUTDOWN, 0);
+        return;
+    }
+    struct kumo__dist *d = w->d;
+    unsigned n = 0;
+    for (struct peer *p = d->stopping ? NULL : d->peers; p; p = p->next) {
+        if (!p->id)
+            continue; /* dialled, not introduced yet */
+        if (n < w->max) {
+            kumo_peer_info *o = &w->peers[n];
+            memset(o, 0, sizeof *o);
+            o->node = p->id;
+            o->state = p->gone                                  ? KUMO_PEER_GONE
+                       : p->out == OUT_UP && p->hello_in        ? KUMO_PEER_UP
+                       : p->out != OUT_NONE || p->hello_in      ? KUMO_PEER_CONNECTING
+                                                                : KUMO_PEER_KNOWN;
+            if (p->tix >= 0) {
+                o->transport = kumo_transport_name(d->ep[p->tix].t);
+                o->address = p->via;
+            }
+            o->losses = p->epoch;
+            uint32_t links = 0, mons = 0;
+            for (uint32_t i = 0; i < p->nw; i++) {
+                if (p->w[i].kind == W_NODE)
+                    o->node_monitors++;
+                else if (p->w[i].kind == W_MONITOR)
+                    mons++;
+                else
+                    links++;
+            }
+            o->links = links;
+            o->monitors = mons;
+        }
+        n++;
+    }
+    waiter_finish(w, (int)n, 0);
+}
+
+int kumo_node_peers(kumo_node *node, kumo_peer_info *out, unsigned max)
+{
+    if (!node || kumo__shard_current() || (max && !out))
+        return -EINVAL;
+    if (!node->dist)
+        return 0;
+    if (atomic_load(&node->stopping))
+        return -KUMO_ESHUTDOWN;
+    return run_on_shard0_with(node, peers_task, 0, out, max);
 }
 
 int kumo_node_break_link(kumo_node *node, uint64_t peer)
