@@ -1361,9 +1361,14 @@ DT_TEST(dist, process_info_of_a_local_and_a_remote_pid)
     for (uint64_t i = 0; i < 3; i++)
         kt_send_u64(me, s, kt_type("dt.junk"), i);
 
+    /* Each answer comes after what its asker sent before, not after what
+     * the other one sent: one round from each first, and both monitors
+     * are in place. */
     kumo_inbox *asker[] = {e->ia, e->ib};
+    kumo_process_info_msg in;
+    expect_info(e->ia, s, &in);
+    expect_info(e->ib, s, &in);
     for (int k = 0; k < 2; k++) {
-        kumo_process_info_msg in;
         expect_info(asker[k], s, &in);
         cr_assert_eq(in.err, 0);
         cr_assert(in.alive);
@@ -1379,7 +1384,6 @@ DT_TEST(dist, process_info_of_a_local_and_a_remote_pid)
         cr_assert_str_eq(in.name, "dt.sleeper");
     }
     /* An inbox, seen from the other node: it holds the monitor. */
-    kumo_process_info_msg in;
     expect_info(e->ib, kumo_inbox_pid(e->ia), &in);
     cr_assert(in.alive && in.inbox);
     cr_assert_eq(in.monitors, 1u);

@@ -449,6 +449,24 @@ static int im_endpoint_new(struct kumo_transport *bt, struct kumo_endpoint *tmpl
 static void im_connect(struct kumo_endpoint *bep, struct kumo__connect_req *req)
 {
     struct inmem_ep *ep = E(bep);
+    /* A link to the same address that the other end broke, whose news
+     * (M_BROKEN) has not reached us yet: report its loss now, before the
+     * new connection exists.  Otherwise the ConnectionLost, which names
+     * only the address, would arrive after the new connection was made
+     * and read as the loss of that one too. */
+    for (;;) {
+        struct side *s = ep->sides;
+        while (s && !(atomic_load_explicit(&s->L->broken, memory_order_acquire) &&
+                      kumo_address_eq(&s->peer->base.addr, &req->to)))
+            s = s->next;
+        if (!s)
+            break;
+        kumo_address addr = s->peer->base.addr;
+        bool had_out, had_any;
+        side_teardown(ep, s, false, &had_out, &had_any);
+        if (had_any)
+            kumo__emit_lost(bep, &addr, -KUMO_ECONNLOST); /* may change the sides: look again */
+    }
     pthread_mutex_lock(&net.mu);
     struct inmem_ep *peer = dir_lookup(&req->to);
     if (!peer) {
