@@ -17,6 +17,14 @@
  *  dist_<t>_spawn              k/s     remote spawns by closure, each answered
  *                                      (kumo_spawn_remote + DidSpawn), 64 in
  *                                      flight
+ *  dist_<t>_ctl_alone          us      A kills a process on B that it monitors
+ *                                      and waits for the DOWN
+ *  dist_<t>_ctl_behind_64MiB   us      the same, right after sending a 64 MiB
+ *                                      message to another process on B: how
+ *                                      long a control signal waits behind a
+ *                                      big message (one connection per node
+ *                                      pair today; lanes will give control
+ *                                      its own)
  *
  * Node B is forked before node A starts (no engine threads across fork),
  * runs the remote table, and tells A its address over a pipe.  Both nodes
@@ -92,7 +100,25 @@ static void sink_closure(kumo_proc *self, const void *args, size_t len)
     kumo_receive(self, &sink_set, KUMO_INFINITY);
 }
 
+/* Takes every message and drops it. */
+static void drop_got(kumo_proc *self, void *state, kumo_msg *m);
+static kumo_match drop_any = {.kind = KUMO_MATCH_ANY, .fn = drop_got};
+static const kumo_recv drop_set = {.matches = &drop_any, .n = 1, .flags = KUMO_RECV_PURE};
+static void drop_got(kumo_proc *self, void *state, kumo_msg *m)
+{
+    (void)state;
+    (void)m;
+    kumo_receive(self, &drop_set, KUMO_INFINITY);
+}
+static void drop_closure(kumo_proc *self, const void *args, size_t len)
+{
+    (void)args;
+    (void)len;
+    kumo_receive(self, &drop_set, KUMO_INFINITY);
+}
+
 static const kumo_closure table[] = {
+    {.name = "perf.drop", .init = drop_closure},
     {.name = "perf.echo", .init = echo_closure},
     {.name = "perf.sink", .init = sink_closure, .on_exit = sink_exit},
 };
@@ -345,6 +371,52 @@ static void spawns(const char *t, kumo_node *a, kumo_inbox *ib, uint64_t b, uint
     bench_report(name, v, BENCH_REPS, "k/s");
 }
 
+/* One kill of a monitored process on b, timed to its DOWN; with `big`
+ * bytes sent to `sink` first. */
+static double kill_to_down(kumo_inbox *ib, uint64_t b, kumo_pid sink, const uint8_t *big,
+                           size_t len)
+{
+    kumo_proc *me = kumo_inbox_proc(ib);
+    kumo_pid victim = remote_spawn(ib, b, "perf.echo", NULL, 0);
+    kumo_ref ref;
+    int err = kumo_monitor(me, victim, &ref);
+    if (err)
+        bench_die("kumo_monitor", err);
+    /* the monitor is in place once an echo came back */
+    kumo_send(me, victim, T_PING, NULL, 0);
+    kumo_msg_free(bench_wait(ib, T_PING));
+    if (big && (err = kumo_send(me, sink, T_DATA, big, len)))
+        bench_die("kumo_send (64 MiB)", err);
+    double t0 = bench_now();
+    kumo_kill(me, victim, NULL);
+    kumo_msg_free(bench_wait(ib, kumo_type_down()));
+    return (bench_now() - t0) * 1e6;
+}
+
+static void control_delay(const char *t, kumo_inbox *ib, uint64_t b)
+{
+    size_t len = 64u << 20;
+    uint8_t *big = malloc(len);
+    memset(big, 0x5a, len);
+    kumo_pid sink = remote_spawn(ib, b, "perf.drop", NULL, 0);
+    double alone[BENCH_REPS], behind[BENCH_REPS];
+    for (int rep = -1; rep < BENCH_REPS; rep++) {
+        double a = kill_to_down(ib, b, sink, NULL, 0);
+        double d = kill_to_down(ib, b, sink, big, len);
+        if (rep >= 0) {
+            alone[rep] = a;
+            behind[rep] = d;
+        }
+    }
+    kumo_kill(kumo_inbox_proc(ib), sink, NULL);
+    free(big);
+    char name[64];
+    snprintf(name, sizeof name, "dist_%s_ctl_alone", t);
+    bench_report(name, alone, BENCH_REPS, "us");
+    snprintf(name, sizeof name, "dist_%s_ctl_behind_64MiB", t);
+    bench_report(name, behind, BENCH_REPS, "us");
+}
+
 /* Keeps the calling process to the k-th CPU it may use (each node pins
  * its shard to the first CPU of its mask: two nodes must not share one). */
 static void use_cpu(unsigned k)
@@ -414,6 +486,8 @@ static void run(const char *t)
         oneway(t, a, ib, b, "1MiB", 1u << 20, 1500);
     if (wanted("spawn"))
         spawns(t, a, ib, b, 20000);
+    if (wanted("ctl"))
+        control_delay(t, ib, b);
 
     kumo_inbox_free(ib);
     kumo_node_free(a);
