@@ -167,6 +167,9 @@ static inline struct kumo_msg *msg_next(const struct kumo_msg *m)
     return (struct kumo_msg *)m->link.next;
 }
 
+/* Most peer nodes that can be busy at once (beyond: not suspended). */
+#define KUMO__BUSY_MAX 64
+
 /* Process flags. */
 enum {
     PF_QUEUED = 1u << 0,  /* in the run queue */
@@ -186,6 +189,9 @@ enum {
                                    keeps (sender, receiver) pairs for it */
     PF_NODE_COUNTED = 1u << 13, /* spawned from another thread: counted in
                                    node->remote_live for its whole life */
+    PF_BUSY = 1u << 15, /* suspended: sent data to a busy peer node; in its
+                           shard's busy list (linked by rq_next) until the
+                           peer drains (proc/busy.c) */
 };
 
 enum {
@@ -318,6 +324,7 @@ struct pshard {
     /* processes alive on this shard: written by the owner only (plain
      * stores), read by kumo_node_process_count from anywhere */
     _Atomic int64_t live;
+    struct kumo_proc *busy_head; /* PF_BUSY processes, linked by rq_next */
 };
 
 static inline void pshard_live_add(struct pshard *ps, int64_t d)
@@ -352,6 +359,11 @@ struct kumo_node {
     unsigned nclosures;
     uint64_t spawn_timeout_ns;
     struct kumo__dist *dist; /* the node controller (proc/dist/), or NULL */
+    /* Peer nodes whose link is busy (proc/busy.c): written by the
+     * controller on shard 0, read by senders anywhere. */
+    size_t dist_busy_bytes;
+    _Atomic uint32_t nbusy;
+    _Atomic uint64_t busy_ids[KUMO__BUSY_MAX]; /* 0: a free entry */
 };
 
 struct kumo_inbox {
@@ -575,11 +587,46 @@ int kumo__inbox_take_answer(kumo_inbox *ib, uint64_t type, kumo_ref ref, int64_t
  */
 void kumo__route(struct kumo_node *node, struct pshard *src, kumo_pid to, struct kumo_msg *m);
 /* The same from `self` (a process, an inbox, or NULL). */
+/* ---- busy peers (proc/busy.c): Erlang's busy distribution port ---- */
+
+/* Whether node `id`'s link is busy (its queue in the controller is over
+ * node->dist_busy_bytes).  Any thread. */
+static inline bool kumo__node_busy(struct kumo_node *node, uint64_t id)
+{
+    if (__builtin_expect(!atomic_load_explicit(&node->nbusy, memory_order_relaxed), 1))
+        return false;
+    for (unsigned i = 0; i < KUMO__BUSY_MAX; i++)
+        if (atomic_load_explicit(&node->busy_ids[i], memory_order_acquire) == id)
+            return true;
+    return false;
+}
+/* self sent data to busy node `id`: a process is suspended after its
+ * current callback (PF_BUSY) until the node drains; an inbox's thread
+ * waits here until it has drained (or the node stops). */
+void kumo__busy_suspend(struct kumo_node *node, struct kumo_proc *self, uint64_t id);
+/* On the controller (shard 0): marks node `id` busy / not busy; the
+ * second resumes every suspended process of the node.  Marking fails
+ * (false, nothing suspended for it) when KUMO__BUSY_MAX are busy. */
+bool kumo__busy_set(struct kumo_node *node, uint64_t id);
+void kumo__busy_clear(struct kumo_node *node, struct pshard *src, uint64_t id);
+/* On a shard: takes p out of its shard's busy list (p is dying). */
+void kumo__busy_unlink(struct pshard *ps, struct kumo_proc *p);
+
 static inline void kumo__post(struct kumo_node *node, struct kumo_proc *self, kumo_pid to,
                               struct kumo_msg *m)
 {
-    if (__builtin_expect(to.node != node->id, 0) && !(self->flags & PF_FOREIGN))
-        self->flags |= PF_DIST; /* (an inbox's flags belong to shard 0) */
+    if (__builtin_expect(to.node != node->id, 0)) {
+        bool data = m->kind == SIG_DATA || m->kind == SIG_CHAN;
+        if (!(self->flags & PF_FOREIGN)) {
+            self->flags |= PF_DIST; /* (an inbox's flags belong to shard 0) */
+        } else if (data && kumo__node_busy(node, to.node)) {
+            kumo__busy_suspend(node, self, to.node); /* waits before it sends */
+        }
+        kumo__route(node, kumo__pshard_of(self), to, m);
+        if (data && !(self->flags & PF_FOREIGN) && kumo__node_busy(node, to.node))
+            kumo__busy_suspend(node, self, to.node);
+        return;
+    }
     kumo__route(node, kumo__pshard_of(self), to, m);
 }
 /* Local delivery: to the dst shard's queue (or the mailbox at once, for

@@ -102,6 +102,7 @@ int kumo_node_start(const kumo_node_config *cfg, kumo_node **out)
     node->type_info = kumo_type(KUMO_TYPE_PROCESS_INFO_NAME);
     node->type_reg_reply = kumo_type(KUMO_TYPE_REG_REPLY_NAME);
     node->spawn_timeout_ns = cfg->spawn_timeout_ns ? cfg->spawn_timeout_ns : 10000000000ull;
+    node->dist_busy_bytes = cfg->dist_busy_bytes ? cfg->dist_busy_bytes : (8u << 20);
     if (cfg->nclosures) {
         node->closures = kumo__alloc(sizeof *node->closures * cfg->nclosures);
         if (!node->closures) {

@@ -93,6 +93,8 @@ void kumo__die(struct pshard *ps, struct kumo_proc *p, const kumo_reason *why)
     kumo_pid me = kumo__pid_of(p);
     struct kumo_node *node = ps->node;
     struct slot *s = kumo__slot_at(ps, p->slot);
+    if (p->flags & PF_BUSY)
+        kumo__busy_unlink(ps, p);
 
     kumo__inbox_lock(p);
     p->flags |= PF_DEAD;

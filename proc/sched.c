@@ -8,8 +8,8 @@
 
 void kumo__proc_make_ready(struct pshard *ps, struct kumo_proc *p)
 {
-    if (p->flags & PF_QUEUED)
-        return;
+    if (p->flags & (PF_QUEUED | PF_BUSY))
+        return; /* (a suspended one is queued when its peer drains) */
     p->flags |= PF_QUEUED;
     p->rq_next = NULL;
     *ps->rq_tail = p;
@@ -185,7 +185,7 @@ static void run_proc(struct pshard *ps, struct kumo_proc *p)
             p->flags &= ~PF_INIT;
             kumo_init_fn init = p->init;
             p->set = NULL;
-            if (callback(ps, p, NULL, init, NULL))
+            if (callback(ps, p, NULL, init, NULL) || (p->flags & PF_BUSY))
                 goto out;
             continue;
         }
@@ -198,8 +198,8 @@ static void run_proc(struct pshard *ps, struct kumo_proc *p)
             p->flags &= ~(PF_WAITING | PF_POLL | PF_TIMEDOUT);
             p->prev_set = set;
             p->set = NULL;
-            if (callback(ps, p, m ? mt->fn : set->on_timeout, NULL, m))
-                goto out;
+            if (callback(ps, p, m ? mt->fn : set->on_timeout, NULL, m) || (p->flags & PF_BUSY))
+                goto out; /* ended, or suspended (proc/busy.c) */
             continue;
         }
         p->flags |= PF_WAITING;

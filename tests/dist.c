@@ -11,8 +11,11 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define DT_COOKIE "kumo-dist-test-cookie"
 
@@ -73,18 +76,26 @@ static const kumo_closure dt_table[] = {
 
 static const kumo_tcp_config dt_tcp = {.cookie = DT_COOKIE};
 static const kumo_shm_config dt_shm = {.cookie = DT_COOKIE};
+/* With a small send queue, for the busy-peer tests (dt_busy_bytes != 0). */
+static const kumo_tcp_config dt_tcp_small = {.cookie = DT_COOKIE, .send_queue_max = 1u << 20};
+static const kumo_shm_config dt_shm_small = {.cookie = DT_COOKIE, .send_queue_max = 1u << 20};
+static size_t dt_busy_bytes; /* 0: the node's default */
 
 static kumo_node_config dt_cfg(const char *transport, unsigned shards, kumo_dist_transport *slot)
 {
+    bool small = dt_busy_bytes != 0;
     slot->name = transport;
-    slot->config = strcmp(transport, "tcp") == 0   ? (const void *)&dt_tcp
-                   : strcmp(transport, "shm") == 0 ? (const void *)&dt_shm
+    slot->config = strcmp(transport, "tcp") == 0   ? (small ? (const void *)&dt_tcp_small
+                                                            : (const void *)&dt_tcp)
+                   : strcmp(transport, "shm") == 0 ? (small ? (const void *)&dt_shm_small
+                                                            : (const void *)&dt_shm)
                                                    : NULL;
     return (kumo_node_config){.shards = shards,
                               .transports = slot,
                               .ntransports = 1,
                               .closures = dt_table,
-                              .nclosures = sizeof dt_table / sizeof dt_table[0]};
+                              .nclosures = sizeof dt_table / sizeof dt_table[0],
+                              .dist_busy_bytes = dt_busy_bytes};
 }
 
 static dt_env dt_start(const char *transport, unsigned shards)
@@ -1446,3 +1457,136 @@ DT_TEST(dist, node_peers_lists_the_other_node_and_its_state)
     cr_assert_neq(pi[0].state, KUMO_PEER_GONE);
     kt_send_u64(kumo_inbox_proc(e->ib), echo, kt_type_stop(), 0);
 }
+
+/* ------------------------------------------------------------------ */
+/* A peer that does not drain (Erlang's busy distribution port)        */
+/* ------------------------------------------------------------------ */
+
+/* Blocks its shard (and so everything that shard does: b's controller
+ * reads nothing) from its first message until `release` is posted. */
+struct blocker {
+    sem_t entered, release;
+};
+static void blocker_got(kumo_proc *self, void *state, kumo_msg *m)
+{
+    (void)self;
+    (void)m;
+    struct blocker *b = state;
+    sem_post(&b->entered);
+    sem_wait(&b->release);
+}
+static void blocker_init(kumo_proc *self, void *state)
+{
+    (void)state;
+    static kumo_match m = {.kind = KUMO_MATCH_ANY, .fn = blocker_got};
+    static const kumo_recv set = {.matches = &m, .n = 1};
+    kumo_receive(self, &set, KUMO_INFINITY);
+}
+
+/* Sends K messages of 64 KiB (numbered) to `to` per callback, then a
+ * "more" to itself, FLOOD_TURNS times; then tells `report`. */
+#define FLOOD_K 8
+#define FLOOD_TURNS 64
+#define FLOOD_LEN (64u << 10)
+struct flooder {
+    kumo_pid to, report;
+    uint64_t next, turns;
+    uint8_t *buf;
+};
+static void flood_turn(kumo_proc *self, void *state, kumo_msg *m);
+static void flood_turn(kumo_proc *self, void *state, kumo_msg *m)
+{
+    (void)m;
+    struct flooder *f = state;
+    for (int k = 0; k < FLOOD_K; k++, f->next++) {
+        memcpy(f->buf, &f->next, 8);
+        kumo_send(self, f->to, kt_type("dt.flood"), f->buf, FLOOD_LEN);
+    }
+    if (++f->turns == FLOOD_TURNS) {
+        kumo_send(self, f->report, kt_type("dt.flood.done"), &f->next, 8);
+        return;
+    }
+    static kumo_match more = {.kind = KUMO_MATCH_ANY, .fn = flood_turn};
+    static const kumo_recv set = {.matches = &more, .n = 1};
+    kumo_send(self, kumo_self(self), kt_type("dt.flood.more"), NULL, 0);
+    kumo_receive(self, &set, KUMO_INFINITY);
+}
+static void flooder_init(kumo_proc *self, void *state)
+{
+    flood_turn(self, state, NULL);
+}
+
+static void a_flood_to_a_node_that_does_not_drain_stays_bounded(const char *tr, unsigned shards)
+{
+    /* b's shard 0 stops reading: a's link to b fills (a 1 MiB transport
+     * queue here), the controller queues, and past dist_busy_bytes the
+     * flooder on a is suspended until b reads again.  What a held for b
+     * never grew past the limit plus one callback's sends; nothing was
+     * lost or reordered.  (inmem has no back-pressure: a node's messages
+     * wait in the receiving node's queue, so it is not among the
+     * topologies here.) */
+    dt_busy_bytes = 1u << 20;
+    dt_env env = dt_start(tr, shards);
+    dt_env *e = &env;
+    dt_busy_bytes = 0;
+    struct seq_state st = {.report = kumo_inbox_pid(e->ib)};
+    kumo_pid seq =
+        kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = KT_OTHER(shards)}, seq_init, &st);
+    struct blocker bl;
+    sem_init(&bl.entered, 0, 0);
+    sem_init(&bl.release, 0, 0);
+    kumo_pid blk = kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = 0}, blocker_init, &bl);
+    kt_send_u64(kumo_inbox_proc(e->ib), blk, kt_type("dt.block"), 0);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += KT_WAIT_NS / 1000000000;
+    cr_assert_eq(sem_timedwait(&bl.entered, &dl), 0, "b's shard 0 never blocked");
+
+    struct flooder f = {.to = seq, .report = kumo_inbox_pid(e->ia), .buf = calloc(1, FLOOD_LEN)};
+    kt_spawn(e->a, e->ia, &(kumo_spawn_opts){.shard = 0}, flooder_init, &f);
+    /* Wait (bounded) until a's senders to b are suspended. */
+    kumo_peer_info pi;
+    uint64_t t0 = kt_now_ns();
+    for (;;) {
+        cr_assert_eq(kumo_node_peers(e->a, &pi, 1), 1);
+        if (pi.busy)
+            break;
+        cr_assert_lt(kt_now_ns() - t0, (uint64_t)KT_WAIT_NS, "b never got busy (queued %zu B)",
+                     pi.queued_bytes);
+        struct timespec ms = {.tv_nsec = 1000000};
+        nanosleep(&ms, NULL);
+    }
+    sem_post(&bl.release);
+
+    uint64_t n = (uint64_t)FLOOD_K * FLOOD_TURNS;
+    cr_assert_eq(kt_expect_u64(e->ia, kt_type("dt.flood.done")), n);
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t v = kt_expect_u64(e->ib, kt_type("dt.seq.got"));
+        cr_assert_eq(v, i, "message %llu arrived as %llx", (unsigned long long)i,
+                     (unsigned long long)v);
+    }
+    cr_assert_eq(kumo_node_peers(e->a, &pi, 1), 1);
+    size_t frame = FLOOD_LEN + 64; /* a message and its frame header */
+    cr_assert_gt(pi.queued_peak, (size_t)(1u << 20), "the limit was crossed");
+    cr_assert_leq(pi.queued_peak, (size_t)(1u << 20) + FLOOD_K * frame,
+                  "a held %zu B for b: more than the limit and one callback's sends",
+                  pi.queued_peak);
+    cr_assert(!pi.busy);
+    cr_assert_eq(pi.queued_bytes, 0u);
+    free(f.buf);
+    dt_end_on_b(e, blk);
+    dt_end_on_b(e, seq);
+    sem_destroy(&bl.entered);
+    sem_destroy(&bl.release);
+    dt_stop(e);
+}
+
+#define BUSY_CASE(tr, n, sh)                                                                       \
+    Test(dist, a_flood_to_a_node_that_does_not_drain_stays_bounded_##tr##_##n, .timeout = KT_TIMEOUT) \
+    {                                                                                              \
+        a_flood_to_a_node_that_does_not_drain_stays_bounded(#tr, sh);                             \
+    }
+BUSY_CASE(tcp, 1shard, 1)
+BUSY_CASE(tcp, 2shards, 2)
+BUSY_CASE(shm, 1shard, 1)
+BUSY_CASE(shm, 2shards, 2)

@@ -293,6 +293,11 @@ typedef struct kumo_peer_info {
     uint32_t links;        /* links crossing to it (either way) */
     uint32_t monitors;     /* process monitors crossing to it (either way) */
     uint32_t node_monitors; /* node monitors on it held here */
+    /* Bytes the controller holds for it, waiting for its link (a link
+     * still connecting, or busy: kumo_node_config.dist_busy_bytes), now
+     * and at most so far; and whether its senders are being suspended. */
+    size_t queued_bytes, queued_peak;
+    bool busy;
 } kumo_peer_info;
 
 /*

@@ -153,6 +153,13 @@ typedef struct kumo_node_config {
     /* How long a remote spawn waits for its answer before it fails with
      * -KUMO_ETIMEOUT; 0 = 10 s. */
     uint64_t spawn_timeout_ns;
+    /* A peer node is *busy* when the controller holds more than this many
+     * bytes queued for it (its link is slow or it does not read): a
+     * process that sends it data is then suspended after the callback
+     * that sent, until the queue drains below half of it (Erlang's busy
+     * distribution port); an inbox's thread waits in the send.  Nothing is
+     * dropped.  0 = 8 MiB. */
+    size_t dist_busy_bytes;
 } kumo_node_config;
 
 #define KUMO_SPIN_NEVER UINT64_MAX

@@ -112,6 +112,10 @@ struct peer {
      * never connected to again. */
     bool gone;
     struct pair_tab pairs;
+    /* Bytes queued in ph; over the node's dist_busy_bytes the peer is
+     * marked busy (proc/busy.c) until they drop below half of it. */
+    size_t pend_bytes, pend_peak;
+    bool busy;
 };
 
 /* A request we sent a peer and wait the answer of: a remote spawn, or a
@@ -468,7 +472,17 @@ static void pair_tab_free(struct pair_tab *t)
 /* Sending                                                             */
 /* ------------------------------------------------------------------ */
 
-static void free_pend(struct peer *p)
+/* The queue for p shrank: below half the limit, a busy p is not busy any
+ * more and the processes it suspended run again. */
+static void pend_shrunk(struct kumo__dist *d, struct peer *p)
+{
+    if (p->busy && p->pend_bytes <= d->node->dist_busy_bytes / 2) {
+        p->busy = false;
+        kumo__busy_clear(d->node, d->ps, p->id);
+    }
+}
+
+static void free_pend(struct kumo__dist *d, struct peer *p)
 {
     while (p->ph) {
         struct pend *q = p->ph;
@@ -476,6 +490,8 @@ static void free_pend(struct peer *p)
         kumo__free(q, sizeof *q + q->len);
     }
     p->pt = &p->ph;
+    p->pend_bytes = 0;
+    pend_shrunk(d, p);
 }
 
 static size_t iov_total(const struct iovec *iov, int n)
@@ -486,7 +502,7 @@ static size_t iov_total(const struct iovec *iov, int n)
     return len;
 }
 
-static int pend_add(struct peer *p, const struct iovec *iov, int n)
+static int pend_add(struct kumo__dist *d, struct peer *p, const struct iovec *iov, int n)
 {
     size_t len = iov_total(iov, n);
     struct pend *q = kumo__alloc(sizeof *q + len);
@@ -497,6 +513,11 @@ static int pend_add(struct peer *p, const struct iovec *iov, int n)
     kumo__iov_gather(q->bytes, iov, n);
     *p->pt = q;
     p->pt = &q->next;
+    p->pend_bytes += len;
+    if (p->pend_bytes > p->pend_peak)
+        p->pend_peak = p->pend_bytes;
+    if (!p->busy && p->id && p->pend_bytes > d->node->dist_busy_bytes)
+        p->busy = kumo__busy_set(d->node, p->id);
     return 0;
 }
 
@@ -580,7 +601,7 @@ static void peer_send(struct kumo__dist *d, struct peer *p, const struct iovec *
         }
         /* busy: queue it (bounded per-peer buffers come with the lanes) */
     }
-    if (pend_add(p, iov, n) != 0)
+    if (pend_add(d, p, iov, n) != 0)
         return;
     if (p->out == OUT_NONE)
         peer_connect(d, p);
@@ -601,12 +622,14 @@ static void flush_pend(struct kumo__dist *d, struct peer *p)
         p->ph = q->next;
         if (!p->ph)
             p->pt = &p->ph;
+        p->pend_bytes -= q->len;
         kumo__free(q, sizeof *q + q->len);
         if (err) {
             peer_lost(d, p, kumo_strerror(err));
             return;
         }
     }
+    pend_shrunk(d, p);
 }
 
 static void send_hello(struct kumo__dist *d, struct peer *p)
@@ -686,7 +709,7 @@ static void connect_done(kumo_endpoint *ep, kumo_conn conn, int err, void *arg)
             /* lost while announcing: what waited is lost with the link */
             p->ph = queued;
             p->pt = qtail;
-            free_pend(p);
+            free_pend(d, p);
         } else if (queued) {
             *p->pt = queued;
             p->pt = qtail;
@@ -769,7 +792,7 @@ static void peer_lost_as(struct kumo__dist *d, struct peer *p, const char *why,
     p->ready_wait = false;
     p->gen++;
     p->epoch++; /* every pair that talked so far is now disconnected */
-    free_pend(p);
+    free_pend(d, p);
     for (struct in_conn *in = d->ins; in; in = in->next)
         if (in->peer == p)
             in->peer = NULL; /* whatever still arrives on it is ignored */
@@ -1771,6 +1794,9 @@ static void peers_task(struct kumo__shard *sh, struct kumo__task *t)
             }
             o->links = links;
             o->monitors = mons;
+            o->queued_bytes = p->pend_bytes;
+            o->queued_peak = p->pend_peak;
+            o->busy = p->busy;
         }
         n++;
     }
@@ -1847,7 +1873,7 @@ static void stop_task(struct kumo__shard *sh, struct kumo__task *t)
                 kumo_conn_close(p->conn);
             p->out = OUT_NONE;
             p->gen++;
-            free_pend(p);
+            free_pend(d, p);
             peer_fail_waiters(p, -KUMO_ESHUTDOWN);
             pspawn_fail_all(d, p, -KUMO_ESHUTDOWN, true);
         }
@@ -1879,7 +1905,8 @@ void kumo__dist_free(struct kumo_node *node)
     while (d->peers) {
         struct peer *p = d->peers;
         d->peers = p->next;
-        free_pend(p);
+        p->busy = false; /* the shards are gone: nothing to resume */
+        free_pend(d, p);
         peer_fail_waiters(p, -KUMO_ESHUTDOWN);
         while (p->spawns) {
             struct pspawn *x = p->spawns;
