@@ -17,6 +17,11 @@
  *  dist_<t>_spawn              k/s     remote spawns by closure, each answered
  *                                      (kumo_spawn_remote + DidSpawn), 64 in
  *                                      flight
+ *  dist_<t>_all_to_all_250     Mmsg/s  250 processes on each node; each sends
+ *                                      an 8-byte message to every process on
+ *                                      the other node, 4 rounds (500,000 in
+ *                                      all); timed from the go until every
+ *                                      process got all of its
  *  dist_<t>_ctl_alone          us      A kills a process on B that it monitors
  *                                      and waits for the DOWN
  *  dist_<t>_ctl_behind_64MiB   us      the same, right after sending a 64 MiB
@@ -117,7 +122,71 @@ static void drop_closure(kumo_proc *self, const void *args, size_t len)
     kumo_receive(self, &drop_set, KUMO_INFINITY);
 }
 
+/* All to all: counts what it receives; on "go" (the other side's pids and
+ * the rounds) sends to each of them; reports once it sent and got all. */
+static uint64_t T_GO, T_A2A, T_A2A_DONE;
+struct a2a {
+    kumo_pid report;
+    uint64_t expect, got;
+    bool went;
+};
+struct a2a_go {
+    uint32_t rounds, n;
+    kumo_pid pids[];
+};
+static void a2a_got(kumo_proc *self, void *state, kumo_msg *m);
+static kumo_match a2a_any = {.kind = KUMO_MATCH_ANY, .fn = a2a_got};
+static const kumo_recv a2a_set = {.matches = &a2a_any, .n = 1};
+static void a2a_got(kumo_proc *self, void *state, kumo_msg *m)
+{
+    struct a2a *a = state;
+    if (kumo_msg_type(m) == T_GO) {
+        const struct a2a_go *g = kumo_msg_data(m);
+        uint64_t v = 0;
+        for (uint32_t r = 0; r < g->rounds; r++)
+            for (uint32_t i = 0; i < g->n; i++)
+                kumo_send(self, g->pids[i], T_A2A, &v, sizeof v);
+        a->went = true;
+    } else {
+        a->got++;
+    }
+    if (a->went && a->got == a->expect) {
+        kumo_send(self, a->report, T_A2A_DONE, NULL, 0);
+        return; /* ends */
+    }
+    kumo_receive(self, &a2a_set, KUMO_INFINITY);
+}
+static void a2a_start(kumo_proc *self, struct a2a *a)
+{
+    (void)a;
+    kumo_receive(self, &a2a_set, KUMO_INFINITY);
+}
+static void a2a_init(kumo_proc *self, void *state)
+{
+    a2a_start(self, state);
+}
+static void a2a_exit(void *state, const kumo_reason *why)
+{
+    (void)why;
+    free(state);
+}
+/* args: the report pid and the count to expect */
+static void a2a_closure(kumo_proc *self, const void *args, size_t len)
+{
+    struct a2a *a = calloc(1, sizeof *a);
+    if (!a || len != sizeof a->report + sizeof a->expect) {
+        free(a);
+        kumo_die(self, KUMO_EXCEPTION, "bad a2a arguments");
+        return;
+    }
+    memcpy(&a->report, args, sizeof a->report);
+    memcpy(&a->expect, (const uint8_t *)args + sizeof a->report, sizeof a->expect);
+    kumo_set_state(self, a);
+    a2a_start(self, a);
+}
+
 static const kumo_closure table[] = {
+    {.name = "perf.a2a", .init = a2a_closure, .on_exit = a2a_exit},
     {.name = "perf.drop", .init = drop_closure},
     {.name = "perf.echo", .init = echo_closure},
     {.name = "perf.sink", .init = sink_closure, .on_exit = sink_exit},
@@ -371,6 +440,48 @@ static void spawns(const char *t, kumo_node *a, kumo_inbox *ib, uint64_t b, uint
     bench_report(name, v, BENCH_REPS, "k/s");
 }
 
+static void all_to_all(const char *t, kumo_node *a, kumo_inbox *ib, uint64_t b)
+{
+    enum { N = 250, ROUNDS = 4 };
+    size_t golen = sizeof(struct a2a_go) + N * sizeof(kumo_pid);
+    struct a2a_go *to_b = malloc(golen), *to_a = malloc(golen);
+    double v[BENCH_REPS];
+    for (int rep = -1; rep < BENCH_REPS; rep++) {
+        uint64_t expect = (uint64_t)N * ROUNDS;
+        uint8_t args[sizeof(kumo_pid) + sizeof expect];
+        kumo_pid me = kumo_inbox_pid(ib);
+        memcpy(args, &me, sizeof me);
+        memcpy(args + sizeof me, &expect, sizeof expect);
+        *to_b = (struct a2a_go){.rounds = ROUNDS, .n = N};
+        *to_a = (struct a2a_go){.rounds = ROUNDS, .n = N};
+        for (int i = 0; i < N; i++) {
+            struct a2a *st = calloc(1, sizeof *st);
+            st->report = me;
+            st->expect = expect;
+            kumo_spawn_opts o = {.shard = KUMO_SHARD_SAME, .on_exit = a2a_exit};
+            int err = kumo_spawn(a, kumo_inbox_proc(ib), &o, a2a_init, st, &to_b->pids[i]);
+            if (err)
+                bench_die("kumo_spawn", err);
+            to_a->pids[i] = remote_spawn(ib, b, "perf.a2a", args, sizeof args);
+        }
+        double t0 = bench_now();
+        for (int i = 0; i < N; i++) {
+            kumo_send(kumo_inbox_proc(ib), to_b->pids[i], T_GO, to_a, golen);
+            kumo_send(kumo_inbox_proc(ib), to_a->pids[i], T_GO, to_b, golen);
+        }
+        for (int i = 0; i < 2 * N; i++)
+            kumo_msg_free(bench_wait(ib, T_A2A_DONE));
+        double dt = bench_now() - t0;
+        if (rep >= 0)
+            v[rep] = 2.0 * N * (double)expect / dt / 1e6;
+    }
+    free(to_a);
+    free(to_b);
+    char name[64];
+    snprintf(name, sizeof name, "dist_%s_all_to_all_250", t);
+    bench_report(name, v, BENCH_REPS, "Mmsg/s");
+}
+
 /* One kill of a monitored process on b, timed to its DOWN; with `big`
  * bytes sent to `sink` first. */
 static double kill_to_down(kumo_inbox *ib, uint64_t b, kumo_pid sink, const uint8_t *big,
@@ -486,6 +597,8 @@ static void run(const char *t)
         oneway(t, a, ib, b, "1MiB", 1u << 20, 1500);
     if (wanted("spawn"))
         spawns(t, a, ib, b, 20000);
+    if (wanted("all_to_all"))
+        all_to_all(t, a, ib, b);
     if (wanted("ctl"))
         control_delay(t, ib, b);
 
@@ -505,6 +618,9 @@ int main(int argc, char **argv)
     T_ACK = kumo_type("perf.ack");
     T_DONE = kumo_type("perf.done");
     T_RESULT = kumo_type("perf.result");
+    T_GO = kumo_type("perf.a2a.go");
+    T_A2A = kumo_type("perf.a2a");
+    T_A2A_DONE = kumo_type("perf.a2a.done");
     if (argc > 2)
         only = argv[2];
     if (argc < 2 || strcmp(argv[1], "tcp") == 0)

@@ -42,6 +42,15 @@
 %%                                     Timed from the first send until the
 %%                                     sender learns that the last message
 %%                                     arrived. MB is 10^6 bytes.
+%%  erl_dist_spawn              k/s    spawn(Peer, M, F, A) of a process that
+%%                                     answers its spawner and ends, 64 in
+%%                                     flight (20000 spawns), as Kumo's
+%%                                     remote spawn answered by DidSpawn.
+%%  erl_dist_all_to_all_250     Mmsg/s 250 processes on each node; each sends
+%%                                     a small message to every process on
+%%                                     the other node, 4 rounds (500,000
+%%                                     messages in all); timed from the go
+%%                                     until every process got all of its.
 %%
 %% VM flags, the same on both nodes: +S 1:1 +zdbbl 32768.
 %%  - One scheduler per node, as a Kumo node with one shard per core on this
@@ -60,7 +69,7 @@
 %%    1 MiB slower (1.15 vs 1.9 GB/s).
 %%  - Scheduler busy-wait left at the default, as in kumo_bench.
 -module(kumo_dist).
--export([main/1, peer/0]).
+-export([main/1, peer/0, spawned/1, a2a_proc/2]).
 
 -define(WARMUP, 1).
 -define(REPS, 5).
@@ -77,7 +86,9 @@ workloads() ->
             || {L, Size, N} <- [{"64B", 64, 200000},
                                 {"1KiB", 1024, 100000},
                                 {"64KiB", 64 bsl 10, 20000},
-                                {"1MiB", 1 bsl 20, 1500}]].
+                                {"1MiB", 1 bsl 20, 1500}]]
+        ++ [{[{erl_dist_spawn, "k/s"}], fun(P) -> [spawns(P, 20000, 64)] end},
+            {[{erl_dist_all_to_all_250, "Mmsg/s"}], fun(P) -> [a2a(P, 250, 4)] end}].
 
 oneway_name(Label, Suffix) ->
     list_to_atom("erl_dist_oneway_" ++ Label ++ Suffix).
@@ -222,3 +233,50 @@ oneway(Peer, Size, N) ->
     Dt = T1 - T0,
     [N / Dt * 1.0e3, N * Size / Dt * 1.0e3].  % per ns * 1e9 / 1e6
 
+%% ---- remote spawn ---------------------------------------------------------
+
+spawns(Peer, N, InFlight) ->
+    Self = self(),
+    T0 = now_ns(),
+    [spawn(Peer, kumo_dist, spawned, [Self]) || _ <- lists:seq(1, min(N, InFlight))],
+    spawn_more(Peer, Self, N - min(N, InFlight), min(N, InFlight)),
+    T1 = now_ns(),
+    N / ((T1 - T0) / 1.0e9) / 1.0e3.
+
+spawn_more(_Peer, _Self, 0, 0) -> ok;
+spawn_more(Peer, Self, Left, Out) ->
+    receive
+        {spawned, _} when Left > 0 ->
+            spawn(Peer, kumo_dist, spawned, [Self]),
+            spawn_more(Peer, Self, Left - 1, Out);
+        {spawned, _} ->
+            spawn_more(Peer, Self, 0, Out - 1)
+    end.
+
+spawned(Parent) ->
+    Parent ! {spawned, self()}.
+
+%% ---- all to all across the two nodes --------------------------------------
+
+a2a(Peer, N, Rounds) ->
+    Self = self(),
+    Expect = N * Rounds,
+    Locals = [spawn_link(kumo_dist, a2a_proc, [Self, Expect]) || _ <- lists:seq(1, N)],
+    Remotes = [spawn_link(Peer, kumo_dist, a2a_proc, [Self, Expect]) || _ <- lists:seq(1, N)],
+    T0 = now_ns(),
+    [P ! {go, Remotes, Rounds} || P <- Locals],
+    [P ! {go, Locals, Rounds} || P <- Remotes],
+    [receive a2a_done -> ok end || _ <- lists:seq(1, 2 * N)],
+    T1 = now_ns(),
+    2 * N * Expect / ((T1 - T0) / 1.0e9) / 1.0e6.
+
+a2a_proc(Report, Expect) ->
+    receive
+        {go, Targets, Rounds} ->
+            [T ! m || _ <- lists:seq(1, Rounds), T <- Targets],
+            a2a_count(Expect),
+            Report ! a2a_done
+    end.
+
+a2a_count(0) -> ok;
+a2a_count(K) -> receive m -> a2a_count(K - 1) end.
