@@ -17,8 +17,6 @@
  */
 #include "proc/internal.h"
 
-#include "proc/dist/dist.h"
-
 #include <time.h>
 
 void kumo__busy_suspend(struct kumo_node *node, struct kumo_proc *self, uint64_t id)

@@ -599,7 +599,8 @@ static void peer_send(struct kumo__dist *d, struct peer *p, const struct iovec *
             peer_lost(d, p, kumo_strerror(err));
             return;
         }
-        /* busy: queue it (bounded per-peer buffers come with the lanes) */
+        /* busy: queue it (past dist_busy_bytes its senders are suspended:
+         * proc/busy.c) */
     }
     if (pend_add(d, p, iov, n) != 0)
         return;
