@@ -21,31 +21,66 @@ static inline uint8_t *kumo__iov_gather(uint8_t *p, const struct iovec *iov, int
     return p;
 }
 
+/* On a little-endian host the byte order is the host's own: one unaligned
+ * load or store each (the compiler's memcpy), not a loop of byte moves. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define KUMO__LE_HOST 1
+#else
+#define KUMO__LE_HOST 0
+#endif
+
 static inline void kumo__put16(uint8_t *p, uint16_t v)
 {
+    if (KUMO__LE_HOST) {
+        memcpy(p, &v, 2);
+        return;
+    }
     p[0] = (uint8_t)v;
     p[1] = (uint8_t)(v >> 8);
 }
 static inline void kumo__put32(uint8_t *p, uint32_t v)
 {
+    if (KUMO__LE_HOST) {
+        memcpy(p, &v, 4);
+        return;
+    }
     for (int i = 0; i < 4; i++)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 static inline void kumo__put64(uint8_t *p, uint64_t v)
 {
+    if (KUMO__LE_HOST) {
+        memcpy(p, &v, 8);
+        return;
+    }
     for (int i = 0; i < 8; i++)
         p[i] = (uint8_t)(v >> (8 * i));
 }
 static inline uint16_t kumo__get16(const uint8_t *p)
 {
+    if (KUMO__LE_HOST) {
+        uint16_t v;
+        memcpy(&v, p, 2);
+        return v;
+    }
     return (uint16_t)(p[0] | (p[1] << 8));
 }
 static inline uint32_t kumo__get32(const uint8_t *p)
 {
+    if (KUMO__LE_HOST) {
+        uint32_t v;
+        memcpy(&v, p, 4);
+        return v;
+    }
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 static inline uint64_t kumo__get64(const uint8_t *p)
 {
+    if (KUMO__LE_HOST) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        return v;
+    }
     return (uint64_t)kumo__get32(p) | (uint64_t)kumo__get32(p + 4) << 32;
 }
 

@@ -4,6 +4,7 @@
 #include "proc/internal.h"
 
 #include "engine/bytes.h"
+#include "proc/dist/dist.h"
 
 #include <kumo/transport.h>
 
@@ -246,6 +247,16 @@ static inline int send_copy(kumo_proc *self, kumo_pid to, uint64_t type, const v
     int err = kumo__check_send(node, len);
     if (__builtin_expect(err != 0, 0))
         return err;
+    if (__builtin_expect(to.node != node->id, 0) && node->dist && self->shard == 0 &&
+        !(self->flags & PF_FOREIGN)) {
+        /* On the controller's shard: straight to the connection. */
+        self->flags |= PF_DIST;
+        if (kumo__dist_send_direct(node, kumo__pid_of(self), to, type, data, len, flags)) {
+            if (kumo__node_busy(node, to.node))
+                kumo__busy_suspend(node, self, to.node);
+            return 0;
+        }
+    }
     struct kumo_msg *m = data_msg(self, to, type, len);
     if (!m)
         return -ENOMEM;

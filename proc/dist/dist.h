@@ -18,6 +18,17 @@
  */
 void kumo__dist_route(struct kumo_node *node, struct pshard *src, kumo_pid to, struct kumo_msg *m);
 
+/*
+ * kumo_send's short cut for a process on shard 0 (the controller's): a
+ * small message to a peer whose connection is up and has nothing queued
+ * goes from the caller's bytes straight into the connection, without a
+ * message of its own.  Returns true when it took the send (sent, queued,
+ * or dropped as the item would have been), false when the caller must
+ * route a message as usual.  flags: 0 or MF_USEND.  On shard 0 only.
+ */
+bool kumo__dist_send_direct(struct kumo_node *node, kumo_pid from, kumo_pid to, uint64_t type,
+                            const void *data, size_t len, uint8_t flags);
+
 struct kumo_dist_transport;
 
 /* A local process that sent to other nodes (PF_DIST) has ended: the
