@@ -380,15 +380,24 @@ static void chan_init(kumo_proc *self, void *state)
     kumo_receive(self, &s->set, KUMO_INFINITY);
 }
 
+/* A channel process on b (state *s, freed by the caller), its send port
+ * in *sp, handed to a's inbox. */
+static kumo_pid chan_on_b(dt_env *e, unsigned shards, struct chan_state **s, kumo_send_port *sp)
+{
+    *s = calloc(1, sizeof **s);
+    (*s)->reply_to = kumo_inbox_pid(e->ia);
+    kumo_pid c =
+        kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = KT_OTHER(shards)}, chan_init, *s);
+    KT_TAKE(kt_expect(e->ia, kt_type("dt.port")), *sp);
+    cr_assert(kumo_pid_eq(sp->owner, c));
+    return c;
+}
+
 DT_TEST(dist, a_send_port_works_from_the_other_node)
 {
-    struct chan_state *s = calloc(1, sizeof *s);
-    s->reply_to = kumo_inbox_pid(e->ia);
-    kumo_pid c =
-        kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, chan_init, s);
+    struct chan_state *s;
     kumo_send_port sp;
-    KT_TAKE(kt_expect(e->ia, kt_type("dt.port")), sp);
-    cr_assert(kumo_pid_eq(sp.owner, c));
+    kumo_pid c = chan_on_b(e, kt_shards, &s, &sp);
     kumo_proc *me = kumo_inbox_proc(e->ia);
     for (uint64_t i = 0; i < 10; i++)
         cr_assert_eq(kumo_send_chan(me, sp, &i, sizeof i), 0);
@@ -417,12 +426,9 @@ DT_TEST(dist, a_port_monitor_names_the_port_when_its_owner_ends)
      * gets one port-down naming the port, with the owner's reason; one
      * cancelled by kumo_unmonitor says nothing; a port whose owner is gone
      * says unknown-id at once. */
-    struct chan_state *s = calloc(1, sizeof *s);
-    s->reply_to = kumo_inbox_pid(e->ia);
-    kumo_pid c =
-        kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, chan_init, s);
+    struct chan_state *s;
     kumo_send_port sp;
-    KT_TAKE(kt_expect(e->ia, kt_type("dt.port")), sp);
+    kumo_pid c = chan_on_b(e, kt_shards, &s, &sp);
     kumo_proc *me = kumo_inbox_proc(e->ia), *local = kumo_inbox_proc(e->ib);
     kumo_ref ra, rb, gone;
     cr_assert_eq(kumo_monitor_port(me, sp, &ra), 0);

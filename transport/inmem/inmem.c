@@ -263,6 +263,18 @@ static void side_teardown(struct inmem_ep *ep, struct side *s, bool report_close
     kumo__free(s, sizeof *s);
 }
 
+/* Tears side s down and reports its link lost (`reason`) when it had
+ * outgoing connections (out_only) or any connection at all. */
+static void side_lose(struct inmem_ep *ep, struct side *s, bool report_closed, bool out_only,
+                      int reason)
+{
+    kumo_address addr = s->peer->base.addr;
+    bool had_out, had_any;
+    side_teardown(ep, s, report_closed, &had_out, &had_any);
+    if (out_only ? had_out : had_any)
+        kumo__emit_lost(&ep->base, &addr, reason);
+}
+
 /* ------------------------------------------------------------------ */
 /* Receiving                                                           */
 /* ------------------------------------------------------------------ */
@@ -331,24 +343,14 @@ static void run_msg(struct kumo__shard *sh, struct kumo__task *t)
     }
     case M_PEER_CLOSED: {
         struct side *s = side_find(ep, m->L);
-        if (!s)
-            break;
-        kumo_address addr = s->peer->base.addr;
-        bool had_out, had_any;
-        side_teardown(ep, s, true, &had_out, &had_any);
-        if (had_out)
-            kumo__emit_lost(&ep->base, &addr, -KUMO_ECLOSED);
+        if (s)
+            side_lose(ep, s, true, true, -KUMO_ECLOSED);
         break;
     }
     case M_BROKEN: {
         struct side *s = side_find(ep, m->L);
-        if (!s)
-            break;
-        kumo_address addr = s->peer->base.addr;
-        bool had_out, had_any;
-        side_teardown(ep, s, false, &had_out, &had_any);
-        if (had_any)
-            kumo__emit_lost(&ep->base, &addr, -KUMO_ECONNLOST);
+        if (s)
+            side_lose(ep, s, false, false, -KUMO_ECONNLOST);
         break;
     }
     }
@@ -461,11 +463,7 @@ static void im_connect(struct kumo_endpoint *bep, struct kumo__connect_req *req)
             s = s->next;
         if (!s)
             break;
-        kumo_address addr = s->peer->base.addr;
-        bool had_out, had_any;
-        side_teardown(ep, s, false, &had_out, &had_any);
-        if (had_any)
-            kumo__emit_lost(bep, &addr, -KUMO_ECONNLOST); /* may change the sides: look again */
+        side_lose(ep, s, false, false, -KUMO_ECONNLOST); /* may change the sides: look again */
     }
     pthread_mutex_lock(&net.mu);
     struct inmem_ep *peer = dir_lookup(&req->to);
@@ -616,13 +614,8 @@ static void im_break_link(struct kumo_endpoint *bep, const kumo_address *peer_ad
     if (!L)
         return;
     struct side *s = side_find(ep, L);
-    if (s) {
-        kumo_address addr = peer->base.addr;
-        bool had_out, had_any;
-        side_teardown(ep, s, false, &had_out, &had_any);
-        if (had_any)
-            kumo__emit_lost(bep, &addr, -KUMO_ECONNLOST);
-    }
+    if (s)
+        side_lose(ep, s, false, false, -KUMO_ECONNLOST);
     if (peer != ep) {
         struct imsg *m = ctl_new(M_BROKEN);
         m->L = L;
