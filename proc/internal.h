@@ -629,6 +629,14 @@ static inline void kumo__post(struct kumo_node *node, struct kumo_proc *self, ku
     }
     kumo__route(node, kumo__pshard_of(self), to, m);
 }
+/* The pid a node's registry monitors other nodes' registered processes
+ * as (registry/registry.c): no process has it, so their DOWNs end in
+ * kumo__dead_letter, which releases the dead process's names. */
+#define KUMO__REGISTRY_SLOT UINT32_MAX
+static inline kumo_pid kumo__registry_pid(const struct kumo_node *node)
+{
+    return (kumo_pid){.node = node->id, .serial = 1, .slot = KUMO__REGISTRY_SLOT, .shard = 0};
+}
 /* Local delivery: to the dst shard's queue (or the mailbox at once, for
  * data on the sending shard while nothing is queued before it). */
 void kumo__post_local(struct kumo_node *node, struct pshard *src, struct kumo_msg *m);

@@ -14,6 +14,14 @@
 
 void kumo__dead_letter(struct kumo_node *node, struct pshard *src, struct kumo_msg *m)
 {
+    if (m->kind == SIG_DOWN && m->dst_slot == KUMO__REGISTRY_SLOT && m->dst_shard == 0 &&
+        m->dst_serial == 1) {
+        /* A process of another node registered here has ended (or its
+         * node is lost): its names go. */
+        kumo__names_release(&node->names, ((const kumo_down_msg *)m->data)->pid);
+        kumo__msg_free(m);
+        return;
+    }
     kumo_pid dst = {
         .node = node->id, .serial = m->dst_serial, .slot = m->dst_slot, .shard = m->dst_shard};
     kumo_reason r;

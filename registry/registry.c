@@ -8,8 +8,35 @@
 
 #include <linux/membarrier.h>
 
+/* A pid of another node, registered here: the registry monitors it (as
+ * kumo__registry_pid), and its DOWN releases its names (proc/route.c).
+ * One monitor per registration; one that outlives an unregister ends
+ * with the process. */
+static int register_remote_pid(kumo_node *node, const char *name, kumo_pid pid)
+{
+    if (!node->dist || atomic_load(&node->stopping))
+        return -KUMO_ENOPROC;
+    struct kumo_msg *m = kumo__msg_new(0);
+    if (!m)
+        return -ENOMEM;
+    int err = kumo__names_add(&node->names, name, pid);
+    if (err) {
+        kumo__msg_free(m);
+        return err;
+    }
+    m->kind = SIG_MONITOR;
+    m->aux = kumo__new_ref(node, NULL);
+    m->from = kumo__registry_pid(node);
+    msg_set_dst(m, pid);
+    struct kumo__shard *sh = kumo__shard_current();
+    kumo__route(node, sh && sh->eng == node->eng ? sh->user : NULL, pid, m);
+    return 0;
+}
+
 int kumo_register(kumo_node *node, const char *name, kumo_pid pid)
 {
+    if (pid.node != node->id && pid.node != 0)
+        return register_remote_pid(node, name, pid);
     if (!kumo__pid_alive(node, pid))
         return -KUMO_ENOPROC;
     int err = kumo__names_add(&node->names, name, pid);

@@ -1596,3 +1596,52 @@ BUSY_CASE(tcp, 1shard, 1)
 BUSY_CASE(tcp, 2shards, 2)
 BUSY_CASE(shm, 1shard, 1)
 BUSY_CASE(shm, 2shards, 2)
+
+/* Waits (bounded) until `name` is gone from node's registry: a name of
+ * another node's process goes when the DOWN of its monitor arrives. */
+static void wait_no_name(kumo_node *node, const char *name)
+{
+    uint64_t t0 = kt_now_ns();
+    kumo_pid got;
+    while (kumo_whereis(node, name, &got) == 0) {
+        cr_assert_lt(kt_now_ns() - t0, (uint64_t)KT_WAIT_NS, "%s is still registered", name);
+        struct timespec ms = {.tv_nsec = 1000000};
+        nanosleep(&ms, NULL);
+    }
+}
+
+DT_TEST(dist, a_pid_of_another_node_registered_here_loses_its_name_when_it_ends)
+{
+    /* Cloud Haskell's testRegistryRemoteProcess: a registers a process of
+     * b; whereis and nsend on a reach it; when it ends, the name goes. */
+    kumo_proc *me = kumo_inbox_proc(e->ia);
+    kumo_pid echo = kt_spawn(e->b, e->ib, NULL, kt_echo_init, NULL);
+    cr_assert_eq(kumo_register(e->a, "dt.far", echo), 0);
+    kumo_pid got;
+    cr_assert_eq(kumo_whereis(e->a, "dt.far", &got), 0);
+    cr_assert(kumo_pid_eq(got, echo));
+    uint64_t v = 5;
+    cr_assert_eq(kumo_nsend(me, "dt.far", kt_type("dt.n"), &v, sizeof v), 0);
+    cr_assert_eq(kt_expect_u64(e->ia, kt_type("dt.n")), 5);
+    cr_assert_eq(kumo_register(e->a, "dt.far", echo), -KUMO_ENAMETAKEN);
+    kumo_ref ref;
+    cr_assert_eq(kumo_monitor(me, echo, &ref), 0);
+    cr_assert_eq(kumo_kill(me, echo, NULL), 0);
+    kt_expect_down_ref(e->ia, ref);
+    wait_no_name(e->a, "dt.far");
+
+    /* b holds a pid of a under a name (registerRemote of one's own
+     * process); the link between them is lost: b's name goes. */
+    kumo_pid mine = kt_spawn(e->a, e->ia, NULL, kt_echo_init, NULL);
+    int err = kumo_register_remote_wait(e->ia, e->b_id, "dt.back", mine, KT_WAIT_NS);
+    cr_assert_eq(err, 0, "register_remote of a's pid on b: %s", kumo_strerror(err));
+    cr_assert_eq(kumo_whereis(e->b, "dt.back", &got), 0);
+    cr_assert(kumo_pid_eq(got, mine));
+    /* asked from a, the answer names a's pid whole (its node included) */
+    got = (kumo_pid){0};
+    cr_assert_eq(kumo_whereis_remote_wait(e->ia, e->b_id, "dt.back", KT_WAIT_NS, &got), 0);
+    cr_assert(kumo_pid_eq(got, mine), "whereis_remote gave %s", kt_pid(got));
+    dt_break(e);
+    wait_no_name(e->b, "dt.back");
+    kt_send_u64(me, mine, kt_type_stop(), 0);
+}

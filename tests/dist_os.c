@@ -17,7 +17,7 @@
 
 /* The controller wire format's version (proc/dist/wire.h): the raw peer
  * below speaks it by hand. */
-#define WIRE_V 2
+#define WIRE_V 3
 
 #define OS_COOKIE "kumo-dist-os-test-cookie"
 

@@ -649,9 +649,13 @@ KUMO_API int kumo_process_info_wait(kumo_inbox *ib, kumo_pid pid, int64_t timeou
 /* Local registry                                                      */
 /* ------------------------------------------------------------------ */
 
-/* Registers `name` for `pid` (on this node).  Errors: -KUMO_ENAMETAKEN,
- * -KUMO_ENOPROC (pid dead or not local), -EINVAL (empty or too long).
- * The name is released when the process ends. */
+/* Registers `name` for `pid` in this node's registry.  pid may be of
+ * another node (Cloud Haskell's register of a remote process): the node
+ * then monitors it, and the name goes when that process ends or the link
+ * to its node is lost (asynchronously: a whereis just after may still see
+ * it).  Errors: -KUMO_ENAMETAKEN, -KUMO_ENOPROC (a local pid that is dead,
+ * or another node's pid on a node without distribution), -EINVAL (empty or
+ * too long), -ENOMEM.  The name is released when the process ends. */
 KUMO_API int kumo_register(kumo_node *node, const char *name, kumo_pid pid);
 /* Returns 0, or -KUMO_ENONAME. */
 KUMO_API int kumo_unregister(kumo_node *node, const char *name);

@@ -1457,8 +1457,7 @@ static void reg_in(struct kumo__dist *d, struct peer *p, const struct kumo__dw_f
     if (f->flags == KUMO__REG_NSEND)
         return;
     uint8_t buf[KUMO__DW_REG_REPLY_LEN];
-    size_t len = kumo__dw_spawn_reply(buf, requester, found, f->aux, err);
-    buf[1] = KUMO__DW_REG_REPLY;
+    size_t len = kumo__dw_reg_reply(buf, requester, found, f->aux, err);
     struct iovec v = {buf, len};
     peer_send(d, p, &v, 1);
 }
@@ -1510,13 +1509,19 @@ static void on_frame(struct kumo__dist *d, struct peer *p, const struct kumo__dw
         return;
     }
     if (f->op == KUMO__DW_REG) {
-        reg_in(d, p, f, to, from, iov, n);
+        kumo_pid subject = f->to; /* any node's pid (or none): its node came along */
+        subject.node = f->pid_node;
+        reg_in(d, p, f, subject, from, iov, n);
         return;
     }
     if (f->op == KUMO__DW_REG_REPLY) {
         struct pspawn *s = pspawn_take(p, to, f->aux);
-        /* no pid (an error, or whereis of a free name) crosses as zeros */
-        kumo_pid found = f->shard || f->from.serial == 0 ? (kumo_pid){0} : from;
+        /* no pid (an error, or whereis of a free name) crosses as zeros;
+         * a name may hold any node's pid: its node came along */
+        kumo_pid found = f->from;
+        found.node = f->pid_node;
+        if (f->shard || f->from.serial == 0)
+            found = (kumo_pid){0};
         int err = f->shard > 0 || f->shard < -KUMO_ETRANSPORT_LAST ? -KUMO_EBADWIRE : f->shard;
         if (s && s->kind == REQ_REG)
             kumo__reg_reply(node, d->ps, to, f->aux, found, err);

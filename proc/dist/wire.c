@@ -114,6 +114,14 @@ size_t kumo__dw_spawn_reply(uint8_t *out, kumo_pid to, kumo_pid child, uint64_t 
     return (size_t)(p + 12 - out);
 }
 
+size_t kumo__dw_reg_reply(uint8_t *out, kumo_pid to, kumo_pid found, uint64_t ref, int32_t err)
+{
+    size_t n = kumo__dw_spawn_reply(out, to, found, ref, err);
+    out[1] = KUMO__DW_REG_REPLY;
+    kumo__put64(out + n, found.node);
+    return n + 8;
+}
+
 size_t kumo__dw_reg_hdr(uint8_t *out, uint8_t op, kumo_pid pid, kumo_pid from, uint64_t ref,
                         uint64_t type, const char *name, size_t namelen)
 {
@@ -122,9 +130,10 @@ size_t kumo__dw_reg_hdr(uint8_t *out, uint8_t op, kumo_pid pid, kumo_pid from, u
     p = put_pid(p, from);
     kumo__put64(p, ref);
     kumo__put64(p + 8, type);
-    p[16] = (uint8_t)namelen;
-    memcpy(p + 17, name, namelen);
-    return (size_t)(p + 17 + namelen - out);
+    kumo__put64(p + 16, pid.node);
+    p[24] = (uint8_t)namelen;
+    memcpy(p + 25, name, namelen);
+    return (size_t)(p + 25 + namelen - out);
 }
 
 static int bad(const char **why, const char *what)
@@ -202,18 +211,19 @@ int kumo__dw_decode(const uint8_t *in, size_t avail, size_t total, struct kumo__
         return 0;
     }
     if (f->op == KUMO__DW_REG) {
-        if (n < 17)
+        if (n < 25)
             return bad(why, "short REG");
         if (f->flags < 1 || f->flags > 4)
             return bad(why, "REG of an unknown request");
         f->aux = kumo__get64(p);
         f->type = kumo__get64(p + 8);
-        f->namelen = p[16];
+        f->pid_node = kumo__get64(p + 16);
+        f->namelen = p[24];
         if (f->namelen == 0)
             return bad(why, "REG with an empty name");
-        if (n < 17u + f->namelen)
+        if (n < 25u + f->namelen)
             return bad(why, "REG shorter than its name");
-        memcpy(f->name, p + 17, f->namelen);
+        memcpy(f->name, p + 25, f->namelen);
         f->name[f->namelen] = 0;
         f->payload_off = KUMO__DW_REG_FIXED + f->namelen;
         f->len = total - f->payload_off;
@@ -222,10 +232,12 @@ int kumo__dw_decode(const uint8_t *in, size_t avail, size_t total, struct kumo__
         return 0;
     }
     if (f->op == KUMO__DW_SPAWN_REPLY || f->op == KUMO__DW_REG_REPLY) {
-        if (n != 12)
+        if (n != (f->op == KUMO__DW_REG_REPLY ? 20u : 12u))
             return bad(why, "reply of the wrong length");
         f->aux = kumo__get64(p);
         f->shard = (int32_t)kumo__get32(p + 8);
+        if (f->op == KUMO__DW_REG_REPLY)
+            f->pid_node = kumo__get64(p + 12);
         return 0;
     }
     if (data) {

@@ -1,11 +1,11 @@
 /*
- * The controller's wire format, version 2: pure encoders and decoders
+ * The controller's wire format, version 3: pure encoders and decoders
  * (no state, no allocation), so every decoder can be fuzzed on its own.
  *
  * Controller traffic rides one reliable-ordered transport connection per
  * direction between two nodes.  Each transport message is one frame:
  *
- *   u8 version (2) | u8 op | u16 flags | body
+ *   u8 version (3) | u8 op | u16 flags | body
  *
  * all integers little-endian.  A process id inside a frame is its local
  * part only (serial u64, slot u32, shard u16: 14 bytes): the sender's node
@@ -28,9 +28,13 @@
  *   ELINK     to, from                             Erlang link (both ways)
  *   EUNLINK   to, from
  *   REG       to (the pid to register, or 0), from (requester), u64 ref,
- *             u64 type, u8 name length, name, message bytes (NSEND);
- *             flags: the request (KUMO__REG_*)            remote registry
- *   REG_REPLY to (requester), from (the pid found, or 0), u64 ref, i32 err
+ *             u64 type, u64 to's node (it may be any node's pid: the
+ *             requester's own, a third node's), u8 name length, name,
+ *             message bytes (NSEND); flags: the request (KUMO__REG_*)
+ *                                                         remote registry
+ *   REG_REPLY to (requester), from (the pid found, or 0), u64 ref, i32 err,
+ *             u64 from's node (a name may hold any node's pid)
+ *   INFO      to, from, u64 ref                   process info request
  *   DIR       as HELLO: the node id and addresses of a third node the
  *             sender knows (to-node 0)                    directory entry
  *   SPAWN     to (0), from (requester), u64 ref, i32 shard, u8 flags,
@@ -55,7 +59,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define KUMO__DW_VERSION 2
+#define KUMO__DW_VERSION 3
 
 enum {
     KUMO__DW_HELLO = 1,
@@ -100,9 +104,9 @@ enum { KUMO__DW_F_LINK = 1, KUMO__DW_F_ELINK = 2 };
 #define KUMO__DW_SPAWN_FIXED (KUMO__DW_HDR + 2 * KUMO__DW_PID + 8 + 4 + 1 + 1)
 #define KUMO__DW_SPAWN_HDR_MAX (KUMO__DW_SPAWN_FIXED + KUMO_CLOSURE_NAME_MAX)
 #define KUMO__DW_SPAWN_REPLY_LEN (KUMO__DW_HDR + 2 * KUMO__DW_PID + 8 + 4)
-#define KUMO__DW_REG_FIXED (KUMO__DW_HDR + 2 * KUMO__DW_PID + 8 + 8 + 1)
+#define KUMO__DW_REG_FIXED (KUMO__DW_HDR + 2 * KUMO__DW_PID + 8 + 8 + 8 + 1)
 #define KUMO__DW_REG_HDR_MAX (KUMO__DW_REG_FIXED + KUMO_NAME_MAX)
-#define KUMO__DW_REG_REPLY_LEN KUMO__DW_SPAWN_REPLY_LEN
+#define KUMO__DW_REG_REPLY_LEN (KUMO__DW_SPAWN_REPLY_LEN + 8)
 /* Room that holds the head of any frame: all of it for every frame but
  * DATA, CHAN and SPAWN, whose payloads need not be copied to decode. */
 #define KUMO__DW_HEAD_MAX1                                                                         \
@@ -129,6 +133,7 @@ struct kumo__dw_frame {
     uint64_t aux;       /* CHAN: channel id; MONITOR, DEMONITOR, DOWN, SPAWN*, REG*: ref */
     size_t payload_off; /* DATA, CHAN, SPAWN, REG: where the payload starts */
     size_t len;         /* ... and its length */
+    uint64_t pid_node;  /* REG: to's node; REG_REPLY: from's node */
     /* Large parts, written only by the decoders of the frames that carry
      * them (the rest of the struct is cleared per frame, these are not:
      * clearing ~600 bytes per message cost more than the decoding). */
@@ -160,6 +165,9 @@ size_t kumo__dw_spawn_hdr(uint8_t *out, kumo_pid from, uint64_t ref, int32_t sha
                           const char *name, size_t namelen);
 /* Writes a SPAWN_REPLY (KUMO__DW_SPAWN_REPLY_LEN bytes). */
 size_t kumo__dw_spawn_reply(uint8_t *out, kumo_pid to, kumo_pid child, uint64_t ref, int32_t err);
+/* A REG_REPLY (room for KUMO__DW_REG_REPLY_LEN): `found` whole, its node
+ * included. */
+size_t kumo__dw_reg_reply(uint8_t *out, kumo_pid to, kumo_pid found, uint64_t ref, int32_t err);
 
 /* Writes a REG's fixed part and name (an NSEND's bytes follow it on the
  * wire).  Returns its length. */
