@@ -236,11 +236,13 @@ KUMO_API int kumo_monitor_node(kumo_proc *self, uint64_t node, kumo_ref *ref);
  * with the returned ref follows (not for kumo_nsend_remote): err 0 (and
  * for whereis the pid, null when the name is not registered), or the
  * error the node's kumo_register / kumo_unregister returned
- * (-KUMO_ENAMETAKEN, -KUMO_ENOPROC: the pid is dead or not of that node,
+ * (-KUMO_ENAMETAKEN, -KUMO_ENOPROC: a pid of that node that is dead,
  * -KUMO_ENONAME, -EINVAL), or -KUMO_ECONNLOST when the node cannot be
  * reached or the link is lost before it answers.  `node` may be this
- * node's own id.  Names live on their node: they die with their process
- * and with their node.  Each call returns 0 and the ref, -EINVAL (a name
+ * node's own id.  The pid registered may be any node's (the caller's own,
+ * typically): that node then monitors it.  Names live on their node: they
+ * die with their process, with the link to the process's node, and with
+ * their node.  Each call returns 0 and the ref, -EINVAL (a name
  * empty or over KUMO_NAME_MAX), -ENOMEM or -KUMO_ESHUTDOWN.
  */
 #define KUMO_TYPE_REG_REPLY_NAME "kumo.reg_reply"
