@@ -626,8 +626,7 @@ int kumo_unmonitor(kumo_proc *self, kumo_ref ref)
         if (m->kind == SIG_DATA &&
             (m->type == node->type_down || m->type == node->type_node_down ||
              m->type == node->type_port_down) &&
-            m->aux == ref.id &&
-            ((kumo_down_msg *)m->data)->ref.node == ref.node) {
+            m->aux == ref.id && ((kumo_down_msg *)m->data)->ref.node == ref.node) {
             *pp = msg_next(m);
             if (self->mbox_tail == (struct kumo_msg **)&m->link.next)
                 self->mbox_tail = pp;

@@ -189,9 +189,9 @@ enum {
                                    keeps (sender, receiver) pairs for it */
     PF_NODE_COUNTED = 1u << 13, /* spawned from another thread: counted in
                                    node->remote_live for its whole life */
-    PF_BUSY = 1u << 15, /* suspended: sent data to a busy peer node; in its
-                           shard's busy list (linked by rq_next) until the
-                           peer drains (proc/busy.c) */
+    PF_BUSY = 1u << 15,         /* suspended: sent data to a busy peer node; in its
+                                   shard's busy list (linked by rq_next) until the
+                                   peer drains (proc/busy.c) */
 };
 
 enum {

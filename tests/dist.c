@@ -85,11 +85,11 @@ static kumo_node_config dt_cfg(const char *transport, unsigned shards, kumo_dist
 {
     bool small = dt_busy_bytes != 0;
     slot->name = transport;
-    slot->config = strcmp(transport, "tcp") == 0   ? (small ? (const void *)&dt_tcp_small
-                                                            : (const void *)&dt_tcp)
-                   : strcmp(transport, "shm") == 0 ? (small ? (const void *)&dt_shm_small
-                                                            : (const void *)&dt_shm)
-                                                   : NULL;
+    slot->config = strcmp(transport, "tcp") == 0
+                       ? (small ? (const void *)&dt_tcp_small : (const void *)&dt_tcp)
+                   : strcmp(transport, "shm") == 0
+                       ? (small ? (const void *)&dt_shm_small : (const void *)&dt_shm)
+                       : NULL;
     return (kumo_node_config){.shards = shards,
                               .transports = slot,
                               .ntransports = 1,
@@ -1368,8 +1368,8 @@ DT_TEST(dist, process_info_of_a_local_and_a_remote_pid)
 {
     /* A process on b with 3 messages queued, monitored from both nodes,
      * registered under one name: asked about from b and from a. */
-    kumo_pid s = kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)},
-                          sleeper_init, NULL);
+    kumo_pid s =
+        kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, sleeper_init, NULL);
     cr_assert_eq(kumo_register(e->b, "dt.sleeper", s), 0);
     kumo_proc *me = kumo_inbox_proc(e->ia);
     kumo_ref ra, rb;
@@ -1588,9 +1588,10 @@ static void a_flood_to_a_node_that_does_not_drain_stays_bounded(const char *tr, 
 }
 
 #define BUSY_CASE(tr, n, sh)                                                                       \
-    Test(dist, a_flood_to_a_node_that_does_not_drain_stays_bounded_##tr##_##n, .timeout = KT_TIMEOUT) \
+    Test(dist, a_flood_to_a_node_that_does_not_drain_stays_bounded_##tr##_##n,                     \
+         .timeout = KT_TIMEOUT)                                                                    \
     {                                                                                              \
-        a_flood_to_a_node_that_does_not_drain_stays_bounded(#tr, sh);                             \
+        a_flood_to_a_node_that_does_not_drain_stays_bounded(#tr, sh);                              \
     }
 BUSY_CASE(tcp, 1shard, 1)
 BUSY_CASE(tcp, 2shards, 2)

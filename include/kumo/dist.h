@@ -279,7 +279,7 @@ KUMO_API int kumo_unregister_remote_wait(kumo_inbox *ib, uint64_t node, const ch
 /* ------------------------------------------------------------------ */
 
 typedef enum kumo_peer_state {
-    KUMO_PEER_KNOWN = 1, /* its addresses are known (a DIR entry, or a lost link) */
+    KUMO_PEER_KNOWN = 1,  /* its addresses are known (a DIR entry, or a lost link) */
     KUMO_PEER_CONNECTING, /* one direction is up or being dialled */
     KUMO_PEER_UP,         /* both directions are up: it can be reached */
     KUMO_PEER_GONE,       /* an old incarnation: never reached again */
@@ -289,11 +289,11 @@ typedef enum kumo_peer_state {
 typedef struct kumo_peer_info {
     uint64_t node;
     kumo_peer_state state;
-    const char *transport; /* the transport that reaches it ("tcp", ...); NULL: none */
-    kumo_address address;  /* its address on that transport */
-    uint64_t losses;       /* links to it lost so far */
-    uint32_t links;        /* links crossing to it (either way) */
-    uint32_t monitors;     /* process monitors crossing to it (either way) */
+    const char *transport;  /* the transport that reaches it ("tcp", ...); NULL: none */
+    kumo_address address;   /* its address on that transport */
+    uint64_t losses;        /* links to it lost so far */
+    uint32_t links;         /* links crossing to it (either way) */
+    uint32_t monitors;      /* process monitors crossing to it (either way) */
     uint32_t node_monitors; /* node monitors on it held here */
     /* Bytes the controller holds for it, waiting for its link (a link
      * still connecting, or busy: kumo_node_config.dist_busy_bytes), now

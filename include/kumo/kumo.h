@@ -618,12 +618,12 @@ typedef struct kumo_process_info_msg {
     bool inbox; /* a thread's inbox rather than a process */
     bool trap_exit;
     uint16_t shard;
-    uint64_t mailbox_len;  /* messages queued in its mailbox */
-    uint32_t links;        /* links it holds (kumo_link, kumo_erlang_link) */
-    uint32_t monitors;     /* monitors it holds (process, port and node) */
-    uint32_t linked_by;    /* processes linked to it */
-    uint32_t monitored_by; /* monitors on it */
-    uint32_t names;        /* names it is registered under on its node */
+    uint64_t mailbox_len;         /* messages queued in its mailbox */
+    uint32_t links;               /* links it holds (kumo_link, kumo_erlang_link) */
+    uint32_t monitors;            /* monitors it holds (process, port and node) */
+    uint32_t linked_by;           /* processes linked to it */
+    uint32_t monitored_by;        /* monitors on it */
+    uint32_t names;               /* names it is registered under on its node */
     char name[KUMO_NAME_MAX + 1]; /* the first of them ("" if none) */
 } kumo_process_info_msg;
 KUMO_API uint64_t kumo_type_process_info(void);

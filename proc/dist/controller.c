@@ -1211,8 +1211,7 @@ void kumo__dist_route(struct kumo_node *node, struct pshard *src, kumo_pid to, s
             kumo__post_reason_from(node, src, to, m->from, kind, flags, m->aux, &r);
         }
         if (m->kind == SIG_INFO)
-            kumo__info_answer(node, src, to, NULL, m->from, m->aux,
-                              to.node ? -KUMO_ECONNLOST : 0);
+            kumo__info_answer(node, src, to, NULL, m->from, m->aux, to.node ? -KUMO_ECONNLOST : 0);
         kumo__msg_free(m);
         return;
     }
@@ -1823,10 +1822,10 @@ static void peers_task(struct kumo__shard *sh, struct kumo__task *t)
             kumo_peer_info *o = &w->peers[n];
             memset(o, 0, sizeof *o);
             o->node = p->id;
-            o->state = p->gone                                  ? KUMO_PEER_GONE
-                       : p->out == OUT_UP && p->hello_in        ? KUMO_PEER_UP
-                       : p->out != OUT_NONE || p->hello_in      ? KUMO_PEER_CONNECTING
-                                                                : KUMO_PEER_KNOWN;
+            o->state = p->gone                             ? KUMO_PEER_GONE
+                       : p->out == OUT_UP && p->hello_in   ? KUMO_PEER_UP
+                       : p->out != OUT_NONE || p->hello_in ? KUMO_PEER_CONNECTING
+                                                           : KUMO_PEER_KNOWN;
             if (p->tix >= 0) {
                 o->transport = kumo_transport_name(d->ep[p->tix].t);
                 o->address = p->via;

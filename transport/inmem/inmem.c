@@ -96,11 +96,11 @@ static struct {
 
 struct inmem_ep {
     struct kumo_endpoint base;
-    struct inmem_t *owner;     /* compared only: may be freed when detached */
-    uint64_t tid;              /* the owner's id, as in the address */
-    struct kumo__engine *eng;  /* the owner's engine; NULL (under net.mu)
-                                * once the owner is destroyed */
-    uint32_t index;            /* in net.dir */
+    struct inmem_t *owner;    /* compared only: may be freed when detached */
+    uint64_t tid;             /* the owner's id, as in the address */
+    struct kumo__engine *eng; /* the owner's engine; NULL (under net.mu)
+                               * once the owner is destroyed */
+    uint32_t index;           /* in net.dir */
     uint64_t inc;
     bool gone;                /* under net.mu: refuses connects */
     _Atomic uint64_t next_in; /* incoming connection ids */
