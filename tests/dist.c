@@ -1646,3 +1646,36 @@ DT_TEST(dist, a_pid_of_another_node_registered_here_loses_its_name_when_it_ends)
     wait_no_name(e->b, "dt.back");
     kt_send_u64(me, mine, kt_type_stop(), 0);
 }
+
+DT_TEST(dist, process_info_lost_with_its_link_is_answered_with_connlost)
+{
+    /* b's shard 0 (its controller) is blocked, so b answers nothing; the
+     * link breaks: the request is answered once, by a, with connlost. */
+    struct blocker bl;
+    sem_init(&bl.entered, 0, 0);
+    sem_init(&bl.release, 0, 0);
+    kumo_pid blk = kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = 0}, blocker_init, &bl);
+    kumo_pid echo = kt_spawn(e->b, e->ib, NULL, kt_echo_init, NULL);
+    kt_send_u64(kumo_inbox_proc(e->ib), blk, kt_type("dt.block"), 0);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += KT_WAIT_NS / 1000000000;
+    cr_assert_eq(sem_timedwait(&bl.entered, &dl), 0, "b's shard 0 never blocked");
+    kumo_ref ref;
+    cr_assert_eq(kumo_process_info(kumo_inbox_proc(e->ia), echo, &ref), 0);
+    dt_break(e);
+    kumo_msg *m = kt_expect(e->ia, kumo_type_process_info());
+    kumo_process_info_msg in;
+    KT_TAKE(m, in);
+    cr_assert(kumo_ref_eq(in.ref, ref));
+    cr_assert_eq(in.err, -KUMO_ECONNLOST, "got %s", kumo_strerror(in.err));
+    cr_assert(!in.alive);
+    sem_post(&bl.release);
+    dt_end_on_b(e, blk);
+    dt_end_on_b(e, echo);
+    /* nothing else came: no second answer */
+    kt_send_u64(kumo_inbox_proc(e->ia), kumo_inbox_pid(e->ia), kt_type("dt.mark"), 0);
+    kumo_msg_free(kt_expect_next(e->ia, kt_type("dt.mark")));
+    sem_destroy(&bl.entered);
+    sem_destroy(&bl.release);
+}

@@ -611,8 +611,10 @@ KUMO_API int kumo_unmonitor(kumo_proc *self, kumo_ref ref);
 typedef struct kumo_process_info_msg {
     kumo_ref ref; /* the request's */
     kumo_pid pid; /* whom it is about */
-    /* 0, or -KUMO_ECONNLOST: pid's node could not be reached (then
-     * nothing below is known; alive is false). */
+    /* 0; or -KUMO_ECONNLOST: pid's node could not be reached, or the
+     * link to it was lost before it answered; -KUMO_ETIMEOUT: it did not
+     * answer within the node's spawn_timeout_ns; -ENOMEM (then nothing
+     * below is known; alive is false). */
     int err;
     bool alive; /* false: dead, never existed, or of a gone incarnation */
     bool inbox; /* a thread's inbox rather than a process */

@@ -122,15 +122,17 @@ struct peer {
     bool busy;
 };
 
-/* A request we sent a peer and wait the answer of: a remote spawn, or a
- * remote registry request. */
-enum { REQ_SPAWN, REQ_REG };
+/* A request we sent a peer and wait the answer of: a remote spawn, a
+ * remote registry request, or a process info request (whose answer is a
+ * data message from `about`). */
+enum { REQ_SPAWN, REQ_REG, REQ_INFO };
 struct pspawn {
     struct pspawn *next;
     struct kumo__timer timer;
     struct kumo__dist *d;
     struct peer *p;
     kumo_pid requester;
+    kumo_pid about; /* REQ_INFO: the pid asked about */
     uint64_t ref;
     uint8_t flags;
     uint8_t kind; /* REQ_* */
@@ -171,8 +173,10 @@ static void pspawn_answer(struct kumo__dist *d, struct pspawn *s, int err)
 {
     if (s->kind == REQ_SPAWN)
         kumo__spawn_reply(d->node, d->ps, s->requester, s->ref, 0, (kumo_pid){0}, err);
-    else
+    else if (s->kind == REQ_REG)
         kumo__reg_reply(d->node, d->ps, s->requester, s->ref, (kumo_pid){0}, err);
+    else
+        kumo__info_answer(d->node, d->ps, s->about, NULL, s->requester, s->ref, err);
 }
 
 /* kumo_node_connect's rendezvous: shared by the waiting thread and the
@@ -643,6 +647,7 @@ static void flush_pend(struct kumo__dist *d, struct peer *p)
         int err = kumo_conn_send(p->conn, &v, 1, NULL, NULL);
         if (err == -KUMO_EBUSY) {
             wait_ready(d, p); /* stays queued until the link drains */
+            pend_shrunk(d, p);
             return;
         }
         p->ph = q->next;
@@ -766,7 +771,10 @@ static void pspawn_timeout(struct kumo__shard *sh, struct kumo__timer *t)
     struct kumo__dist *d = s->d;
     pspawn_unlink(s);
     kumo__log(KUMO_LOG_WARN, "dist: %s request to node %016llx got no answer in time",
-              s->kind == REQ_SPAWN ? "spawn" : "registry", (unsigned long long)s->p->id);
+              s->kind == REQ_SPAWN ? "spawn"
+              : s->kind == REQ_REG ? "registry"
+                                   : "process info",
+              (unsigned long long)s->p->id);
     pspawn_answer(d, s, -KUMO_ETIMEOUT);
     kumo__free(s, sizeof *s);
 }
@@ -1149,6 +1157,14 @@ static void dist_out(struct kumo__dist *d, kumo_pid to, struct kumo_msg *m)
         kumo__log(KUMO_LOG_ERROR, "dist: item of kind %u cannot cross nodes", m->kind);
         kumo__msg_free(m);
         return;
+    }
+    if (m->kind == SIG_INFO) {
+        /* answered exactly once: by `to`, or here if the link goes first */
+        if (!pending_add(d, p, from, m->aux, 0, REQ_INFO)) {
+            kumo__msg_free(m);
+            return;
+        }
+        p->spawns->about = to;
     }
     const kumo_reason *r = NULL;
     uint64_t ref = m->aux;
@@ -1535,6 +1551,18 @@ static void on_frame(struct kumo__dist *d, struct peer *p, const struct kumo__dw
                       "(over this node's max_message)",
                       f->len, (unsigned long long)p->id);
             return;
+        }
+        if (f->op == KUMO__DW_DATA && f->type == node->type_info &&
+            f->len == sizeof(kumo_process_info_msg)) {
+            /* The answer to one of our process info requests; one already
+             * answered here (the link was lost first, or its deadline
+             * passed) is dropped, as a late spawn or registry reply is. */
+            kumo_ref r;
+            iov_copy(iov, n, f->payload_off, &r, sizeof r);
+            struct pspawn *s = pspawn_take(p, to, r.id);
+            if (!s)
+                return;
+            kumo__free(s, sizeof *s);
         }
         m = kumo__msg_new(f->len);
         if (!m)

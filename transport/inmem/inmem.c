@@ -177,13 +177,17 @@ static struct imsg *ctl_new(uint8_t kind)
 
 /* Posts a task to `to`'s shard from a shard running an endpoint of
  * `from`: without a lock within one transport (its engine lives while we
- * run), else under net.mu, where a detached endpoint is refused. */
+ * run), else under net.mu, where an endpoint that is closing (`gone`) or
+ * detached is refused.  So once an endpoint's close has taken net.mu, no
+ * other engine adds a task for it: what was posted before is flushed by
+ * the engine barrier kumo_transport_free runs after the close, before the
+ * net can free anything a task points to. */
 static int task_to(const struct inmem_t *from, struct inmem_ep *to, struct kumo__task *task)
 {
     if (to->owner == from)
         return kumo__task_post(to->eng, to->base.shard, task);
     pthread_mutex_lock(&net.mu);
-    int err = to->eng ? kumo__task_post(to->eng, to->base.shard, task) : -KUMO_ECLOSED;
+    int err = to->eng && !to->gone ? kumo__task_post(to->eng, to->base.shard, task) : -KUMO_ECLOSED;
     pthread_mutex_unlock(&net.mu);
     return err;
 }
