@@ -9,6 +9,7 @@
 struct kumo__name_entry {
     struct kumo__name_entry *next;
     kumo_pid pid;
+    uint64_t ref; /* the registry's monitor of another node's pid, or 0 */
     size_t len;
     char name[];
 };
@@ -79,7 +80,7 @@ static void grow(struct kumo__names *t)
     t->nbuckets = nb;
 }
 
-int kumo__names_add(struct kumo__names *t, const char *name, kumo_pid pid)
+int kumo__names_add(struct kumo__names *t, const char *name, kumo_pid pid, uint64_t ref)
 {
     size_t len = name ? strlen(name) : 0;
     if (len == 0 || len > KUMO_NAME_MAX)
@@ -88,6 +89,7 @@ int kumo__names_add(struct kumo__names *t, const char *name, kumo_pid pid)
     if (!e)
         return -ENOMEM;
     e->pid = pid;
+    e->ref = ref;
     e->len = len;
     memcpy(e->name, name, len + 1);
     pthread_rwlock_wrlock(&t->lock);
@@ -105,7 +107,8 @@ int kumo__names_add(struct kumo__names *t, const char *name, kumo_pid pid)
     return 0;
 }
 
-int kumo__names_remove(struct kumo__names *t, const char *name, const kumo_pid *only)
+int kumo__names_remove(struct kumo__names *t, const char *name, const kumo_pid *only, kumo_pid *pid,
+                       uint64_t *ref)
 {
     size_t len = name ? strlen(name) : 0;
     if (len == 0 || len > KUMO_NAME_MAX)
@@ -120,6 +123,10 @@ int kumo__names_remove(struct kumo__names *t, const char *name, const kumo_pid *
     *pp = e->next;
     t->count--;
     pthread_rwlock_unlock(&t->lock);
+    if (pid)
+        *pid = e->pid;
+    if (ref)
+        *ref = e->ref;
     kumo__free(e, entry_size(e->len));
     return 0;
 }

@@ -20,11 +20,14 @@ struct kumo__names {
 
 int kumo__names_init(struct kumo__names *t);
 void kumo__names_fini(struct kumo__names *t);
-/* 0, -KUMO_ENAMETAKEN, -EINVAL, -ENOMEM */
-int kumo__names_add(struct kumo__names *t, const char *name, kumo_pid pid);
+/* 0, -KUMO_ENAMETAKEN, -EINVAL, -ENOMEM.  `ref`: the registry's monitor
+ * of pid when it is another node's (0 otherwise), kept with the name. */
+int kumo__names_add(struct kumo__names *t, const char *name, kumo_pid pid, uint64_t ref);
 /* 0 or -KUMO_ENONAME.  With `only` non-NULL, removes the name only if it
- * maps to *only. */
-int kumo__names_remove(struct kumo__names *t, const char *name, const kumo_pid *only);
+ * maps to *only.  The removed name's pid and ref go to *pid and *ref
+ * (either may be NULL). */
+int kumo__names_remove(struct kumo__names *t, const char *name, const kumo_pid *only, kumo_pid *pid,
+                       uint64_t *ref);
 int kumo__names_lookup(struct kumo__names *t, const char *name, kumo_pid *out);
 /* Drops every name of `pid`; returns how many. */
 int kumo__names_release(struct kumo__names *t, kumo_pid pid);

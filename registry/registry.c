@@ -8,29 +8,37 @@
 
 #include <linux/membarrier.h>
 
-/* A pid of another node, registered here: the registry monitors it (as
- * kumo__registry_pid), and its DOWN releases its names (proc/route.c).
- * One monitor per registration; one that outlives an unregister ends
- * with the process. */
-static int register_remote_pid(kumo_node *node, const char *name, kumo_pid pid)
+/* The registry's monitor of another node's pid (as kumo__registry_pid):
+ * SIG_MONITOR or SIG_DEMONITOR with `ref`. */
+static int registry_watch(kumo_node *node, kumo_pid pid, uint8_t kind, uint64_t ref)
 {
-    if (!node->dist || atomic_load(&node->stopping))
-        return -KUMO_ENOPROC;
     struct kumo_msg *m = kumo__msg_new(0);
     if (!m)
         return -ENOMEM;
-    int err = kumo__names_add(&node->names, name, pid);
-    if (err) {
-        kumo__msg_free(m);
-        return err;
-    }
-    m->kind = SIG_MONITOR;
-    m->aux = kumo__new_ref(node, NULL);
+    m->kind = kind;
+    m->aux = ref;
     m->from = kumo__registry_pid(node);
     msg_set_dst(m, pid);
     struct kumo__shard *sh = kumo__shard_current();
     kumo__route(node, sh && sh->eng == node->eng ? sh->user : NULL, pid, m);
     return 0;
+}
+
+/* A pid of another node, registered here: the registry monitors it, and
+ * its DOWN releases its names (proc/route.c).  One monitor per name, kept
+ * with it; unregistering the name ends it. */
+static int register_remote_pid(kumo_node *node, const char *name, kumo_pid pid)
+{
+    if (!node->dist || atomic_load(&node->stopping))
+        return -KUMO_ENOPROC;
+    uint64_t ref = kumo__new_ref(node, NULL);
+    int err = kumo__names_add(&node->names, name, pid, ref);
+    if (err)
+        return err;
+    err = registry_watch(node, pid, SIG_MONITOR, ref);
+    if (err)
+        kumo__names_remove(&node->names, name, &pid, NULL, NULL);
+    return err;
 }
 
 int kumo_register(kumo_node *node, const char *name, kumo_pid pid)
@@ -39,7 +47,7 @@ int kumo_register(kumo_node *node, const char *name, kumo_pid pid)
         return register_remote_pid(node, name, pid);
     if (!kumo__pid_alive(node, pid))
         return -KUMO_ENOPROC;
-    int err = kumo__names_add(&node->names, name, pid);
+    int err = kumo__names_add(&node->names, name, pid, 0);
     if (err)
         return err;
     kumo__mark_named(node, pid);
@@ -50,7 +58,7 @@ int kumo_register(kumo_node *node, const char *name, kumo_pid pid)
     if (node->eng->feat.membarrier)
         kumo__membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED);
     if (!kumo__pid_alive(node, pid)) {
-        kumo__names_remove(&node->names, name, &pid);
+        kumo__names_remove(&node->names, name, &pid, NULL, NULL);
         return -KUMO_ENOPROC;
     }
     return 0;
@@ -58,7 +66,12 @@ int kumo_register(kumo_node *node, const char *name, kumo_pid pid)
 
 int kumo_unregister(kumo_node *node, const char *name)
 {
-    return kumo__names_remove(&node->names, name, NULL);
+    kumo_pid pid;
+    uint64_t ref = 0;
+    int err = kumo__names_remove(&node->names, name, NULL, &pid, &ref);
+    if (!err && ref)
+        registry_watch(node, pid, SIG_DEMONITOR, ref); /* no memory: it ends with pid */
+    return err;
 }
 
 int kumo_whereis(kumo_node *node, const char *name, kumo_pid *pid)

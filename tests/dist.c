@@ -1625,6 +1625,14 @@ DT_TEST(dist, a_pid_of_another_node_registered_here_loses_its_name_when_it_ends)
     cr_assert_eq(kumo_nsend(me, "dt.far", kt_type("dt.n"), &v, sizeof v), 0);
     cr_assert_eq(kt_expect_u64(e->ia, kt_type("dt.n")), 5);
     cr_assert_eq(kumo_register(e->a, "dt.far", echo), -KUMO_ENAMETAKEN);
+    /* One registry monitor per name: unregistering ends it. */
+    for (int k = 0; k < 3; k++) {
+        cr_assert_eq(kumo_unregister(e->a, "dt.far"), 0);
+        cr_assert_eq(kumo_register(e->a, "dt.far", echo), 0);
+    }
+    kumo_process_info_msg in;
+    expect_info(e->ia, echo, &in);
+    cr_assert_eq(in.monitored_by, 1u, "%u monitors on it", in.monitored_by);
     kumo_ref ref;
     cr_assert_eq(kumo_monitor(me, echo, &ref), 0);
     cr_assert_eq(kumo_kill(me, echo, NULL), 0);
