@@ -317,8 +317,16 @@ static void run_msg(struct kumo__shard *sh, struct kumo__task *t)
              * the side: then the connection cannot be tracked, and the
              * link is failed for both ends rather than half-open. */
             if (!broken) {
+                /* As a break: no later connect reuses the link, and the
+                 * connector hears of it. */
                 kumo__log(KUMO_LOG_WARN, "inmem: no memory to accept a connection: link failed");
+                pthread_mutex_lock(&net.mu);
+                m->L->current = false;
+                pthread_mutex_unlock(&net.mu);
                 atomic_store(&m->L->broken, true);
+                struct imsg *b = ctl_new(M_BROKEN);
+                b->L = m->L;
+                post(ep, m->from, b);
             }
             kumo__free(m->rec, sizeof *m->rec);
             break;
