@@ -168,7 +168,17 @@ static int decode_hello(const uint8_t *p, size_t len, struct kumo__dw_frame *f, 
 int kumo__dw_decode(const uint8_t *in, size_t avail, size_t total, struct kumo__dw_frame *f,
                     const char **why)
 {
-    memset(f, 0, offsetof(struct kumo__dw_frame, addr));
+    /* The small fields, one store each: a memset of them compiles to
+     * `rep stos`, whose start-up cost was a third of the receive path. */
+    f->op = 0;
+    f->flags = 0;
+    f->naddr = f->sflags = f->namelen = 0;
+    f->shard = 0;
+    f->from_node = f->to_node = 0;
+    f->to = f->from = (kumo_pid){0};
+    f->type = f->aux = 0;
+    f->payload_off = f->len = 0;
+    f->pid_node = 0;
     if (avail > total)
         return bad(why, "more bytes available than the frame has");
     size_t len = avail;
