@@ -62,11 +62,15 @@ static void resume_all(struct pshard *ps)
     }
 }
 
+/* The shard's own resume task (embedded in its pshard: no allocation
+ * that could fail and leave processes suspended). */
 static void resume_run(struct kumo__shard *sh, struct kumo__task *t)
 {
+    struct pshard *ps = (struct pshard *)((char *)t - offsetof(struct pshard, resume));
+    /* Cleared first: a drain after this point posts it again. */
+    atomic_store_explicit(&ps->resume_posted, false, memory_order_release);
     if (sh)
-        resume_all(sh->user);
-    kumo__free(t, sizeof *t);
+        resume_all(ps);
 }
 
 bool kumo__busy_set(struct kumo_node *node, uint64_t id)
@@ -93,11 +97,11 @@ void kumo__busy_clear(struct kumo_node *node, struct pshard *src, uint64_t id)
             resume_all(src);
             continue;
         }
-        struct kumo__task *t = kumo__alloc(sizeof *t);
-        if (!t)
-            continue; /* its suspended processes wait for the next drain */
-        t->fn = resume_run;
-        if (kumo__task_post(node->eng, s, t))
-            kumo__free(t, sizeof *t);
+        struct pshard *ps = node->ps[s];
+        if (atomic_exchange_explicit(&ps->resume_posted, true, memory_order_acq_rel))
+            continue; /* one is queued: it resumes whatever is suspended when it runs */
+        ps->resume.fn = resume_run;
+        if (kumo__task_post(node->eng, s, &ps->resume))
+            atomic_store(&ps->resume_posted, false); /* stopping: nothing runs there */
     }
 }

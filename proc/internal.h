@@ -325,6 +325,10 @@ struct pshard {
      * stores), read by kumo_node_process_count from anywhere */
     _Atomic int64_t live;
     struct kumo_proc *busy_head; /* PF_BUSY processes, linked by rq_next */
+    /* The task that resumes them (proc/busy.c): one per shard, posted by
+     * the controller when a busy peer drains, unless already on its way. */
+    struct kumo__task resume;
+    _Atomic bool resume_posted;
 };
 
 static inline void pshard_live_add(struct pshard *ps, int64_t d)
