@@ -127,6 +127,18 @@ static void dt_stop(dt_env *e)
     kt_stop(e->a);
 }
 
+/* Takes the first message of `type` (len bytes starting with a kumo_ref)
+ * into out, asserting its ref. */
+static void expect_with_ref(kumo_inbox *ib, uint64_t type, kumo_ref ref, void *out, size_t len)
+{
+    kt_take(kt_expect(ib, type), out, len);
+    kumo_ref got;
+    memcpy(&got, out, sizeof got);
+    cr_assert(kumo_ref_eq(got, ref), "%s for ref %llx, expected %llx",
+              kt_type_name(type, (char[32]){0}, 32), (unsigned long long)got.id,
+              (unsigned long long)ref.id);
+}
+
 #define DT_TEST(suite, name)                                                                       \
     static void suite##__##name(dt_env *e, unsigned kt_shards);                                    \
     static void suite##__##name##_run(const char *tr, unsigned shards)                             \
@@ -412,11 +424,8 @@ DT_TEST(dist, a_send_port_works_from_the_other_node)
 
 static kumo_port_down_msg expect_port_down(kumo_inbox *ib, kumo_ref ref)
 {
-    kumo_msg *m = kt_expect(ib, kumo_type_port_down());
     kumo_port_down_msg d;
-    KT_TAKE(m, d);
-    cr_assert(kumo_ref_eq(d.ref, ref), "port-down for ref %llx, expected %llx",
-              (unsigned long long)d.ref.id, (unsigned long long)ref.id);
+    expect_with_ref(ib, kumo_type_port_down(), ref, &d, sizeof d);
     return d;
 }
 
@@ -587,11 +596,8 @@ DT_TEST(dist, call_runs_a_closure_and_returns_its_answer)
 
 static kumo_node_down_msg expect_node_down(kumo_inbox *ib, kumo_ref ref)
 {
-    kumo_msg *m = kt_expect(ib, kumo_type_node_down());
     kumo_node_down_msg d;
-    KT_TAKE(m, d);
-    cr_assert(kumo_ref_eq(d.ref, ref), "node-down for ref %llx, expected %llx",
-              (unsigned long long)d.ref.id, (unsigned long long)ref.id);
+    expect_with_ref(ib, kumo_type_node_down(), ref, &d, sizeof d);
     return d;
 }
 
@@ -1489,6 +1495,29 @@ static void blocker_init(kumo_proc *self, void *state)
     kumo_receive(self, &set, KUMO_INFINITY);
 }
 
+/* Blocks b's shard 0 (its controller: b reads nothing) until
+ * sem_post(&bl->release); returns the blocker's pid. */
+static kumo_pid block_b(dt_env *e, struct blocker *bl)
+{
+    sem_init(&bl->entered, 0, 0);
+    sem_init(&bl->release, 0, 0);
+    kumo_pid blk = kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = 0}, blocker_init, bl);
+    kt_send_u64(kumo_inbox_proc(e->ib), blk, kt_type("dt.block"), 0);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += KT_WAIT_NS / 1000000000;
+    cr_assert_eq(sem_timedwait(&bl->entered, &dl), 0, "b's shard 0 never blocked");
+    return blk;
+}
+
+/* After the release: ends the blocker and frees what block_b made. */
+static void blocker_end(dt_env *e, struct blocker *bl, kumo_pid blk)
+{
+    dt_end_on_b(e, blk);
+    sem_destroy(&bl->entered);
+    sem_destroy(&bl->release);
+}
+
 /* Sends K messages of 64 KiB (numbered) to `to` per callback, then a
  * "more" to itself, FLOOD_TURNS times; then tells `report`. */
 #define FLOOD_K 8
@@ -1539,14 +1568,7 @@ static void a_flood_to_a_node_that_does_not_drain_stays_bounded(const char *tr, 
     kumo_pid seq =
         kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = KT_OTHER(shards)}, seq_init, &st);
     struct blocker bl;
-    sem_init(&bl.entered, 0, 0);
-    sem_init(&bl.release, 0, 0);
-    kumo_pid blk = kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = 0}, blocker_init, &bl);
-    kt_send_u64(kumo_inbox_proc(e->ib), blk, kt_type("dt.block"), 0);
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += KT_WAIT_NS / 1000000000;
-    cr_assert_eq(sem_timedwait(&bl.entered, &dl), 0, "b's shard 0 never blocked");
+    kumo_pid blk = block_b(e, &bl);
 
     struct flooder f = {.to = seq, .report = kumo_inbox_pid(e->ia), .buf = calloc(1, FLOOD_LEN)};
     kt_spawn(e->a, e->ia, &(kumo_spawn_opts){.shard = 0}, flooder_init, &f);
@@ -1580,10 +1602,8 @@ static void a_flood_to_a_node_that_does_not_drain_stays_bounded(const char *tr, 
     cr_assert(!pi.busy);
     cr_assert_eq(pi.queued_bytes, 0u);
     free(f.buf);
-    dt_end_on_b(e, blk);
+    blocker_end(e, &bl, blk);
     dt_end_on_b(e, seq);
-    sem_destroy(&bl.entered);
-    sem_destroy(&bl.release);
     dt_stop(e);
 }
 
@@ -1659,16 +1679,9 @@ DT_TEST(dist, process_info_lost_with_its_link_is_answered_with_connlost)
 {
     /* b's shard 0 (its controller) is blocked, so b answers nothing; the
      * link breaks: the request is answered once, by a, with connlost. */
-    struct blocker bl;
-    sem_init(&bl.entered, 0, 0);
-    sem_init(&bl.release, 0, 0);
-    kumo_pid blk = kt_spawn(e->b, e->ib, &(kumo_spawn_opts){.shard = 0}, blocker_init, &bl);
     kumo_pid echo = kt_spawn(e->b, e->ib, NULL, kt_echo_init, NULL);
-    kt_send_u64(kumo_inbox_proc(e->ib), blk, kt_type("dt.block"), 0);
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += KT_WAIT_NS / 1000000000;
-    cr_assert_eq(sem_timedwait(&bl.entered, &dl), 0, "b's shard 0 never blocked");
+    struct blocker bl;
+    kumo_pid blk = block_b(e, &bl);
     kumo_ref ref;
     cr_assert_eq(kumo_process_info(kumo_inbox_proc(e->ia), echo, &ref), 0);
     dt_break(e);
@@ -1679,11 +1692,9 @@ DT_TEST(dist, process_info_lost_with_its_link_is_answered_with_connlost)
     cr_assert_eq(in.err, -KUMO_ECONNLOST, "got %s", kumo_strerror(in.err));
     cr_assert(!in.alive);
     sem_post(&bl.release);
-    dt_end_on_b(e, blk);
+    blocker_end(e, &bl, blk);
     dt_end_on_b(e, echo);
     /* nothing else came: no second answer */
     kt_send_u64(kumo_inbox_proc(e->ia), kumo_inbox_pid(e->ia), kt_type("dt.mark"), 0);
     kumo_msg_free(kt_expect_next(e->ia, kt_type("dt.mark")));
-    sem_destroy(&bl.entered);
-    sem_destroy(&bl.release);
 }
