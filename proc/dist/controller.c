@@ -231,6 +231,18 @@ static void waiter_finish(struct waiter *w, int err, uint64_t peer)
     waiter_put(w);
 }
 
+/* A waiter's task on shard 0: the waiter, or NULL when the engine stopped
+ * before it ran (the waiter is then finished with -KUMO_ESHUTDOWN). */
+static struct waiter *waiter_task(struct kumo__shard *sh, struct kumo__task *t)
+{
+    struct waiter *w = (struct waiter *)t;
+    if (!sh) {
+        waiter_finish(w, -KUMO_ESHUTDOWN, 0);
+        return NULL;
+    }
+    return w;
+}
+
 /* A peer is connected once both directions are up. */
 static void peer_check_waiters(struct peer *p)
 {
@@ -1702,11 +1714,9 @@ static void on_event(kumo_endpoint *ep, const kumo_event *ev, void *arg)
 
 static void connect_task(struct kumo__shard *sh, struct kumo__task *t)
 {
-    struct waiter *w = (struct waiter *)t;
-    if (!sh) {
-        waiter_finish(w, -KUMO_ESHUTDOWN, 0);
+    struct waiter *w = waiter_task(sh, t);
+    if (!w)
         return;
-    }
     struct kumo__dist *d = w->d;
     if (d->stopping) {
         waiter_finish(w, -KUMO_ESHUTDOWN, 0);
@@ -1785,11 +1795,9 @@ int kumo_node_connect(kumo_node *node, const kumo_address *address, int64_t time
 
 static void break_task(struct kumo__shard *sh, struct kumo__task *t)
 {
-    struct waiter *w = (struct waiter *)t;
-    if (!sh) {
-        waiter_finish(w, -KUMO_ESHUTDOWN, 0);
+    struct waiter *w = waiter_task(sh, t);
+    if (!w)
         return;
-    }
     struct kumo__dist *d = w->d;
     struct peer *p = d->stopping ? NULL : peer_by_id(d, w->peer);
     if (p && p->tix >= 0)
@@ -1836,11 +1844,9 @@ static int run_on_shard0(struct kumo_node *node,
 
 static void peers_task(struct kumo__shard *sh, struct kumo__task *t)
 {
-    struct waiter *w = (struct waiter *)t;
-    if (!sh) {
-        waiter_finish(w, -KUMO_ESHUTDOWN, 0);
+    struct waiter *w = waiter_task(sh, t);
+    if (!w)
         return;
-    }
     struct kumo__dist *d = w->d;
     unsigned n = 0;
     for (struct peer *p = d->stopping ? NULL : d->peers; p; p = p->next) {
