@@ -3,6 +3,8 @@
 
 #include "engine/alloc.h"
 
+#include <kumo/dist.h>
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -427,8 +429,62 @@ kumo_inbox *kt_inbox(kumo_node *node)
 
 kt_env kt_env_start(unsigned shards)
 {
-    kt_env e;
-    e.node = kt_start(shards);
+    return kt_env_start_on("local", shards);
+}
+
+/* The closure kt_spawn_peer runs on another node: its argument bytes are
+ * an init function and its state, valid in this OS process. */
+struct kt_fn_args {
+    kumo_init_fn init;
+    void *state;
+};
+
+static void kt_fn_closure(kumo_proc *self, const void *args, size_t len)
+{
+    struct kt_fn_args a;
+    if (len != sizeof a) {
+        kumo_die(self, KUMO_EXCEPTION, "kt.fn: %zu argument bytes", len);
+        return;
+    }
+    memcpy(&a, args, sizeof a);
+    kumo_set_state(self, a.state); /* handlers get it, as after kumo_spawn */
+    a.init(self, a.state);
+}
+
+static const kumo_closure kt_table[] = {{.name = "kt.fn", .init = kt_fn_closure}};
+#define KT_COOKIE "kumo-test-cookie"
+static const kumo_tcp_config kt_tcp = {.cookie = KT_COOKIE};
+static const kumo_shm_config kt_shm = {.cookie = KT_COOKIE};
+
+kt_env kt_env_start_on(const char *topology, unsigned shards)
+{
+    kt_env e = {.topology = topology};
+    if (strcmp(topology, "local") == 0) {
+        e.node = kt_start(shards);
+        e.peer = e.node;
+    } else {
+        const void *tcfg = strcmp(topology, "tcp") == 0   ? (const void *)&kt_tcp
+                           : strcmp(topology, "shm") == 0 ? (const void *)&kt_shm
+                                                          : NULL;
+        cr_assert(tcfg || strcmp(topology, "inmem") == 0, "unknown topology %s", topology);
+        kumo_dist_transport tr = {.name = topology, .config = tcfg};
+        kumo_node_config cfg = {.shards = shards,
+                                .transports = &tr,
+                                .ntransports = 1,
+                                .closures = kt_table,
+                                .nclosures = 1};
+        e.node = kt_start_cfg(cfg);
+        cfg.spin_ns = 20000;
+        cfg.no_pin = true;
+        int err = kumo_node_start(&cfg, &e.peer);
+        cr_assert_eq(err, 0, "peer node over %s: %s", topology, kumo_strerror(err));
+        kumo_address addr;
+        cr_assert_eq(kumo_node_address(e.peer, 0, &addr), 0);
+        uint64_t id = 0;
+        err = kumo_node_connect(e.node, &addr, KT_WAIT_NS, &id);
+        cr_assert_eq(err, 0, "connecting to the peer over %s: %s", topology, kumo_strerror(err));
+        cr_assert_eq(id, kumo_node_id(e.peer));
+    }
     e.ib = kt_inbox(e.node);
     e.me = kumo_inbox_proc(e.ib);
     return e;
@@ -437,7 +493,22 @@ kt_env kt_env_start(unsigned shards)
 void kt_env_stop(kt_env *e)
 {
     kumo_inbox_free(e->ib);
+    if (e->peer != e->node)
+        kumo_node_free(e->peer);
     kt_stop(e->node);
+}
+
+kumo_pid kt_spawn_peer(kt_env *e, const kumo_spawn_opts *opts, kumo_init_fn init, void *state)
+{
+    if (e->peer == e->node)
+        return kt_spawn(e->node, e->ib, opts, init, state);
+    struct kt_fn_args a = {.init = init, .state = state};
+    kumo_pid pid = {0};
+    int err =
+        kumo_spawn_remote_wait(e->ib, kumo_node_id(e->peer), "kt.fn", &a, sizeof a, opts, &pid);
+    cr_assert_eq(err, 0, "spawn on the peer over %s: %s", e->topology, kumo_strerror(err));
+    cr_assert(!kumo_pid_is_null(pid));
+    return pid;
 }
 
 /* ------------------------------------------------------------------ */
@@ -571,4 +642,25 @@ kumo_pid kt_spawn(kumo_node *node, kumo_inbox *ib, const kumo_spawn_opts *opts, 
     cr_assert_eq(err, 0, "kumo_spawn: %s", kumo_strerror(err));
     cr_assert(!kumo_pid_is_null(pid));
     return pid;
+}
+
+int kt_spawn_at(kumo_proc *self, kumo_node *node, const kumo_spawn_opts *opts, kumo_init_fn init,
+                void *state, kumo_pid *out)
+{
+    *out = (kumo_pid){0};
+    if (node == kumo_self_node(self))
+        return kumo_spawn(node, self, opts, init, state, out);
+    struct kt_fn_args a = {.init = init, .state = state};
+    kumo_ref ref;
+    return kumo_spawn_remote(self, kumo_node_id(node), "kt.fn", &a, sizeof a, opts, &ref);
+}
+
+bool kt_is_did_spawn(const kumo_msg *m, kumo_pid *pid)
+{
+    if (kumo_msg_type(m) != kumo_type_did_spawn() || kumo_msg_len(m) != sizeof(kumo_did_spawn_msg))
+        return false;
+    kumo_did_spawn_msg d;
+    memcpy(&d, kumo_msg_data(m), sizeof d);
+    *pid = d.err ? (kumo_pid){0} : d.pid;
+    return true;
 }

@@ -90,17 +90,71 @@ void kt_leak_baseline(void);
 kumo_inbox *kt_inbox(kumo_node *node);
 
 /* Most tests' setting: a node, an inbox on it where the test receives, and
- * the inbox's process (`me`), which the test sends as. */
+ * the inbox's process (`me`), which the test sends as.  `peer` is the node
+ * where the processes the test talks to live: `node` itself, or a second
+ * node (the topology axis, KT_NET_TEST). */
 typedef struct kt_env {
     kumo_node *node;
     kumo_inbox *ib;
     kumo_proc *me;
+    kumo_node *peer;
+    const char *topology; /* "local", "inmem", "tcp" or "shm" */
 } kt_env;
 
-/* kt_start(shards) and an inbox on it. */
+/* kt_start(shards) and an inbox on it; peer is the same node. */
 kt_env kt_env_start(unsigned shards);
-/* Frees the inbox, then kt_stop (with its leak check). */
+/*
+ * The same on a topology: "local" as kt_env_start; "inmem", "tcp" or
+ * "shm" start a second node `peer` in this OS process (unpinned, same
+ * shard count) reached over that transport, already connected.  Both
+ * nodes run the closure table of kt_spawn_peer.
+ */
+kt_env kt_env_start_on(const char *topology, unsigned shards);
+/* Frees the inbox and the peer node, then kt_stop (with its leak check). */
 void kt_env_stop(kt_env *e);
+/*
+ * Spawns init(state) on e->peer as the test inbox's process would (opts'
+ * link and monitor are atomic with the spawn, as locally).  On another
+ * node it is a remote spawn by closure whose argument bytes are the
+ * function and state pointers (both nodes live in this OS process);
+ * opts->on_exit is then ignored.  Asserts success.
+ */
+kumo_pid kt_spawn_peer(kt_env *e, const kumo_spawn_opts *opts, kumo_init_fn init, void *state);
+/*
+ * From a process (on its shard): spawns init(state) on `node` with opts.
+ * On the process's own node this is kumo_spawn and *out is the pid; on
+ * another it is kumo_spawn_remote of kt_spawn_peer's closure, *out stays
+ * null and the pid comes in a did_spawn message (kt_is_did_spawn).
+ * Returns the spawn's error.
+ */
+int kt_spawn_at(kumo_proc *self, kumo_node *node, const kumo_spawn_opts *opts, kumo_init_fn init,
+                void *state, kumo_pid *out);
+/* True for a did_spawn message; its pid (null on failure) in *pid. */
+bool kt_is_did_spawn(const kumo_msg *m, kumo_pid *pid);
+/* True when e->peer is another node. */
+#define KT_REMOTE(e) ((e)->peer != (e)->node)
+
+/*
+ * KT_NET_TEST(suite, name) { ... body using kt_topology and kt_shards ... }
+ * runs the body on every topology (local, inmem, tcp, shm) with 1 and 2
+ * shards: suite::name_<topology>_<n>shard(s).
+ */
+#define KT_NET_CASE(suite, name, topo, n, sfx)                                                     \
+    Test(suite, name##_##topo##_##sfx, .timeout = KT_TIMEOUT)                                      \
+    {                                                                                              \
+        suite##__##name(#topo, n);                                                                 \
+    }
+#define KT_NET_TEST(suite, name)                                                                   \
+    static void suite##__##name(const char *kt_topology, unsigned kt_shards);                      \
+    KT_NET_CASE(suite, name, local, 1, 1shard)                                                     \
+    KT_NET_CASE(suite, name, local, 2, 2shards)                                                    \
+    KT_NET_CASE(suite, name, inmem, 1, 1shard)                                                     \
+    KT_NET_CASE(suite, name, inmem, 2, 2shards)                                                    \
+    KT_NET_CASE(suite, name, tcp, 1, 1shard)                                                       \
+    KT_NET_CASE(suite, name, tcp, 2, 2shards)                                                      \
+    KT_NET_CASE(suite, name, shm, 1, 1shard)                                                       \
+    KT_NET_CASE(suite, name, shm, 2, 2shards)                                                      \
+    static void suite##__##name(const char *kt_topology, unsigned kt_shards)
 
 /* A message type with a name kept for failure dumps. */
 uint64_t kt_type(const char *name);

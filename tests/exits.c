@@ -42,25 +42,25 @@ static void child_init(kumo_proc *self, void *st)
     }
 }
 
-static kumo_pid spawn_child(kumo_node *node, kumo_inbox *ib, unsigned shards, struct child *c,
-                            kumo_ref *mon, bool link)
+/* On the test's peer node, from its inbox. */
+static kumo_pid spawn_child(kt_env *env, unsigned shards, struct child *c, kumo_ref *mon, bool link)
 {
-    return kt_spawn(node, ib,
-                    &(kumo_spawn_opts){.shard = KT_OTHER(shards), .monitor = mon, .link = link},
-                    child_init, c);
+    return kt_spawn_peer(
+        env, &(kumo_spawn_opts){.shard = KT_OTHER(shards), .monitor = mon, .link = link},
+        child_init, c);
 }
 
 /* ------------------------------------------------------------------ */
 /* Monitors and links to what is not there                             */
 /* ------------------------------------------------------------------ */
 
-KT_TEST(exits, monitor_dead_or_unknown_pid_gives_unknown_id)
+KT_NET_TEST(exits, monitor_dead_or_unknown_pid_gives_unknown_id)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     struct child c = {.how = RETURN};
     kumo_ref r0;
-    kumo_pid dead = spawn_child(env.node, env.ib, kt_shards, &c, &r0, false);
+    kumo_pid dead = spawn_child(&env, kt_shards, &c, &r0, false);
     kt_down(env.ib, dead, KUMO_NORMAL, "");
 
     kumo_pid other_node = dead;
@@ -79,7 +79,9 @@ KT_TEST(exits, monitor_dead_or_unknown_pid_gives_unknown_id)
         cr_assert(kumo_pid_eq(d.pid, targets[i]), "DOWN about %s, monitored %s", kt_pid(d.pid),
                   kt_pid(targets[i]));
         cr_assert(kumo_ref_eq(d.ref, ref));
-        kt_assert_reason(&d.reason, KUMO_UNKNOWN_ID, NULL);
+        /* A node nobody can reach: disconnect (Cloud Haskell's
+         * DiedDisconnect), on a node with distribution or without. */
+        kt_assert_reason(&d.reason, i == 3 ? KUMO_DISCONNECT : KUMO_UNKNOWN_ID, NULL);
         /* The monitor is spent: cancelling it now finds nothing. */
         cr_assert_eq(kumo_unmonitor(env.me, ref), -ENOENT);
     }
@@ -118,13 +120,13 @@ static void prober_link_init(kumo_proc *self, void *st)
     kumo_receive(self, &prober_set, KUMO_INFINITY);
 }
 
-KT_TEST(exits, link_to_dead_pid_gives_unknown_id)
+KT_NET_TEST(exits, link_to_dead_pid_gives_unknown_id)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     struct child c = {.how = RETURN};
     kumo_ref r0;
-    kumo_pid dead = spawn_child(env.node, env.ib, kt_shards, &c, &r0, false);
+    kumo_pid dead = spawn_child(&env, kt_shards, &c, &r0, false);
     kt_down(env.ib, dead, KUMO_NORMAL, "");
 
     /* The inbox traps: the signal arrives as a message. */
@@ -176,10 +178,10 @@ KT_TEST(exits, link_to_dead_pid_gives_unknown_id)
 /* Exit reasons reach monitors and linkers                             */
 /* ------------------------------------------------------------------ */
 
-KT_TEST(exits, reasons_reach_monitors_and_linkers)
+KT_NET_TEST(exits, reasons_reach_monitors_and_linkers)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     struct {
         struct child c;
         int signal; /* 0 none, 1 kill, 2 exit(exception) */
@@ -194,7 +196,7 @@ KT_TEST(exits, reasons_reach_monitors_and_linkers)
     };
     for (unsigned i = 0; i < sizeof cases / sizeof *cases; i++) {
         kumo_ref ref, ref2;
-        kumo_pid pid = spawn_child(env.node, env.ib, kt_shards, &cases[i].c, &ref, true);
+        kumo_pid pid = spawn_child(&env, kt_shards, &cases[i].c, &ref, true);
         /* A second monitor gets its own DOWN.  (Only for a child still
          * alive: one that ended in init may be gone, and then the right
          * answer is unknown-id.) */
@@ -228,6 +230,7 @@ static const kumo_recv linker_set = {.matches = linker_match, .n = 1};
 
 struct linker {
     kumo_pid ib, child;
+    kumo_node *child_node;
     struct child c;
     unsigned child_shard;
     bool trap, with_monitor;
@@ -237,7 +240,12 @@ struct linker {
 static void linker_msg(kumo_proc *self, void *st, kumo_msg *m)
 {
     struct linker *l = st;
-    if (kumo_msg_type(m) == kumo_type_exit()) {
+    if (kt_is_did_spawn(m, &l->child)) { /* the child is on another node */
+        if (kumo_pid_is_null(l->child))
+            kumo_die(self, KUMO_EXCEPTION, "remote spawn failed");
+        else
+            kumo_send(self, l->ib, T_READY, &l->child, sizeof l->child);
+    } else if (kumo_msg_type(m) == kumo_type_exit()) {
         kumo_send(self, l->ib, T_REP, kumo_msg_data(m), kumo_msg_len(m));
     } else if (kumo_msg_type(m) == kumo_type_down()) {
         /* The link's signal came first and did not end us. */
@@ -251,44 +259,70 @@ static void linker_msg(kumo_proc *self, void *st, kumo_msg *m)
 static void linker_init(kumo_proc *self, void *st)
 {
     struct linker *l = st;
-    int err = kumo_spawn(kumo_self_node(self), self,
-                         &(kumo_spawn_opts){.shard = (int)l->child_shard,
-                                            .link = true,
-                                            .monitor = l->with_monitor ? &l->ref : NULL},
-                         child_init, &l->c, &l->child);
+    int err = kt_spawn_at(self, l->child_node,
+                          &(kumo_spawn_opts){.shard = (int)l->child_shard,
+                                             .link = true,
+                                             .monitor = l->with_monitor ? &l->ref : NULL},
+                          child_init, &l->c, &l->child);
     if (err) {
         kumo_die(self, KUMO_EXCEPTION, "spawn: %s", kumo_strerror(err));
         return;
     }
-    kumo_send(self, l->ib, T_READY, &l->child, sizeof l->child);
+    if (!kumo_pid_is_null(l->child))
+        kumo_send(self, l->ib, T_READY, &l->child, sizeof l->child);
     kumo_receive(self, &linker_set, KUMO_INFINITY);
 }
 
-static kumo_pid spawn_linker(kumo_node *node, kumo_inbox *ib, unsigned shards, struct linker *l,
-                             kumo_ref *ref)
+/*
+ * A linker on the test's node whose child is on its peer node.  It reports
+ * the child's pid (T_READY) once it knows it; from another node that is
+ * when the did_spawn arrives, and a linker that does not trap may die of
+ * a child that ended at once before that: then the report may or may not
+ * come (the test drops it with drop_ready once the linker's DOWN is in).
+ */
+static kumo_pid spawn_linker(kt_env *env, unsigned shards, struct linker *l, kumo_ref *ref)
 {
-    l->ib = kumo_inbox_pid(ib);
+    l->ib = kumo_inbox_pid(env->ib);
+    l->child_node = env->peer;
     l->child_shard = KT_OTHER(shards);
-    kumo_pid pid =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = 0, .trap_exit = l->trap, .monitor = ref},
-                 linker_init, l);
+    kumo_pid pid = kt_spawn(env->node, env->ib,
+                            &(kumo_spawn_opts){.shard = 0, .trap_exit = l->trap, .monitor = ref},
+                            linker_init, l);
+    if (KT_REMOTE(env) && !l->trap && l->c.how != WAIT)
+        return pid;
     kumo_pid child;
-    KT_TAKE(kt_expect(ib, T_READY), child);
+    KT_TAKE(kt_expect(env->ib, T_READY), child);
     cr_assert(kumo_pid_eq(child, l->child));
     return pid;
 }
 
-KT_TEST(exits, trapping_linker_gets_exit_messages)
+static bool is_ready(const kumo_msg *m, void *arg)
+{
+    (void)arg;
+    return kumo_msg_type(m) == T_READY;
+}
+
+/* After a linker's DOWN: takes the report it may have sent (see above). */
+static void drop_ready(kt_env *env)
+{
+    kumo_msg *m = NULL;
+    if (kumo_inbox_recv(env->ib, is_ready, NULL, 0, &m) == 0) {
+        cr_assert(KT_REMOTE(env), "a second report from a local linker");
+        kumo_msg_free(m);
+    }
+}
+
+KT_NET_TEST(exits, trapping_linker_gets_exit_messages)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     struct child kinds[] = {{RETURN, NULL}, {DIE_EXCEPTION, "oops"}, {WAIT, NULL}};
     kumo_reason_kind want[] = {KUMO_NORMAL, KUMO_EXCEPTION, KUMO_KILLED};
     const char *want_text[] = {"", "oops", "k"};
     for (unsigned i = 0; i < 3; i++) {
         struct linker l = {.c = kinds[i], .trap = true};
         kumo_ref ref;
-        kumo_pid lp = spawn_linker(env.node, env.ib, kt_shards, &l, &ref);
+        kumo_pid lp = spawn_linker(&env, kt_shards, &l, &ref);
         if (kinds[i].how == WAIT)
             kumo_kill(env.me, l.child, "k");
         kumo_exit_msg e;
@@ -301,36 +335,38 @@ KT_TEST(exits, trapping_linker_gets_exit_messages)
     kt_env_stop(&env);
 }
 
-KT_TEST(exits, untrapped_linker_dies_with_abnormal_reason)
+KT_NET_TEST(exits, untrapped_linker_dies_with_abnormal_reason)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
 
     struct linker l = {.c = {DIE_EXCEPTION, "boom"}};
     kumo_ref ref;
-    kumo_pid lp = spawn_linker(env.node, env.ib, kt_shards, &l, &ref);
+    kumo_pid lp = spawn_linker(&env, kt_shards, &l, &ref);
     kt_down(env.ib, lp, KUMO_EXCEPTION, "boom");
+    drop_ready(&env);
 
     /* A killed child's "killed" reason also ends an untrapped linker. */
     struct linker k = {.c = {WAIT, NULL}};
-    kumo_pid kp = spawn_linker(env.node, env.ib, kt_shards, &k, &ref);
+    kumo_pid kp = spawn_linker(&env, kt_shards, &k, &ref);
     kumo_kill(env.me, k.child, "shot");
     kt_down(env.ib, kp, KUMO_KILLED, "shot");
     kt_env_stop(&env);
 }
 
-KT_TEST(exits, untrapped_linker_dies_with_the_normal_exit_of_its_target)
+KT_NET_TEST(exits, untrapped_linker_dies_with_the_normal_exit_of_its_target)
 {
     /* Cloud Haskell's link: a normal end fires it too (DiedNormal). */
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     struct child ends[] = {{RETURN, NULL}, {DIE_NORMAL, NULL}};
     for (unsigned i = 0; i < 2; i++) {
         struct linker l = {.c = ends[i], .with_monitor = true};
         kumo_ref ref;
-        kumo_pid lp = spawn_linker(env.node, env.ib, kt_shards, &l, &ref);
+        kumo_pid lp = spawn_linker(&env, kt_shards, &l, &ref);
         /* The linker ends before its DOWN of the child could reach it. */
         kt_down(env.ib, lp, KUMO_NORMAL, "");
+        drop_ready(&env);
         kumo_msg *m = NULL;
         cr_assert_eq(kumo_inbox_recv(env.ib, NULL, NULL, 0, &m), -KUMO_ETIMEOUT,
                      "the linker survived: it reported to the inbox");
@@ -354,12 +390,12 @@ static void assert_cause(const kumo_reason *r, kumo_reason_via via, kumo_pid by,
     }
 }
 
-KT_TEST(exits, a_reason_names_the_process_that_ended_it)
+KT_NET_TEST(exits, a_reason_names_the_process_that_ended_it)
 {
     /* Cloud Haskell's killed-by=<pid> and exit-from=<pid>: for monitors,
      * links and trapped exits alike. */
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     kumo_pid me = kumo_inbox_pid(env.ib);
 
     /* Killed: its monitor, its trapping linker and its untrapped linker
@@ -367,7 +403,7 @@ KT_TEST(exits, a_reason_names_the_process_that_ended_it)
     for (int trap = 0; trap < 2; trap++) {
         struct linker l = {.c = {WAIT, NULL}, .trap = trap};
         kumo_ref lref, cref;
-        kumo_pid lp = spawn_linker(env.node, env.ib, kt_shards, &l, &lref);
+        kumo_pid lp = spawn_linker(&env, kt_shards, &l, &lref);
         cr_assert_eq(kumo_monitor(env.me, l.child, &cref), 0);
         cr_assert_eq(kumo_kill(env.me, l.child, "shot"), 0);
         kumo_down_msg d = kt_expect_down_ref(env.ib, cref);
@@ -391,18 +427,18 @@ KT_TEST(exits, a_reason_names_the_process_that_ended_it)
     /* Ended by an exit signal, from another process or from itself. */
     struct child c = {.how = WAIT};
     kumo_ref ref;
-    kumo_pid p = spawn_child(env.node, env.ib, kt_shards, &c, &ref, false);
+    kumo_pid p = spawn_child(&env, kt_shards, &c, &ref, false);
     cr_assert_eq(kumo_exit(env.me, p, KUMO_EXCEPTION, "boom"), 0);
     kumo_down_msg d = kt_expect_down_ref(env.ib, ref);
     assert_cause(&d.reason, KUMO_VIA_EXIT, me, "exception:boom,exit-from=");
 
     /* Ended by itself: nobody is named. */
     c = (struct child){.how = DIE_EXCEPTION, .text = "own"};
-    p = spawn_child(env.node, env.ib, kt_shards, &c, &ref, false);
+    p = spawn_child(&env, kt_shards, &c, &ref, false);
     d = kt_expect_down_ref(env.ib, ref);
     assert_cause(&d.reason, KUMO_VIA_NONE, (kumo_pid){0}, "exception:own");
     c = (struct child){.how = RETURN};
-    p = spawn_child(env.node, env.ib, kt_shards, &c, &ref, false);
+    p = spawn_child(&env, kt_shards, &c, &ref, false);
     d = kt_expect_down_ref(env.ib, ref);
     assert_cause(&d.reason, KUMO_VIA_NONE, (kumo_pid){0}, "normal");
 
@@ -449,15 +485,14 @@ static void elinked_init(kumo_proc *self, void *st)
     kumo_receive(self, &elinked_set, KUMO_INFINITY);
 }
 
-KT_TEST(exits, an_erlang_link_ignores_normal_ends_and_spreads_abnormal_ones_both_ways)
+KT_NET_TEST(exits, an_erlang_link_ignores_normal_ends_and_spreads_abnormal_ones_both_ways)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     kumo_ref ra, rb, rc;
     kumo_pid a = kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.monitor = &ra}, elinked_init, NULL);
-    kumo_pid b =
-        kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.monitor = &rb, .shard = KT_OTHER(kt_shards)},
-                 elinked_init, NULL);
+    kumo_pid b = kt_spawn_peer(
+        &env, &(kumo_spawn_opts){.monitor = &rb, .shard = KT_OTHER(kt_shards)}, elinked_init, NULL);
     kumo_pid c = kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.monitor = &rc}, elinked_init, NULL);
     /* a <-> b, b <-> c, each made from one end */
     kumo_pid ab[2] = {b, kumo_inbox_pid(env.ib)};
@@ -480,13 +515,12 @@ KT_TEST(exits, an_erlang_link_ignores_normal_ends_and_spreads_abnormal_ones_both
     kt_env_stop(&env);
 }
 
-KT_TEST(exits, an_erlang_link_to_a_dead_pid_ends_an_untrapped_caller)
+KT_NET_TEST(exits, an_erlang_link_to_a_dead_pid_ends_an_untrapped_caller)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     kumo_ref r;
-    kumo_pid gone =
-        kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.monitor = &r}, elinked_init, NULL);
+    kumo_pid gone = kt_spawn_peer(&env, &(kumo_spawn_opts){.monitor = &r}, elinked_init, NULL);
     kumo_send(env.me, gone, kt_type_stop(), NULL, 0);
     kt_expect_down_ref(env.ib, r);
     kumo_ref rl;
@@ -507,15 +541,15 @@ KT_TEST(exits, an_erlang_link_to_a_dead_pid_ends_an_untrapped_caller)
 /* unlink and unmonitor                                                */
 /* ------------------------------------------------------------------ */
 
-KT_TEST(exits, unlink_and_unmonitor_from_inbox)
+KT_NET_TEST(exits, unlink_and_unmonitor_from_inbox)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     struct child c = {.how = WAIT};
 
     /* link, unlink, monitor, kill: only the DOWN comes (an exit signal
      * would come first, the link being older). */
-    kumo_pid p = spawn_child(env.node, env.ib, kt_shards, &c, NULL, false);
+    kumo_pid p = spawn_child(&env, kt_shards, &c, NULL, false);
     cr_assert_eq(kumo_link(env.me, p), 0);
     cr_assert_eq(kumo_unlink(env.me, p), 0);
     cr_assert_eq(kumo_unlink(env.me, p), 0); /* not linked: still 0 */
@@ -527,7 +561,7 @@ KT_TEST(exits, unlink_and_unmonitor_from_inbox)
     /* A DOWN already queued is removed by unmonitor: monitor twice, take
      * the second DOWN (so the first is queued, ahead of it), cancel the
      * first: nothing is left. */
-    p = spawn_child(env.node, env.ib, kt_shards, &c, NULL, false);
+    p = spawn_child(&env, kt_shards, &c, NULL, false);
     kumo_ref r1, r2;
     cr_assert_eq(kumo_monitor(env.me, p, &r1), 0);
     cr_assert_eq(kumo_monitor(env.me, p, &r2), 0);
@@ -541,7 +575,7 @@ KT_TEST(exits, unlink_and_unmonitor_from_inbox)
     cr_assert_eq(kumo_unmonitor(env.me, r2), -ENOENT); /* delivered: spent */
 
     /* Unmonitor before death: no DOWN for that ref, the other one comes. */
-    p = spawn_child(env.node, env.ib, kt_shards, &c, NULL, false);
+    p = spawn_child(&env, kt_shards, &c, NULL, false);
     cr_assert_eq(kumo_monitor(env.me, p, &r1), 0);
     cr_assert_eq(kumo_monitor(env.me, p, &r2), 0);
     cr_assert_eq(kumo_unmonitor(env.me, r1), 0);
@@ -606,14 +640,14 @@ static void canc_init(kumo_proc *self, void *st)
     kumo_receive(self, &canc_set, KUMO_INFINITY);
 }
 
-KT_TEST(exits, unlink_and_unmonitor_drop_signals_in_flight)
+KT_NET_TEST(exits, unlink_and_unmonitor_drop_signals_in_flight)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     for (unsigned placement = 0; placement < kt_shards; placement++) {
         struct child c = {.how = WAIT};
         kumo_pid p =
-            kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = (int)placement}, child_init, &c);
+            kt_spawn_peer(&env, &(kumo_spawn_opts){.shard = (int)placement}, child_init, &c);
         struct canceller q = {.ib = kumo_inbox_pid(env.ib), .target = p};
         kumo_ref qref;
         kumo_pid qp = kt_spawn(env.node, env.ib,
@@ -670,15 +704,15 @@ static void qd_init(kumo_proc *self, void *st)
     kumo_receive(self, &qd_set, KUMO_INFINITY);
 }
 
-KT_TEST(exits, unmonitor_removes_queued_down_in_process)
+KT_NET_TEST(exits, unmonitor_removes_queued_down_in_process)
 {
     types_init();
     qd_match[0] = (kumo_match){
         .kind = KUMO_MATCH_IF, .type = kumo_type_down(), .pred = is_down_r2, .fn = qd_got_r2};
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     struct child c = {.how = WAIT};
-    kumo_pid p = kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)},
-                          child_init, &c);
+    kumo_pid p =
+        kt_spawn_peer(&env, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, child_init, &c);
     struct canceller q = {.ib = kumo_inbox_pid(env.ib), .target = p};
     kumo_ref qref;
     kumo_pid qp =
@@ -722,19 +756,19 @@ static void trapper_init(kumo_proc *self, void *st)
     kumo_receive(self, &trapper_set, KUMO_INFINITY);
 }
 
-KT_TEST(exits, trapped_exits_become_messages)
+KT_NET_TEST(exits, trapped_exits_become_messages)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     kumo_pid self_pid = kumo_inbox_pid(env.ib);
     for (int via_opts = 0; via_opts < 2; via_opts++) {
         struct trapper t = {.ib = self_pid};
         kumo_ref ref;
         kumo_pid tp =
-            kt_spawn(env.node, env.ib,
-                     &(kumo_spawn_opts){
-                         .shard = KT_OTHER(kt_shards), .monitor = &ref, .trap_exit = via_opts},
-                     via_opts ? kt_echo_init : trapper_init, &t);
+            kt_spawn_peer(&env,
+                          &(kumo_spawn_opts){
+                              .shard = KT_OTHER(kt_shards), .monitor = &ref, .trap_exit = via_opts},
+                          via_opts ? kt_echo_init : trapper_init, &t);
         if (via_opts) {
             /* trap_exit in the options, with an echo body: the exit
              * messages are echoed to their sender, the engine (null pid),
@@ -773,15 +807,14 @@ KT_TEST(exits, trapped_exits_become_messages)
     kt_env_stop(&env);
 }
 
-KT_TEST(exits, kill_cannot_be_trapped)
+KT_NET_TEST(exits, kill_cannot_be_trapped)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     struct trapper t = {.ib = kumo_inbox_pid(env.ib)};
     kumo_ref ref;
-    kumo_pid tp = kt_spawn(env.node, env.ib,
-                           &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
-                           trapper_init, &t);
+    kumo_pid tp = kt_spawn_peer(
+        &env, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref}, trapper_init, &t);
     kumo_send(env.me, tp, T_PING, NULL, 0);
     kumo_msg_free(kt_expect_next(env.ib, T_PING)); /* trapping is on */
     cr_assert_eq(kumo_kill(env.me, tp, "dead"), 0);
@@ -797,14 +830,14 @@ KT_TEST(exits, kill_cannot_be_trapped)
     kt_env_stop(&env);
 }
 
-KT_TEST(exits, normal_exit_signal_ignored_without_trap)
+KT_NET_TEST(exits, normal_exit_signal_ignored_without_trap)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     kumo_ref ref;
-    kumo_pid ep = kt_spawn(env.node, env.ib,
-                           &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
-                           kt_echo_init, NULL);
+    kumo_pid ep =
+        kt_spawn_peer(&env, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
+                      kt_echo_init, NULL);
     cr_assert_eq(kumo_exit(env.me, ep, KUMO_NORMAL, "ignored"), 0);
     kumo_send(env.me, ep, T_PING, NULL, 0);
     kumo_msg_free(kt_expect_next(env.ib, T_PING)); /* alive: the marker, not a DOWN */
@@ -846,6 +879,7 @@ KT_TEST(exits, inbox_always_traps)
  * unknown-id. */
 struct spawner {
     kumo_pid ib;
+    kumo_node *at;
     unsigned n, exits, downs, bad;
     struct child c;
 };
@@ -858,6 +892,13 @@ static void spawner_any(kumo_proc *self, void *st, kumo_msg *m)
 {
     struct spawner *s = st;
     const kumo_reason *r = NULL;
+    kumo_pid child;
+    if (kt_is_did_spawn(m, &child)) { /* children on another node */
+        if (kumo_pid_is_null(child))
+            s->bad++;
+        kumo_receive(self, &spawner_set, KUMO_INFINITY);
+        return;
+    }
     if (kumo_msg_type(m) == kumo_type_exit()) {
         s->exits++;
         r = &((const kumo_exit_msg *)kumo_msg_data(m))->reason;
@@ -880,35 +921,34 @@ static void spawner_init(kumo_proc *self, void *st)
     struct spawner *s = st;
     for (unsigned i = 0; i < s->n; i++) {
         kumo_ref ref;
-        kumo_spawn(kumo_self_node(self), self,
-                   &(kumo_spawn_opts){.shard = KUMO_SHARD_RR, .link = true, .monitor = &ref},
-                   child_init, &s->c, NULL);
+        kumo_pid pid;
+        if (kt_spawn_at(self, s->at,
+                        &(kumo_spawn_opts){.shard = KUMO_SHARD_RR, .link = true, .monitor = &ref},
+                        child_init, &s->c, &pid))
+            s->bad++;
     }
     kumo_receive(self, &spawner_set, KUMO_INFINITY);
 }
 
-KT_TEST(exits, spawn_link_and_monitor_are_atomic)
+KT_NET_TEST(exits, spawn_link_and_monitor_are_atomic)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     struct child early = {DIE_EXCEPTION, "early"};
     const unsigned n = 200;
     /* From the inbox. */
     for (unsigned i = 0; i < n; i++) {
         kumo_ref ref;
-        kumo_pid pid;
-        cr_assert_eq(
-            kumo_spawn(env.node, env.me,
-                       &(kumo_spawn_opts){.shard = KUMO_SHARD_RR, .link = true, .monitor = &ref},
-                       child_init, &early, &pid),
-            0);
+        kumo_pid pid = kt_spawn_peer(
+            &env, &(kumo_spawn_opts){.shard = KUMO_SHARD_RR, .link = true, .monitor = &ref},
+            child_init, &early);
         cr_assert_eq(ref.node, kumo_node_id(env.node));
         kt_exit(env.ib, pid, KUMO_EXCEPTION, "early");
         kumo_down_msg d = kt_down(env.ib, pid, KUMO_EXCEPTION, "early");
         cr_assert(kumo_ref_eq(d.ref, ref));
     }
     /* From a process. */
-    struct spawner s = {.ib = kumo_inbox_pid(env.ib), .n = n, .c = early};
+    struct spawner s = {.ib = kumo_inbox_pid(env.ib), .at = env.peer, .n = n, .c = early};
     kumo_ref sref;
     kumo_pid sp = kt_spawn(env.node, env.ib,
                            &(kumo_spawn_opts){.shard = 0, .trap_exit = true, .monitor = &sref},
@@ -934,12 +974,12 @@ KT_TEST(exits, spawn_link_and_monitor_are_atomic)
 /* Odd cases                                                           */
 /* ------------------------------------------------------------------ */
 
-KT_TEST(exits, link_twice_gives_one_signal)
+KT_NET_TEST(exits, link_twice_gives_one_signal)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     struct child c = {.how = WAIT};
-    kumo_pid p = spawn_child(env.node, env.ib, kt_shards, &c, NULL, false);
+    kumo_pid p = spawn_child(&env, kt_shards, &c, NULL, false);
     cr_assert_eq(kumo_link(env.me, p), 0);
     cr_assert_eq(kumo_link(env.me, p), 0);
     kumo_ref ref;
@@ -964,20 +1004,20 @@ static void self_signal_init(kumo_proc *self, void *st)
     kt_echo_init(self, NULL); /* waits: the signal ends it */
 }
 
-KT_TEST(exits, signals_to_self)
+KT_NET_TEST(exits, signals_to_self)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     static int hows[] = {0, 1};
     kumo_ref ref;
-    kumo_pid a = kt_spawn(env.node, env.ib,
-                          &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
-                          self_signal_init, &hows[0]);
+    kumo_pid a =
+        kt_spawn_peer(&env, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
+                      self_signal_init, &hows[0]);
     kumo_down_msg d = kt_down(env.ib, a, KUMO_EXCEPTION, "by my own hand");
     assert_cause(&d.reason, KUMO_VIA_EXIT, a, "exception:by my own hand,exit-from=");
-    kumo_pid b = kt_spawn(env.node, env.ib,
-                          &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
-                          self_signal_init, &hows[1]);
+    kumo_pid b =
+        kt_spawn_peer(&env, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
+                      self_signal_init, &hows[1]);
     d = kt_down(env.ib, b, KUMO_KILLED, "self-kill");
     assert_cause(&d.reason, KUMO_VIA_KILL, b, "killed:self-kill,killed-by=");
     kt_env_stop(&env);

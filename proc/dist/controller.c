@@ -1229,11 +1229,12 @@ void kumo__dist_route(struct kumo_node *node, struct pshard *src, kumo_pid to, s
 {
     struct kumo__dist *d = node->dist;
     if (!d || to.node == 0) {
-        /* No controller: another node is unreachable; its pids act as dead
-         * ones.  And the null pid (node 0) is no process anywhere. */
+        /* No controller: another node cannot be reached (disconnect, as
+         * for a node the controller cannot reach).  And the null pid
+         * (node 0) is no process anywhere (unknown-id). */
         if (m->kind == SIG_LINK || m->kind == SIG_MONITOR || m->kind == SIG_ELINK) {
             kumo_reason r;
-            kumo__reason_set(&r, KUMO_UNKNOWN_ID, NULL);
+            kumo__reason_set(&r, to.node ? KUMO_DISCONNECT : KUMO_UNKNOWN_ID, NULL);
             uint8_t kind = m->kind == SIG_MONITOR ? SIG_DOWN : SIG_EXIT;
             uint8_t flags = m->kind == SIG_LINK ? MF_LINK : m->kind == SIG_ELINK ? MF_ELINK : 0;
             kumo__post_reason_from(node, src, to, m->from, kind, flags, m->aux, &r);
