@@ -103,6 +103,31 @@ static void fifo_send_init(kumo_proc *self, void *st)
     kumo_expect(self, T_ACK, fifo_send_ack);
 }
 
+static bool is_outcome(const kumo_msg *m, void *arg)
+{
+    (void)arg;
+    return kumo_msg_type(m) == T_DONE || kumo_msg_type(m) == T_GAP;
+}
+
+/* The receiver's report: the count it took in order (a gap fails the
+ * test).  The sender's DOWN may come before it: the sender ends on the
+ * last ack, which the receiver sends just before its report. */
+static uint64_t fifo_outcome(kumo_inbox *ib)
+{
+    kumo_msg *m = NULL;
+    int err = kumo_inbox_recv(ib, is_outcome, NULL, KT_WAIT_NS, &m);
+    cr_assert_eq(err, 0, "no report from the receiver: %s", kumo_strerror(err));
+    if (kumo_msg_type(m) == T_GAP) {
+        struct gap g;
+        KT_TAKE(m, g);
+        cr_assert_fail("order broken: expected seq %llu, got %llu", (unsigned long long)g.expected,
+                       (unsigned long long)g.got);
+    }
+    uint64_t n;
+    KT_TAKE(m, n);
+    return n;
+}
+
 static void fifo_run_n(kumo_node_config cfg, int send_shard, int recv_shard, uint64_t total)
 {
     types_init();
@@ -124,17 +149,7 @@ static void fifo_run_n(kumo_node_config cfg, int send_shard, int recv_shard, uin
     cr_assert_eq(rp.shard, recv_shard);
     cr_assert_eq(sp.shard, send_shard);
 
-    kumo_msg *m = kt_next(ib);
-    if (kumo_msg_type(m) == T_GAP) {
-        struct gap g;
-        KT_TAKE(m, g);
-        cr_assert_fail("order broken: expected seq %llu, got %llu", (unsigned long long)g.expected,
-                       (unsigned long long)g.got);
-    }
-    cr_assert_eq(kumo_msg_type(m), T_DONE);
-    uint64_t n;
-    KT_TAKE(m, n);
-    cr_assert_eq(n, total);
+    cr_assert_eq(fifo_outcome(ib), total);
     cr_assert(kumo_pid_eq(r.sender, sp), "messages came from %s, not the sender %s",
               kt_pid(r.sender), kt_pid(sp));
     kt_down(ib, rp, KUMO_NORMAL, "");
@@ -164,6 +179,38 @@ KT_TEST(messaging, fifo_cross_shard)
 KT_TEST(messaging, fifo_cross_shard_reverse)
 {
     fifo_run(kt_shards, KT_OTHER(kt_shards), 0);
+}
+
+/* Between nodes: the sender on the test's node and the receiver on the
+ * peer, then the other way round (the peer's shard 1 with two shards). */
+static void fifo_between(kt_env *env, bool sender_on_peer, int peer_shard, uint64_t total)
+{
+    struct fifo_recv r = {.ib = kumo_inbox_pid(env->ib), .n = total};
+    struct fifo_send s = {.n = total};
+    kumo_ref rref, sref;
+    kumo_spawn_opts ro = {.shard = sender_on_peer ? 0 : peer_shard, .monitor = &rref};
+    kumo_pid rp = sender_on_peer ? kt_spawn(env->node, env->ib, &ro, fifo_recv_init, &r)
+                                 : kt_spawn_peer(env, &ro, fifo_recv_init, &r);
+    s.to = rp;
+    kumo_spawn_opts so = {.shard = sender_on_peer ? peer_shard : 0, .monitor = &sref};
+    kumo_pid sp = sender_on_peer ? kt_spawn_peer(env, &so, fifo_send_init, &s)
+                                 : kt_spawn(env->node, env->ib, &so, fifo_send_init, &s);
+    cr_assert_eq(fifo_outcome(env->ib), total);
+    cr_assert(kumo_pid_eq(r.sender, sp), "messages came from %s, not the sender %s",
+              kt_pid(r.sender), kt_pid(sp));
+    kt_down(env->ib, rp, KUMO_NORMAL, "");
+    kt_down(env->ib, sp, KUMO_NORMAL, "");
+}
+
+KT_NET_TEST(messaging, fifo_to_and_from_the_peer)
+{
+    types_init();
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
+    /* Fewer between nodes: each crosses a transport twice per window. */
+    uint64_t n = KT_REMOTE(&env) ? FIFO_N / 5 : FIFO_N;
+    fifo_between(&env, false, KT_OTHER(kt_shards), n);
+    fifo_between(&env, true, KT_OTHER(kt_shards), n);
+    kt_env_stop(&env);
 }
 
 /* Two-entry rings (so nearly every cross-shard message takes the overflow
@@ -229,7 +276,8 @@ KT_TEST(messaging, send_to_self)
     kt_env_stop(&env);
 }
 
-/* A plain thread (inbox) to a process on each shard: the foreign path. */
+/* A plain thread (inbox) to a process on each shard: the foreign path
+ * (and, to another node, the controller's). */
 struct count_recv {
     kumo_pid ib;
     uint64_t next, n;
@@ -258,18 +306,16 @@ static void count_init(kumo_proc *self, void *st)
     kumo_expect(self, T_DATA, count_data);
 }
 
-KT_TEST(messaging, fifo_from_thread)
+KT_NET_TEST(messaging, fifo_from_thread)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     const uint64_t n = 100000;
     struct count_recv c[2];
     kumo_pid pid[2];
     for (unsigned s = 0; s < kt_shards; s++) {
         c[s] = (struct count_recv){.ib = kumo_inbox_pid(env.ib), .n = n};
-        cr_assert_eq(kumo_spawn(env.node, env.me, &(kumo_spawn_opts){.shard = (int)s}, count_init,
-                                &c[s], &pid[s]),
-                     0);
+        pid[s] = kt_spawn_peer(&env, &(kumo_spawn_opts){.shard = (int)s}, count_init, &c[s]);
     }
     for (uint64_t i = 0; i < n; i++)
         for (unsigned s = 0; s < kt_shards; s++)
@@ -300,14 +346,13 @@ static void quit_init(kumo_proc *self, void *st)
     (void)st; /* returns without waiting: normal exit */
 }
 
-KT_TEST(messaging, send_to_dead_pid_is_dropped)
+KT_NET_TEST(messaging, send_to_dead_pid_is_dropped)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     kumo_ref ref;
-    kumo_pid dead = kt_spawn(env.node, env.ib,
-                             &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
-                             quit_init, NULL);
+    kumo_pid dead = kt_spawn_peer(
+        &env, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref}, quit_init, NULL);
     kt_down(env.ib, dead, KUMO_NORMAL, "");
 
     kumo_pid other_node = dead;
@@ -330,8 +375,8 @@ KT_TEST(messaging, send_to_dead_pid_is_dropped)
         cr_assert_eq(kumo_send_msg(env.me, targets[i], m), 0); /* ownership moved: dropped */
     }
     /* Still working: a live process answers. */
-    kumo_pid echo = kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)},
-                             kt_echo_init, NULL);
+    kumo_pid echo =
+        kt_spawn_peer(&env, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, kt_echo_init, NULL);
     cr_assert_eq(kumo_send(env.me, echo, T_PING, "hi", 3), 0);
     kumo_msg *m = kt_expect_next(env.ib, T_PING);
     cr_assert_str_eq(kumo_msg_data(m), "hi");
@@ -463,17 +508,17 @@ KT_TEST(messaging, max_message_limit)
     kt_stop(node);
 }
 
-KT_TEST(messaging, default_limit_is_64mib)
+KT_NET_TEST(messaging, default_limit_is_64mib)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     const size_t lim = 64u << 20;
     unsigned char *buf = malloc(lim + 1);
     cr_assert_not_null(buf);
     for (size_t i = 0; i <= lim; i++)
         buf[i] = (unsigned char)(i ^ (i >> 11));
-    kumo_pid echo = kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)},
-                             kt_echo_init, NULL);
+    kumo_pid echo =
+        kt_spawn_peer(&env, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, kt_echo_init, NULL);
     cr_assert_eq(kumo_send(env.me, echo, T_DATA, buf, lim + 1), -KUMO_ETOOBIG);
     cr_assert_eq(kumo_send(env.me, echo, T_DATA, buf, lim), 0);
     kumo_msg *m = kt_expect_next(env.ib, T_DATA);
@@ -489,12 +534,12 @@ KT_TEST(messaging, default_limit_is_64mib)
 /* Payloads, zero-copy sends, senders                                  */
 /* ------------------------------------------------------------------ */
 
-KT_TEST(messaging, sendv_gathers_and_empty_payloads)
+KT_NET_TEST(messaging, sendv_gathers_and_empty_payloads)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
-    kumo_pid echo = kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)},
-                             kt_echo_init, NULL);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
+    kumo_pid echo =
+        kt_spawn_peer(&env, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)}, kt_echo_init, NULL);
     struct iovec iov[4] = {{"abc", 3}, {NULL, 0}, {"defg", 4}, {"h", 2}};
     cr_assert_eq(kumo_sendv(env.me, echo, T_DATA, iov, 4), 0);
     cr_assert_eq(kumo_sendv(env.me, echo, T_PING, NULL, 0), 0);
@@ -570,18 +615,17 @@ static void keep_init(kumo_proc *self, void *st)
     kumo_receive(self, &keep_set, KUMO_INFINITY);
 }
 
-KT_TEST(messaging, forward_keep_and_alloc)
+KT_NET_TEST(messaging, forward_keep_and_alloc)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     kumo_pid self_pid = kumo_inbox_pid(env.ib);
 
     /* forward: the payload arrives untouched; the forwarder is the sender */
     struct fwd f = {.to = self_pid};
     kumo_ref fref;
-    kumo_pid fp =
-        kt_spawn(env.node, env.ib,
-                 &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &fref}, fwd_init, &f);
+    kumo_pid fp = kt_spawn_peer(
+        &env, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &fref}, fwd_init, &f);
     void *pl;
     kumo_msg *am = kumo_msg_alloc(env.me, T_DATA, 5, &pl);
     cr_assert_not_null(am);
@@ -605,9 +649,8 @@ KT_TEST(messaging, forward_keep_and_alloc)
     /* keep: messages outlive their handler and go back in reverse order */
     struct keeper k = {.to = self_pid};
     kumo_ref kref;
-    kumo_pid kp =
-        kt_spawn(env.node, env.ib,
-                 &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &kref}, keep_init, &k);
+    kumo_pid kp = kt_spawn_peer(
+        &env, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &kref}, keep_init, &k);
     for (uint64_t i = 1; i <= 3; i++)
         kt_send_u64(env.me, kp, T_DATA, i);
     for (uint64_t i = 3; i >= 1; i--)
@@ -619,15 +662,15 @@ KT_TEST(messaging, forward_keep_and_alloc)
     kt_env_stop(&env);
 }
 
-KT_TEST(messaging, sender_pids)
+KT_NET_TEST(messaging, sender_pids)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     kumo_ref ref;
-    kumo_pid echo = kt_spawn(env.node, env.ib,
-                             &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
-                             kt_echo_init, NULL);
-    cr_assert_eq(echo.node, kumo_node_id(env.node));
+    kumo_pid echo =
+        kt_spawn_peer(&env, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
+                      kt_echo_init, NULL);
+    cr_assert_eq(echo.node, kumo_node_id(env.peer));
     cr_assert_eq(echo.reserved, 0);
     cr_assert(kumo_pid_eq(kumo_self(env.me), kumo_inbox_pid(env.ib)));
     kumo_send(env.me, echo, T_PING, NULL, 0);
@@ -733,12 +776,12 @@ static void bounce_init(kumo_proc *self, void *st)
     kumo_expect(self, T_PING, bounce_h);
 }
 
-KT_TEST(messaging, send_msg_of_the_handled_message_passes_it_on)
+KT_NET_TEST(messaging, send_msg_of_the_handled_message_passes_it_on)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
-    kumo_pid pid = kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = (int)kt_shards - 1},
-                            bounce_init, NULL);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
+    kumo_pid pid =
+        kt_spawn_peer(&env, &(kumo_spawn_opts){.shard = (int)kt_shards - 1}, bounce_init, NULL);
     kt_send_u64(kumo_inbox_proc(env.ib), pid, T_PING, 42);
     kumo_msg *m = kt_expect(env.ib, T_PING);
     uint64_t v;
