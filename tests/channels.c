@@ -121,14 +121,14 @@ static void owner_init(kumo_proc *self, void *st)
     kumo_receive(self, &o->go_set, KUMO_INFINITY);
 }
 
-static kumo_pid spawn_owner(kumo_node *node, kumo_inbox *ib, unsigned shards, struct owner *o,
-                            kumo_ref *ref)
+/* The owner lives on the test's peer node. */
+static kumo_pid spawn_owner(kt_env *env, unsigned shards, struct owner *o, kumo_ref *ref)
 {
-    o->ib = kumo_inbox_pid(ib);
-    kumo_pid pid = kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KT_OTHER(shards), .monitor = ref},
-                            owner_init, o);
+    o->ib = kumo_inbox_pid(env->ib);
+    kumo_pid pid = kt_spawn_peer(env, &(kumo_spawn_opts){.shard = KT_OTHER(shards), .monitor = ref},
+                                 owner_init, o);
     kumo_send_port sp[3];
-    KT_TAKE(kt_expect(ib, T_PORTS), sp);
+    KT_TAKE(kt_expect(env->ib, T_PORTS), sp);
     for (unsigned i = 0; i < o->nch; i++) {
         cr_assert(kumo_pid_eq(sp[i].owner, pid));
         cr_assert_eq(sp[i].type, i == 2 ? T_CH2 : T_CH);
@@ -159,13 +159,13 @@ static void finish_owner(kumo_inbox *ib, kumo_pid pid, uint64_t mbox)
     kt_down(ib, pid, KUMO_NORMAL, "");
 }
 
-KT_TEST(channels, send_and_receive_on_typed_channel)
+KT_NET_TEST(channels, send_and_receive_on_typed_channel)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     struct owner o = {.mode = SINGLE, .nch = 1, .count = 100};
     kumo_ref ref;
-    kumo_pid pid = spawn_owner(env.node, env.ib, kt_shards, &o, &ref);
+    kumo_pid pid = spawn_owner(&env, kt_shards, &o, &ref);
     kumo_send_port sp = o.sp[0];
     /* Mailbox noise before and after: it stays in the mailbox. */
     kumo_send(env.me, pid, T_CH, "mbox", 5);
@@ -185,13 +185,13 @@ KT_TEST(channels, send_and_receive_on_typed_channel)
     kt_env_stop(&env);
 }
 
-KT_TEST(channels, merge_biased_prefers_first_port)
+KT_NET_TEST(channels, merge_biased_prefers_first_port)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     struct owner o = {.mode = BIASED, .nch = 2, .count = 8};
     kumo_ref ref;
-    kumo_pid pid = spawn_owner(env.node, env.ib, kt_shards, &o, &ref);
+    kumo_pid pid = spawn_owner(&env, kt_shards, &o, &ref);
     /* Second port filled first: still drained last. */
     for (uint64_t i = 0; i < 4; i++)
         chan_send(env.me, o.sp[1], 100 + i);
@@ -206,13 +206,13 @@ KT_TEST(channels, merge_biased_prefers_first_port)
     kt_env_stop(&env);
 }
 
-KT_TEST(channels, merge_rr_alternates)
+KT_NET_TEST(channels, merge_rr_alternates)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     struct owner o = {.mode = RR, .nch = 3, .count = 10};
     kumo_ref ref;
-    kumo_pid pid = spawn_owner(env.node, env.ib, kt_shards, &o, &ref);
+    kumo_pid pid = spawn_owner(&env, kt_shards, &o, &ref);
     /* 4 on port 0, 4 on port 1, 2 on port 2 (a different type: a merged
      * port may carry several). */
     for (uint64_t i = 0; i < 4; i++)
@@ -233,13 +233,13 @@ KT_TEST(channels, merge_rr_alternates)
     kt_env_stop(&env);
 }
 
-KT_TEST(channels, merged_ports_nest)
+KT_NET_TEST(channels, merged_ports_nest)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     struct owner o = {.mode = NESTED, .nch = 3, .count = 6};
     kumo_ref ref;
-    kumo_pid pid = spawn_owner(env.node, env.ib, kt_shards, &o, &ref);
+    kumo_pid pid = spawn_owner(&env, kt_shards, &o, &ref);
     chan_send(env.me, o.sp[2], 200);
     chan_send(env.me, o.sp[0], 0);
     chan_send(env.me, o.sp[0], 1);
@@ -346,13 +346,13 @@ static void relay_init(kumo_proc *self, void *st)
     kumo_expect(self, T_PORTMSG, relay_msg);
 }
 
-KT_TEST(channels, send_port_travels_in_message)
+KT_NET_TEST(channels, send_port_travels_in_message)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     struct owner o = {.mode = SINGLE, .nch = 1, .count = 3};
     kumo_ref ref, rref;
-    kumo_pid pid = spawn_owner(env.node, env.ib, kt_shards, &o, &ref);
+    kumo_pid pid = spawn_owner(&env, kt_shards, &o, &ref);
     struct relay r = {.ib = kumo_inbox_pid(env.ib)};
     kumo_pid rp = kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = 0, .monitor = &rref},
                            relay_init, &r);
@@ -374,13 +374,13 @@ KT_TEST(channels, send_port_travels_in_message)
 /* Death, ownership, limits                                            */
 /* ------------------------------------------------------------------ */
 
-KT_TEST(channels, channel_dies_with_owner)
+KT_NET_TEST(channels, channel_dies_with_owner)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     struct owner o = {.mode = RR, .nch = 2, .count = 1};
     kumo_ref ref;
-    kumo_pid pid = spawn_owner(env.node, env.ib, kt_shards, &o, &ref);
+    kumo_pid pid = spawn_owner(&env, kt_shards, &o, &ref);
     /* Messages queued on its channels when it dies are freed with them. */
     for (uint64_t i = 0; i < 50; i++) {
         chan_send(env.me, o.sp[0], i);
@@ -393,7 +393,7 @@ KT_TEST(channels, channel_dies_with_owner)
 
     /* A live process, a channel id it never made: dropped too. */
     struct owner live = {.mode = SINGLE, .nch = 1, .count = 1};
-    kumo_pid lp = spawn_owner(env.node, env.ib, kt_shards, &live, &ref);
+    kumo_pid lp = spawn_owner(&env, kt_shards, &live, &ref);
     kumo_send_port forged = live.sp[0];
     forged.id += 1000;
     chan_send(env.me, forged, 1);
@@ -438,8 +438,7 @@ KT_TEST(channels, merging_ports_not_owned_is_refused)
     kt_env env = kt_env_start(kt_shards);
     struct owner o = {.mode = SINGLE, .nch = 1, .count = 1};
     kumo_ref ref, tref;
-    kumo_pid pid =
-        spawn_owner(env.node, env.ib, kt_shards, &o, &ref); /* waits for GO: stays alive */
+    kumo_pid pid = spawn_owner(&env, kt_shards, &o, &ref); /* waits for GO: stays alive */
     struct thief t = {.ib = kumo_inbox_pid(env.ib), .stolen = o.rp[0]};
     kumo_pid tp = kt_spawn(env.node, env.ib, &(kumo_spawn_opts){.shard = 0, .monitor = &tref},
                            thief_init, &t);
@@ -478,10 +477,10 @@ static void port_empty(kumo_inbox *ib, kumo_recv_port *rp)
     cr_assert_eq(err, -KUMO_ETIMEOUT, "the port still had a message (%d)", err);
 }
 
-KT_TEST(channels, an_inbox_owns_channels_and_closes_them)
+KT_NET_TEST(channels, an_inbox_owns_channels_and_closes_them)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     kumo_send_port s1, s2;
     kumo_recv_port *r1, *r2, *mg;
     cr_assert_eq(kumo_new_chan(env.me, T_CH, &s1, &r1), 0);
@@ -491,9 +490,8 @@ KT_TEST(channels, an_inbox_owns_channels_and_closes_them)
     /* A process sends on the inbox's channel; nothing enters the mailbox. */
     struct relay r = {.ib = kumo_inbox_pid(env.ib)};
     kumo_ref rref;
-    kumo_pid rp = kt_spawn(env.node, env.ib,
-                           &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &rref},
-                           relay_init, &r);
+    kumo_pid rp = kt_spawn_peer(
+        &env, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &rref}, relay_init, &r);
     uint8_t w[KUMO_SEND_PORT_WIRE_SIZE];
     kumo_send_port_encode(s1, w);
     cr_assert_eq(kumo_send(env.me, rp, T_PORTMSG, w, sizeof w), 0);
@@ -524,7 +522,7 @@ KT_TEST(channels, an_inbox_owns_channels_and_closes_them)
     /* Not the inbox's: refused. */
     struct owner o = {.mode = SINGLE, .nch = 1, .count = 1};
     kumo_ref oref;
-    kumo_pid op = spawn_owner(env.node, env.ib, kt_shards, &o, &oref);
+    kumo_pid op = spawn_owner(&env, kt_shards, &o, &oref);
     kumo_msg *m = NULL;
     cr_assert_eq(kumo_close_port(env.me, o.rp[0]), -KUMO_ENOTOWNER);
     cr_assert_eq(kumo_inbox_recv_port(env.ib, o.rp[0], 0, &m), -KUMO_ENOTOWNER);
@@ -577,15 +575,14 @@ static void closer_init(kumo_proc *self, void *st)
     kumo_receive(self, &c->set, KUMO_INFINITY);
 }
 
-KT_TEST(channels, a_process_closes_its_port)
+KT_NET_TEST(channels, a_process_closes_its_port)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     struct closer c = {.ib = kumo_inbox_pid(env.ib)};
     kumo_ref ref;
-    kumo_pid pid = kt_spawn(env.node, env.ib,
-                            &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
-                            closer_init, &c);
+    kumo_pid pid = kt_spawn_peer(
+        &env, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref}, closer_init, &c);
     kumo_send_port sp;
     KT_TAKE(kt_expect(env.ib, T_PORTS), sp);
     chan_send(env.me, sp, 41);
@@ -600,17 +597,17 @@ KT_TEST(channels, a_process_closes_its_port)
     kt_env_stop(&env);
 }
 
-KT_TEST(channels, channel_and_mailbox_messages_from_one_sender_keep_their_order)
+KT_NET_TEST(channels, channel_and_mailbox_messages_from_one_sender_keep_their_order)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     kumo_send_port sp;
     kumo_recv_port *rp;
     cr_assert_eq(kumo_new_chan(env.me, T_CH, &sp, &rp), 0);
     kumo_ref ref;
-    kumo_pid s = kt_spawn(env.node, env.ib,
-                          &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
-                          kt_order_sender_init, NULL);
+    kumo_pid s =
+        kt_spawn_peer(&env, &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards), .monitor = &ref},
+                      kt_order_sender_init, NULL);
     kt_order_check(env.ib, s, sp, rp);
     kt_down(env.ib, s, KUMO_NORMAL, "");
     kt_env_stop(&env);
@@ -624,7 +621,8 @@ KT_TEST(channels, size_limit_and_shutdown)
     kumo_proc *me = kumo_inbox_proc(ib);
     struct owner o = {.mode = SINGLE, .nch = 1, .count = 1};
     kumo_ref ref;
-    kumo_pid pid = spawn_owner(node, ib, kt_shards, &o, &ref);
+    kt_env env = {.node = node, .ib = ib, .me = me, .peer = node, .topology = "local"};
+    kumo_pid pid = spawn_owner(&env, kt_shards, &o, &ref);
     char buf[257] = {0};
     cr_assert_eq(kumo_send_chan(me, o.sp[0], buf, 257), -KUMO_ETOOBIG);
     cr_assert_eq(kumo_send_chan(me, o.sp[0], buf, 256), 0);
