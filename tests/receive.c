@@ -65,12 +65,14 @@ struct proc {
     kumo_send_port sp;
 };
 
-static void spawn_proc(kumo_node *node, kumo_inbox *ib, struct proc *p, kumo_init_fn init,
-                       unsigned shards, kumo_pid *pid, kumo_ref *ref)
+/* On the test's peer node: what it receives comes from the test's inbox,
+ * on this node or across the topology. */
+static void spawn_proc(kt_env *env, struct proc *p, kumo_init_fn init, unsigned shards,
+                       kumo_pid *pid, kumo_ref *ref)
 {
-    p->ib = kumo_inbox_pid(ib);
+    p->ib = kumo_inbox_pid(env->ib);
     *pid =
-        kt_spawn(node, ib, &(kumo_spawn_opts){.shard = KT_OTHER(shards), .monitor = ref}, init, p);
+        kt_spawn_peer(env, &(kumo_spawn_opts){.shard = KT_OTHER(shards), .monitor = ref}, init, p);
 }
 
 /* The usual GO handler: start receiving with set 1. */
@@ -112,14 +114,14 @@ static void sel_init(kumo_proc *self, void *st)
     kumo_receive(self, &p->sets[0], KUMO_INFINITY);
 }
 
-KT_TEST(receive, unmatched_stay_in_order)
+KT_NET_TEST(receive, unmatched_stay_in_order)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     struct proc p = {0};
     kumo_pid pid;
     kumo_ref ref;
-    spawn_proc(env.node, env.ib, &p, sel_init, kt_shards, &pid, &ref);
+    spawn_proc(&env, &p, sel_init, kt_shards, &pid, &ref);
     /* A1 B1 A2 B2, then go: all four are queued before the first B is
      * taken. */
     kt_send_u64(env.me, pid, T_A, 1);
@@ -174,14 +176,14 @@ static void if_init(kumo_proc *self, void *st)
     kumo_receive(self, &p->sets[0], KUMO_INFINITY);
 }
 
-KT_TEST(receive, match_if_predicate)
+KT_NET_TEST(receive, match_if_predicate)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     struct proc p = {0};
     kumo_pid pid;
     kumo_ref ref;
-    spawn_proc(env.node, env.ib, &p, if_init, kt_shards, &pid, &ref);
+    spawn_proc(&env, &p, if_init, kt_shards, &pid, &ref);
     for (uint64_t v = 1; v <= 10; v++)
         kt_send_u64(env.me, pid, T_A, v);
     kt_send_u64(env.me, pid, T_GO, 0);
@@ -230,14 +232,14 @@ static void mo_init(kumo_proc *self, void *st)
     kumo_receive(self, &p->sets[0], KUMO_INFINITY);
 }
 
-KT_TEST(receive, first_accepting_match_in_mailbox_order)
+KT_NET_TEST(receive, first_accepting_match_in_mailbox_order)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     struct proc p = {0};
     kumo_pid pid;
     kumo_ref ref;
-    spawn_proc(env.node, env.ib, &p, mo_init, kt_shards, &pid, &ref);
+    spawn_proc(&env, &p, mo_init, kt_shards, &pid, &ref);
     kt_send_u64(env.me, pid, T_B, 1); /* only ANY accepts it */
     kt_send_u64(env.me, pid, T_A, 2); /* TYPE A (the IF refuses) */
     kt_send_u64(env.me, pid, T_A, 9); /* IF */
@@ -277,14 +279,14 @@ static void drop_init(kumo_proc *self, void *st)
     kumo_receive(self, &p->sets[0], KUMO_INFINITY);
 }
 
-KT_TEST(receive, match_any_null_drops_and_keeps_waiting)
+KT_NET_TEST(receive, match_any_null_drops_and_keeps_waiting)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     struct proc p = {0};
     kumo_pid pid;
     kumo_ref ref;
-    spawn_proc(env.node, env.ib, &p, drop_init, kt_shards, &pid, &ref);
+    spawn_proc(&env, &p, drop_init, kt_shards, &pid, &ref);
     for (uint64_t v = 0; v < 100; v++)
         kt_send_u64(env.me, pid, v % 2 ? T_A : T_B, v);
     kt_send_u64(env.me, pid, T_X, 7);
@@ -325,15 +327,15 @@ static void pm_init(kumo_proc *self, void *st)
     kumo_receive(self, &p->sets[0], KUMO_INFINITY);
 }
 
-KT_TEST(receive, port_and_mailbox_in_one_set)
+KT_NET_TEST(receive, port_and_mailbox_in_one_set)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     for (int order = 0; order < 2; order++) {
         struct proc p = {.step = order};
         kumo_pid pid;
         kumo_ref ref;
-        spawn_proc(env.node, env.ib, &p, pm_init, kt_shards, &pid, &ref);
+        spawn_proc(&env, &p, pm_init, kt_shards, &pid, &ref);
         kumo_send_port sp;
         KT_TAKE(kt_expect(env.ib, T_PORT), sp);
         cr_assert(kumo_pid_eq(sp.owner, pid));
@@ -389,14 +391,14 @@ static void grp_init(kumo_proc *self, void *st)
     kumo_receive(self, &p->sets[0], KUMO_INFINITY);
 }
 
-KT_TEST(receive, match_groups_are_tried_in_the_order_listed)
+KT_NET_TEST(receive, match_groups_are_tried_in_the_order_listed)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     struct proc p = {0};
     kumo_pid pid;
     kumo_ref ref;
-    spawn_proc(env.node, env.ib, &p, grp_init, kt_shards, &pid, &ref);
+    spawn_proc(&env, &p, grp_init, kt_shards, &pid, &ref);
     kumo_send_port sp;
     KT_TAKE(kt_expect(env.ib, T_PORT), sp);
     /* All queued before the process looks: B 1, ch 2, A 3, B 4, ch 5. */
@@ -444,15 +446,15 @@ static void st_init(kumo_proc *self, void *st)
     kumo_receive(self, &st_set, KUMO_INFINITY);
 }
 
-KT_TEST(receive, a_static_const_set_with_declared_types)
+KT_NET_TEST(receive, a_static_const_set_with_declared_types)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     uint64_t a = kumo_type("static.a"), b = kumo_type("static.b");
     struct proc p = {0};
     kumo_pid pid;
     kumo_ref ref;
-    spawn_proc(env.node, env.ib, &p, st_init, kt_shards, &pid, &ref);
+    spawn_proc(&env, &p, st_init, kt_shards, &pid, &ref);
     kt_send_u64(env.me, pid, a, 1); /* not > 5: stays */
     kt_send_u64(env.me, pid, T_X, 2);
     kt_send_u64(env.me, pid, b, 3);
@@ -524,7 +526,7 @@ KT_TEST(receive, timeout_fires_with_null_message)
     struct proc p = {0};
     kumo_pid pid;
     kumo_ref ref;
-    spawn_proc(env.node, env.ib, &p, tmo_init, kt_shards, &pid, &ref);
+    spawn_proc(&env, &p, tmo_init, kt_shards, &pid, &ref);
     struct rep r;
     KT_TAKE(kt_expect(env.ib, T_REP), r);
     cr_assert_eq(r.tag, TAG_TIMEOUT, "on_timeout got a message");
@@ -535,7 +537,7 @@ KT_TEST(receive, timeout_fires_with_null_message)
     /* Unmatched messages arrive meanwhile: the timeout still fires and they
      * stay queued.  (300 ms leaves the 50 sends ample time to land first.) */
     struct proc q = {.step = 1, .limit = 300 * KT_MS};
-    spawn_proc(env.node, env.ib, &q, tmo_init, kt_shards, &pid, &ref);
+    spawn_proc(&env, &q, tmo_init, kt_shards, &pid, &ref);
     kumo_msg_free(kt_expect(env.ib, T_GO));
     for (uint64_t v = 0; v < 50; v++)
         kt_send_u64(env.me, pid, T_Y, v);
@@ -578,16 +580,16 @@ static void tc_init(kumo_proc *self, void *st)
     kumo_receive(self, &p->sets[0], TC_W1);
 }
 
-KT_TEST(receive, timeout_cancelled_by_message)
+KT_NET_TEST(receive, timeout_cancelled_by_message)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     struct proc p = {0};
     kumo_pid pid;
     kumo_ref ref;
     /* If the machine is so loaded that the inbox cannot answer within W1,
      * the test says so rather than passing by luck. */
-    spawn_proc(env.node, env.ib, &p, tc_init, kt_shards, &pid, &ref);
+    spawn_proc(&env, &p, tc_init, kt_shards, &pid, &ref);
     kumo_msg_free(kt_expect(env.ib, T_GO));
     kt_send_u64(env.me, pid, T_X, 0);
     struct rep r;
@@ -634,7 +636,7 @@ KT_TEST(receive, timeout_zero_is_one_pass)
     struct proc p = {0};
     kumo_pid pid;
     kumo_ref ref;
-    spawn_proc(env.node, env.ib, &p, poll_init, kt_shards, &pid, &ref);
+    spawn_proc(&env, &p, poll_init, kt_shards, &pid, &ref);
     /* Queued before the poll: Y (no match), X 1, X 2.  Three polls: two
      * take the X's (past the Y), the third finds nothing and times out at
      * once. */
@@ -709,15 +711,15 @@ static void scan_init(kumo_proc *self, void *st)
     kumo_receive(self, &p->sets[0], KUMO_INFINITY);
 }
 
-KT_TEST(receive, scan_position_many_unmatched)
+KT_NET_TEST(receive, scan_position_many_unmatched)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     for (int step = 0; step < 2; step++) {
         struct proc p = {.step = step};
         kumo_pid pid;
         kumo_ref ref;
-        spawn_proc(env.node, env.ib, &p, scan_init, kt_shards, &pid, &ref);
+        spawn_proc(&env, &p, scan_init, kt_shards, &pid, &ref);
         /* Two rounds of SCAN_N unmatched messages, each ending with a ping
          * that is taken from behind them (the same set re-declared). */
         uint64_t seq = 0;
@@ -773,14 +775,14 @@ static void impure_init(kumo_proc *self, void *st)
     kumo_receive(self, &p->sets[0], KUMO_INFINITY);
 }
 
-KT_TEST(receive, impure_set_rescans_after_state_change)
+KT_NET_TEST(receive, impure_set_rescans_after_state_change)
 {
     types_init();
-    kt_env env = kt_env_start(kt_shards);
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
     struct proc p = {.limit = 0};
     kumo_pid pid;
     kumo_ref ref;
-    spawn_proc(env.node, env.ib, &p, impure_init, kt_shards, &pid, &ref);
+    spawn_proc(&env, &p, impure_init, kt_shards, &pid, &ref);
     kt_send_u64(env.me, pid, T_A, 5); /* refused while limit is 0 */
     kumo_send(env.me, pid, T_PING, NULL, 0);
     kumo_msg_free(kt_expect(env.ib, T_PONG));
@@ -827,7 +829,7 @@ KT_TEST(receive, last_declaration_wins_and_expect)
     struct proc p = {0};
     kumo_pid pid;
     kumo_ref ref;
-    spawn_proc(env.node, env.ib, &p, decl_init, kt_shards, &pid, &ref);
+    spawn_proc(&env, &p, decl_init, kt_shards, &pid, &ref);
     kt_send_u64(env.me, pid, T_A, 1);
     kt_send_u64(env.me, pid, T_B, 2);
     kt_send_u64(env.me, pid, T_GO, 0);
@@ -865,7 +867,7 @@ KT_TEST(receive, die_overrides_declarations)
         struct proc p = {0};
         kumo_pid pid;
         kumo_ref ref;
-        spawn_proc(env.node, env.ib, &p, die_init, kt_shards, &pid, &ref);
+        spawn_proc(&env, &p, die_init, kt_shards, &pid, &ref);
         kt_send_u64(env.me, pid, T_A, v);
         kt_send_u64(env.me, pid, T_A, v); /* would be taken if the receive held */
         kt_down(env.ib, pid, KUMO_EXCEPTION, v == 1 ? "after receive 1" : "before receive");
