@@ -1216,6 +1216,41 @@ Test(dist, a_peer_dialled_over_tcp_that_answers_over_shm_is_one_peer, .timeout =
     kt_stop(a);
 }
 
+/* "tcp://127.0.0.1:<port>" without an incarnation: the node listening
+ * there now, as an Erlang user names a node by host. */
+Test(dist, a_node_is_reached_by_its_host_and_port_alone, .timeout = KT_TIMEOUT)
+{
+    kumo_dist_transport ta, tb;
+    kumo_node *a = kt_start_cfg(dt_cfg("tcp", 1, &ta));
+    kumo_node_config cb = dt_cfg("tcp", 1, &tb);
+    cb.no_pin = true;
+    cb.spin_ns = 20000;
+    kumo_node *b;
+    cr_assert_eq(kumo_node_start(&cb, &b), 0);
+    kumo_address real, place;
+    cr_assert_eq(kumo_node_address(b, 0, &real), 0);
+    char s[KUMO_ADDRESS_STR_MAX];
+    kumo_address_str(&real, s, sizeof s);
+    *strrchr(s, '/') = 0;
+    cr_assert_eq(kumo_address_parse(s, &place), 0, "%s", s);
+    kumo_inbox *ia = kt_inbox(a);
+    uint64_t bid = 0;
+    int err = kumo_node_connect(a, &place, KT_WAIT_NS, &bid);
+    cr_assert_eq(err, 0, "connect to %s: %s", s, kumo_strerror(err));
+    cr_assert_eq(bid, kumo_node_id(b));
+    kumo_pid echo;
+    cr_assert_eq(kumo_spawn_remote_wait(ia, bid, "dt.echo", NULL, 0, NULL, &echo), 0);
+    kt_send_u64(kumo_inbox_proc(ia), echo, kt_type("dt.place"), 9);
+    cr_assert_eq(kt_expect_u64(ia, kt_type("dt.place")), 9);
+    /* Again: the node is known, the answer is the same. */
+    uint64_t again = 0;
+    cr_assert_eq(kumo_node_connect(a, &place, KT_WAIT_NS, &again), 0);
+    cr_assert_eq(again, bid);
+    kumo_node_free(b);
+    kumo_inbox_free(ia);
+    kt_stop(a);
+}
+
 DT_TEST(dist, the_null_pid_is_no_process_on_a_distributed_node)
 {
     kumo_proc *me = kumo_inbox_proc(e->ia);

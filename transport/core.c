@@ -66,6 +66,14 @@ bool kumo_address_same_place(const kumo_address *a, const kumo_address *b)
     return ops && ops->same_place && ops->same_place(a, b);
 }
 
+bool kumo_address_is_place(const kumo_address *a)
+{
+    if (a->len < 2)
+        return false;
+    const struct kumo__transport_ops *ops = kumo__transport_by_tag(a->bytes[1]);
+    return ops && ops->is_place && ops->is_place(a);
+}
+
 int kumo_address_parse(const char *s, kumo_address *out)
 {
     if (!s || !out)

@@ -93,6 +93,9 @@ struct kumo__transport_ops {
      * one endpoint can live at a time (any incarnation): see
      * kumo_address_same_place.  NULL: its addresses have no such place. */
     bool (*same_place)(const kumo_address *a, const kumo_address *b);
+    /* Whether `a` names a place only (no incarnation): see
+     * kumo_address_is_place.  NULL: no address does. */
+    bool (*is_place)(const kumo_address *a);
     /* Address tag byte (bytes[1]) this transport uses. */
     uint8_t tag;
     /* The length of every address of this transport (0: they vary):

@@ -119,6 +119,12 @@ KUMO_API int kumo_address_decode(const uint8_t *in, size_t len, kumo_address *ou
  * a, or the same one).  Always false for transports without such places
  * (shm and inmem: one OS process holds many endpoints). */
 KUMO_API bool kumo_address_same_place(const kumo_address *a, const kumo_address *b);
+/* Whether `a` names a place without an incarnation ("tcp://<IPv4>:<port>"
+ * parsed by kumo_address_parse).  kumo_connect to a place reaches the
+ * endpoint listening there now: it answers with its own address and the
+ * connection is made to that (over tcp, one extra connect on the first
+ * contact).  Always false for shm and inmem addresses. */
+KUMO_API bool kumo_address_is_place(const kumo_address *a);
 /* Human-readable form ("tcp://127.0.0.1:4000/1a2b..."), NUL-terminated,
  * truncated to len.  Returns buf. */
 KUMO_API char *kumo_address_str(const kumo_address *a, char *buf, size_t len);
@@ -131,7 +137,9 @@ KUMO_API char *kumo_address_str(const kumo_address *a, char *buf, size_t len);
  * can travel on a command line, in a file or in the environment.  Pure;
  * any thread.  Returns 0, or -EINVAL (unknown scheme, malformed or out of
  * range).  The incarnation is part of the address: a string names one
- * endpoint, never a later one at the same place.
+ * endpoint, never a later one at the same place.  A tcp address may omit
+ * "/<incarnation>" ("tcp://127.0.0.1:4369"): that names the place, whatever
+ * endpoint listens there when it is used (kumo_address_is_place).
  */
 KUMO_API int kumo_address_parse(const char *s, kumo_address *out);
 

@@ -298,11 +298,13 @@ static struct peer *peer_by_addr(struct kumo__dist *d, const kumo_address *a)
     return NULL;
 }
 
-/* A peer known by address only (no HELLO yet) that has address a. */
+/* A peer dialled by address whose node we do not know yet: at `a` itself,
+ * or at a place (an address without incarnation) where `a` is. */
 static struct peer *anon_peer_by_addr(struct kumo__dist *d, const kumo_address *a)
 {
     for (struct peer *p = d->peers; p; p = p->next)
-        if (!p->id && peer_has_addr(p, a))
+        if (!p->id && (peer_has_addr(p, a) || (p->tix >= 0 && kumo_address_is_place(&p->via) &&
+                                               kumo_address_same_place(&p->via, a))))
             return p;
     return NULL;
 }
@@ -1403,6 +1405,11 @@ static void on_hello(struct kumo__dist *d, struct dist_ep *de, struct in_conn *i
     }
     p->naddr = f->naddr;
     memcpy(p->addr, f->addr, sizeof p->addr[0] * f->naddr);
+    /* Dialled at a place: from now on this incarnation's own address, so
+     * a reconnect never reaches a later node there as if it were this. */
+    for (unsigned i = 0; p->tix >= 0 && kumo_address_is_place(&p->via) && i < f->naddr; i++)
+        if (kumo_address_same_place(&p->via, &f->addr[i]))
+            p->via = f->addr[i];
     if (p->tix < 0)
         peer_choose_route(d, p);
     if (p->tix < 0) {
@@ -1725,6 +1732,16 @@ static void connect_task(struct kumo__shard *sh, struct kumo__task *t)
     }
     int tix = tix_for(d, &w->addr);
     struct peer *p = peer_by_addr(d, &w->addr);
+    /* A place: the live node known there, if any (a gone one is not
+     * there any more: dial whoever is). */
+    for (struct peer *q = d->peers; !p && q && kumo_address_is_place(&w->addr); q = q->next)
+        for (unsigned i = 0; !q->gone && i < q->naddr; i++)
+            if (kumo_address_same_place(&w->addr, &q->addr[i])) {
+                p = q;
+                break;
+            }
+    if (p && p->gone && kumo_address_is_place(&w->addr))
+        p = NULL;
     if (!p) {
         p = peer_new(d, 0);
         if (!p) {

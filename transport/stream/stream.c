@@ -545,10 +545,12 @@ int kumo__tcp_address_parse(const char *s, kumo_address *out)
     memcpy(ip, s, (size_t)(colon - s));
     ip[colon - s] = 0;
     struct in_addr in;
-    uint64_t port, inc;
+    uint64_t port, inc = 0;
     const char *r;
-    if (inet_pton(AF_INET, ip, &in) != 1 || !kumo__parse_dec(colon + 1, "/", 65535, &port, &r) ||
-        *r != '/' || !kumo__parse_hex(r + 1, 16, "", &inc, &r) || *r)
+    if (inet_pton(AF_INET, ip, &in) != 1 || !kumo__parse_dec(colon + 1, "/", 65535, &port, &r))
+        return -EINVAL;
+    /* Without "/<incarnation>": the place, whatever endpoint listens there. */
+    if (*r && (*r != '/' || !kumo__parse_hex(r + 1, 16, "", &inc, &r) || *r || !inc))
         return -EINVAL;
     addr_make_tcp(out, in, (uint16_t)port, inc);
     return 0;
@@ -2441,6 +2443,23 @@ static bool hello_from_is_true(struct link *l, const kumo_address *from)
     return claimed == sa->sin_addr.s_addr || claimed == htonl(INADDR_ANY);
 }
 
+/* A tcp address naming a place only (incarnation 0). */
+static bool addr_is_place(const kumo_address *a)
+{
+    return a->len == TCP_ADDR_LEN && a->bytes[1] == TCP_TAG && kumo__get64(a->bytes + 8) == 0;
+}
+
+/* Acceptor: a HELLO for our place (any incarnation) learns our address and
+ * goes away; its connector comes back to that address. */
+static void redirect(struct link *l)
+{
+    uint8_t p[KUMO__TCP_ACK + KUMO_ADDRESS_WIRE_MAX] = {KUMO__ACK_REDIRECT};
+    size_t n = KUMO__TCP_ACK + kumo_address_encode(&l->ep->base.addr, p + KUMO__TCP_ACK);
+    ctl_queue(l, KUMO__T_HELLO_ACK, p, (uint32_t)n);
+    l->state = L_REJECTING;
+    l->close_after_send = true;
+}
+
 static bool process_hello(struct link *l, const uint8_t *p, uint32_t len)
 {
     struct tcp_ep *ep = l->ep;
@@ -2451,6 +2470,11 @@ static bool process_hello(struct link *l, const uint8_t *p, uint32_t len)
     if (kumo__tcp_hello_decode(p, len, &from, &to, &caps, &nonce, &why))
         return malformed(l, why);
     memcpy(l->nonce_c, nonce, KUMO__NONCE);
+    if (addr_is_place(&to) && !ep->t->shm &&
+        memcmp(to.bytes + 2, ep->base.addr.bytes + 2, 6) == 0 && !ep->closing) {
+        redirect(l);
+        return true;
+    }
     if (!kumo_address_eq(&to, &ep->base.addr)) {
         reject(l, KUMO__ACK_NOT_FOUND, "not addressed to this endpoint (incarnation)");
         return true;
@@ -2499,8 +2523,40 @@ static bool process_hello(struct link *l, const uint8_t *p, uint32_t len)
 
 static void start_connect(struct link *l);
 
+/*
+ * Connector: the endpoint at the place we asked for is `real`.  Each
+ * waiting connect goes there (joining a link to it if one exists), and
+ * this link ends quietly.
+ */
+static bool follow_redirect(struct link *l, const uint8_t *p, uint32_t len)
+{
+    kumo_address real;
+    if (!addr_is_place(&l->peer) || len <= KUMO__TCP_ACK ||
+        kumo_address_decode(p + KUMO__TCP_ACK, len - KUMO__TCP_ACK, &real) !=
+            (int)(len - KUMO__TCP_ACK) ||
+        addr_is_place(&real) || real.len != TCP_ADDR_LEN || real.bytes[1] != TCP_TAG ||
+        memcmp(real.bytes + 2, l->peer.bytes + 2, 6) != 0)
+        return malformed(l, "a redirect we did not ask for, or to another place");
+    struct kumo__connect_req *w = l->waiters;
+    l->waiters = NULL;
+    link_kill(l, -KUMO_ECONNFAILED, false, "redirected to the endpoint's address");
+    while (w) {
+        struct kumo__connect_req *next = w->next;
+        w->to = real;
+        kumo__stream_connect(w->ep, w);
+        w = next;
+    }
+    return false;
+}
+
 static bool process_ack(struct link *l, const uint8_t *p, uint32_t len)
 {
+    if (len && p[0] == KUMO__ACK_REDIRECT) {
+        for (int i = 1; i < 8 && i < (int)len; i++)
+            if (p[i])
+                return malformed(l, "HELLO_ACK with reserved bytes set");
+        return follow_redirect(l, p, len);
+    }
     if (!len || len != (p[0] == KUMO__ACK_OK ? KUMO__TCP_ACK_OK : KUMO__TCP_ACK))
         return malformed(l, "HELLO_ACK of the wrong length");
     for (int i = 1; i < 8; i++)
@@ -2941,6 +2997,8 @@ int kumo__stream_endpoint_new(struct kumo_transport *bt, struct kumo_endpoint *t
     ep->arm_task.fn = arm_task_fn;
     if (getrandom(&ep->inc, sizeof ep->inc, 0) != sizeof ep->inc)
         ep->inc = kumo__now_ns() ^ (uint64_t)(uintptr_t)ep;
+    if (!ep->inc)
+        ep->inc = 1; /* 0 names a place (kumo__tcp_address_parse) */
     ep->poller.poll = shm_poll;
     ep->poller.prepark = shm_prepark;
     int fd = socket(t->shm ? AF_UNIX : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

@@ -65,7 +65,17 @@ enum {
     KUMO__F_FIRST = 1u << 1, /* DATA: first piece; header carries the total */
 };
 
-enum { KUMO__ACK_OK = 0, KUMO__ACK_NOT_FOUND, KUMO__ACK_CROSSED, KUMO__ACK_BUSY };
+/* HELLO_ACK statuses.  REDIRECT answers a HELLO whose target is a place
+ * (a tcp address with incarnation 0, kumo_address_parse of "ip:port"):
+ * its payload is the 16-byte refusal followed by the acceptor's own
+ * address (kumo_address_encode); the connector then connects there. */
+enum {
+    KUMO__ACK_OK = 0,
+    KUMO__ACK_NOT_FOUND,
+    KUMO__ACK_CROSSED,
+    KUMO__ACK_BUSY,
+    KUMO__ACK_REDIRECT
+};
 
 struct kumo__tcp_hdr {
     uint32_t len;

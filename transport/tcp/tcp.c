@@ -33,12 +33,19 @@ static bool tcp_same_place(const kumo_address *a, const kumo_address *b)
            memcmp(a->bytes + 2, b->bytes + 2, 6) == 0;
 }
 
+/* Incarnation 0: "tcp://<IPv4>:<port>" without one. */
+static bool tcp_is_place(const kumo_address *a)
+{
+    return a->len == KUMO__TCP_ADDR_LEN && kumo__get64(a->bytes + 8) == 0;
+}
+
 const struct kumo__transport_ops kumo__tcp_ops = {
     .name = "tcp",
     .tag = 't',
     .addr_len = KUMO__TCP_ADDR_LEN,
     .create = tcp_create,
     .same_place = tcp_same_place,
+    .is_place = tcp_is_place,
     .address_parse = kumo__tcp_address_parse,
     KUMO__STREAM_OPS,
 };
