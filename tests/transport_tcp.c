@@ -584,6 +584,9 @@ Test(tcp, a_place_address_reaches_the_endpoint_listening_there, .timeout = TCP_T
     cr_assert_eq(kumo_address_parse(str, &place), 0, "parse %s", str);
     cr_assert(kumo_address_same_place(&place, &s.srv->addr));
     cr_assert(!kumo_address_eq(&place, &s.srv->addr));
+    cr_assert(kumo_address_is_place(&place) && !kumo_address_is_place(&s.srv->addr));
+    char back[KUMO_ADDRESS_STR_MAX];
+    cr_assert_str_eq(kumo_address_str(&place, back, sizeof back), str, "a place prints as parsed");
 
     /* The raw exchange: a REDIRECT carrying the endpoint's address, then
      * the acceptor closes. */

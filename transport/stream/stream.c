@@ -532,8 +532,11 @@ void kumo__stream_address_str(const kumo_address *a, char *buf, size_t len)
     struct sockaddr_in *sa = (struct sockaddr_in *)&ss;
     char ip[INET_ADDRSTRLEN];
     inet_ntop(AF_INET, &sa->sin_addr, ip, sizeof ip);
-    snprintf(buf, len, "tcp://%s:%u/%016llx", ip, ntohs(sa->sin_port),
-             (unsigned long long)kumo__get64(a->bytes + 8));
+    uint64_t inc = kumo__get64(a->bytes + 8);
+    if (!inc) /* a place: as kumo__tcp_address_parse reads it */
+        snprintf(buf, len, "tcp://%s:%u", ip, ntohs(sa->sin_port));
+    else
+        snprintf(buf, len, "tcp://%s:%u/%016llx", ip, ntohs(sa->sin_port), (unsigned long long)inc);
 }
 
 int kumo__tcp_address_parse(const char *s, kumo_address *out)
