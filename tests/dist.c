@@ -1216,6 +1216,20 @@ Test(dist, a_peer_dialled_over_tcp_that_answers_over_shm_is_one_peer, .timeout =
     kt_stop(a);
 }
 
+struct dial {
+    kumo_node *node;
+    kumo_address addr;
+    uint64_t id;
+    int err;
+};
+
+static void *dial_thread(void *arg)
+{
+    struct dial *x = arg;
+    x->err = kumo_node_connect(x->node, &x->addr, KT_WAIT_NS, &x->id);
+    return NULL;
+}
+
 /* "tcp://127.0.0.1:<port>" without an incarnation: the node listening
  * there now, as an Erlang user names a node by host. */
 Test(dist, a_node_is_reached_by_its_host_and_port_alone, .timeout = KT_TIMEOUT)
@@ -1234,10 +1248,18 @@ Test(dist, a_node_is_reached_by_its_host_and_port_alone, .timeout = KT_TIMEOUT)
     *strrchr(s, '/') = 0;
     cr_assert_eq(kumo_address_parse(s, &place), 0, "%s", s);
     kumo_inbox *ia = kt_inbox(a);
+    /* Dialled by place and by its full address at once: one peer, and
+     * both calls answered with it. */
+    struct dial other = {.node = a, .addr = real};
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, dial_thread, &other), 0);
     uint64_t bid = 0;
     int err = kumo_node_connect(a, &place, KT_WAIT_NS, &bid);
+    pthread_join(t, NULL);
     cr_assert_eq(err, 0, "connect to %s: %s", s, kumo_strerror(err));
     cr_assert_eq(bid, kumo_node_id(b));
+    cr_assert_eq(other.err, 0, "connect to the full address: %s", kumo_strerror(other.err));
+    cr_assert_eq(other.id, bid);
     kumo_pid echo;
     cr_assert_eq(kumo_spawn_remote_wait(ia, bid, "dt.echo", NULL, 0, NULL, &echo), 0);
     kt_send_u64(kumo_inbox_proc(ia), echo, kt_type("dt.place"), 9);

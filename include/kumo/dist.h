@@ -66,7 +66,9 @@ KUMO_API int kumo_node_address(const kumo_node *node, unsigned i, kumo_address *
 
 /*
  * Connects `node` to the node listening at `address` (one of that node's
- * kumo_node_address values), waits until both have exchanged their
+ * kumo_node_address values, or a tcp place such as "tcp://10.0.0.5:4369"
+ * from kumo_address_parse: the live node known there, else whoever
+ * listens there now), waits until both have exchanged their
  * identities, and stores the peer's node id in *peer.  Blocks up to
  * timeout_ns (KUMO_INFINITY: the transport's connect timeout); call it from
  * a thread outside the node's shards.  Connecting to a node already

@@ -96,7 +96,9 @@ typedef struct kumo_endpoint kumo_endpoint;
  * meaningful; every transport starts its addresses with a one-byte format
  * version and a one-byte transport tag, and includes an incarnation number,
  * so an endpoint re-created at the same place gets a different address and
- * stale addresses do not reach it.
+ * stale addresses do not reach it.  (A tcp *place*, an address with
+ * incarnation 0, names whatever endpoint listens there: see
+ * kumo_address_is_place.)
  */
 typedef struct kumo_address {
     uint8_t len;

@@ -1732,14 +1732,18 @@ static void connect_task(struct kumo__shard *sh, struct kumo__task *t)
     }
     int tix = tix_for(d, &w->addr);
     struct peer *p = peer_by_addr(d, &w->addr);
-    /* A place: the live node known there, if any (a gone one is not
-     * there any more: dial whoever is). */
-    for (struct peer *q = d->peers; !p && q && kumo_address_is_place(&w->addr); q = q->next)
-        for (unsigned i = 0; !q->gone && i < q->naddr; i++)
-            if (kumo_address_same_place(&w->addr, &q->addr[i])) {
+    /* A place: the live node known there, or one being dialled there
+     * (a gone one is not there any more: dial whoever is). */
+    for (struct peer *q = d->peers; !p && q && kumo_address_is_place(&w->addr); q = q->next) {
+        if (!q->gone && !q->id && q->tix >= 0 && kumo_address_same_place(&w->addr, &q->via))
+            p = q;
+        for (unsigned i = 0; !p && !q->gone && i < q->naddr; i++)
+            if (kumo_address_same_place(&w->addr, &q->addr[i]))
                 p = q;
-                break;
-            }
+    }
+    /* An address of a place being dialled: that same dial. */
+    if (!p)
+        p = anon_peer_by_addr(d, &w->addr);
     if (p && p->gone && kumo_address_is_place(&w->addr))
         p = NULL;
     if (!p) {

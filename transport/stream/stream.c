@@ -2543,10 +2543,14 @@ static bool follow_redirect(struct link *l, const uint8_t *p, uint32_t len)
     struct kumo__connect_req *w = l->waiters;
     l->waiters = NULL;
     link_kill(l, -KUMO_ECONNFAILED, false, "redirected to the endpoint's address");
+    struct tcp_ep *ep = l->ep;
     while (w) {
         struct kumo__connect_req *next = w->next;
         w->to = real;
-        kumo__stream_connect(w->ep, w);
+        if (ep->closing) /* a completed connect's callback may close it */
+            kumo__connect_done(w, NULL, -KUMO_ECLOSED);
+        else
+            kumo__stream_connect(w->ep, w);
         w = next;
     }
     return false;
@@ -3079,7 +3083,8 @@ void kumo__stream_connect(struct kumo_endpoint *bep, struct kumo__connect_req *r
     }
     uint64_t timeout =
         req->hints.connect_timeout_ns ? req->hints.connect_timeout_ns : t->cfg.connect_timeout_ns;
-    req->deadline = kumo__now_ns() + timeout;
+    if (!req->deadline) /* set already: a connect redirected from a place keeps its own */
+        req->deadline = kumo__now_ns() + timeout;
     req->next = NULL;
     if (kumo_address_eq(&req->to, &ep->base.addr)) {
         struct link *l = self_link(ep);
