@@ -1268,6 +1268,30 @@ Test(dist, a_node_is_reached_by_its_host_and_port_alone, .timeout = KT_TIMEOUT)
     uint64_t again = 0;
     cr_assert_eq(kumo_node_connect(a, &place, KT_WAIT_NS, &again), 0);
     cr_assert_eq(again, bid);
+
+    /* The link broken: the place reaches the same node again. */
+    kumo_ref nref;
+    cr_assert_eq(kumo_monitor_node(kumo_inbox_proc(ia), bid, &nref), 0);
+    cr_assert_eq(kumo_node_break_link(a, bid), 0);
+    kumo_node_down_msg nd = expect_node_down(ia, nref);
+    cr_assert_eq(nd.node, bid);
+    cr_assert_eq(kumo_node_connect(a, &place, KT_WAIT_NS, &again), 0);
+    cr_assert_eq(again, bid);
+
+    /* b restarted at the same port: the place reaches the new node. */
+    kumo_node_free(b);
+    kumo_tcp_config tcfg = dt_tcp;
+    tcfg.port = (uint16_t)(place.bytes[6] << 8 | place.bytes[7]);
+    tb.config = &tcfg;
+    cr_assert_eq(kumo_node_start(&cb, &b), 0);
+    err = kumo_node_connect(a, &place, KT_WAIT_NS, &again);
+    cr_assert_eq(err, 0, "connect to %s after the restart: %s", s, kumo_strerror(err));
+    cr_assert_eq(again, kumo_node_id(b));
+    cr_assert_neq(again, bid);
+    err = kumo_spawn_remote_wait(ia, again, "dt.echo", NULL, 0, NULL, &echo);
+    cr_assert_eq(err, 0, "spawn on the new node: %s", kumo_strerror(err));
+    kt_send_u64(kumo_inbox_proc(ia), echo, kt_type("dt.place"), 10);
+    cr_assert_eq(kt_expect_u64(ia, kt_type("dt.place")), 10);
     kumo_node_free(b);
     kumo_inbox_free(ia);
     kt_stop(a);

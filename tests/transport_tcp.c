@@ -603,6 +603,16 @@ Test(tcp, a_place_address_reaches_the_endpoint_listening_there, .timeout = TCP_T
     raw_expect_closed(fd);
     close(fd);
 
+    /* A sender claiming a place (no incarnation) is malformed: a link must
+     * be keyed by an endpoint. */
+    kumo_address me_place = me;
+    memset(me_place.bytes + 8, 0, 8);
+    fd = raw_connect(&s.srv->addr);
+    uint8_t hb[512];
+    raw_write(fd, hb, tt_hs_hello(&hs, &me_place, &s.srv->addr, hb));
+    raw_expect_closed(fd);
+    close(fd);
+
     /* A connect to the place is a connection to the endpoint. */
     kumo_conn c = tt_connect(s.cl, &place);
     tt_expect(s.srv, KUMO_EV_CONNECTION_OPENED);

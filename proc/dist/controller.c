@@ -564,6 +564,8 @@ static int pend_add(struct kumo__dist *d, struct peer *p, const struct iovec *io
     return 0;
 }
 
+static void peer_out_up(struct kumo__dist *d, struct peer *p);
+
 static void connect_done(kumo_endpoint *ep, kumo_conn conn, int err, void *arg);
 
 struct connect_arg {
@@ -742,7 +744,13 @@ static void connect_done(kumo_endpoint *ep, kumo_conn conn, int err, void *arg)
     p->out = OUT_UP;
     p->conn = conn;
     send_hello(d, p);
-    /* Then everything we know of, before whatever waited for the link. */
+    peer_out_up(d, p);
+}
+
+/* p's connection is up and carried our HELLO: everything we know of goes
+ * first, then whatever waited for the link. */
+static void peer_out_up(struct kumo__dist *d, struct peer *p)
+{
     if (p->out == OUT_UP && p->id) {
         struct pend *queued = p->ph;
         struct pend **qtail = p->pt;
@@ -1366,6 +1374,48 @@ static void supersede(struct kumo__dist *d, const struct kumo__dw_frame *f)
     }
 }
 
+/*
+ * Node p, known already, says HELLO: a dial we made to a place where it
+ * is (kumo_node_connect to "tcp://host:port" while p's link was down) has
+ * found p again.  Its waiters wait for p, and its connection becomes p's
+ * if p has none; the anonymous peer is emptied (it never matches again).
+ */
+static void adopt_place_dial(struct kumo__dist *d, struct peer *p, struct in_conn *in,
+                             const struct kumo__dw_frame *f)
+{
+    struct peer *a = anon_peer_by_addr(d, &in->from);
+    for (unsigned i = 0; !a && i < f->naddr; i++)
+        a = anon_peer_by_addr(d, &f->addr[i]);
+    if (!a || a == p || a->tix < 0 || !kumo_address_is_place(&a->via))
+        return;
+    while (a->waiters) {
+        struct waiter *w = a->waiters;
+        a->waiters = w->next;
+        w->next = p->waiters;
+        p->waiters = w;
+    }
+    bool take = a->out == OUT_UP && p->out == OUT_NONE && !a->ready_wait && !a->ph;
+    if (take) {
+        p->conn = a->conn;
+        p->out = OUT_UP;
+        p->tix = a->tix;
+        for (unsigned i = 0; i < f->naddr; i++)
+            if (kumo_address_same_place(&a->via, &f->addr[i]))
+                p->via = f->addr[i];
+    }
+    /* Otherwise a's connection is left open, idle: closing it would tell
+     * the peer its link to us was lost.  It ends with that link. */
+    a->out = OUT_NONE;
+    a->conn = (kumo_conn){0};
+    a->ready_wait = false;
+    a->gen++; /* its connect callback, if still to come, is stale */
+    a->tix = -1;
+    memset(&a->via, 0, sizeof a->via);
+    free_pend(d, a);
+    if (take)
+        peer_out_up(d, p);
+}
+
 static void on_hello(struct kumo__dist *d, struct dist_ep *de, struct in_conn *in,
                      const struct kumo__dw_frame *f)
 {
@@ -1388,6 +1438,8 @@ static void on_hello(struct kumo__dist *d, struct dist_ep *de, struct in_conn *i
         malformed(de, in, "HELLO from a node incarnation already replaced");
         return;
     }
+    if (p)
+        adopt_place_dial(d, p, in, f);
     supersede(d, f);
     bool news = !p || !p->naddr;
     if (!p) {
@@ -1744,6 +1796,11 @@ static void connect_task(struct kumo__shard *sh, struct kumo__task *t)
     /* An address of a place being dialled: that same dial. */
     if (!p)
         p = anon_peer_by_addr(d, &w->addr);
+    /* A known node at the place whose link is down: dial the place anew,
+     * since another incarnation may listen there now (if the same node
+     * answers, it takes this dial over: on_hello). */
+    if (p && p->id && p->out == OUT_NONE && kumo_address_is_place(&w->addr))
+        p = NULL;
     if (p && p->gone && kumo_address_is_place(&w->addr))
         p = NULL;
     if (!p) {

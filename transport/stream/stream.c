@@ -2488,7 +2488,8 @@ static bool process_hello(struct link *l, const uint8_t *p, uint32_t len)
     }
     struct sockaddr_storage ss;
     socklen_t sl;
-    if (!addr_sockaddr(ep->t->shm, &from, &ss, &sl) || kumo_address_eq(&from, &ep->base.addr))
+    if (!addr_sockaddr(ep->t->shm, &from, &ss, &sl) || kumo_address_eq(&from, &ep->base.addr) ||
+        addr_is_place(&from))
         return malformed(l, "HELLO with an impossible sender address");
     if (!hello_from_is_true(l, &from))
         return malformed(l, "HELLO claims an address it does not come from");
