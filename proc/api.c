@@ -251,7 +251,8 @@ static inline int send_copy(kumo_proc *self, kumo_pid to, uint64_t type, const v
         !(self->flags & PF_FOREIGN)) {
         /* On the controller's shard: straight to the connection. */
         self->flags |= PF_DIST;
-        if (kumo__dist_send_direct(node, kumo__pid_of(self), to, type, data, len, flags)) {
+        kumo_pid me = kumo__pid_of(self);
+        if (kumo__dist_send_direct(node, &me, &to, type, data, len, flags)) {
             if (kumo__node_busy(node, to.node))
                 kumo__busy_suspend(node, self, to.node);
             return 0;

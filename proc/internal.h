@@ -29,6 +29,7 @@
 #include "engine/alloc.h"
 #include "engine/engine.h"
 #include "engine/log.h"
+#include "proc/pid.h"
 #include "registry/names.h"
 
 #include <pthread.h>
@@ -449,21 +450,7 @@ void kumo__watch_free(struct watch_list *l);
 
 static inline kumo_pid kumo__pid_of(const struct kumo_proc *p)
 {
-    kumo_pid r = {.node = p->node->id, .serial = p->serial};
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    /* slot, shard and reserved as one 8-byte store: built field by field,
-     * a 4-byte store then an 8-byte load of the same bytes stalled store
-     * forwarding on every remote send (perf annotate of send_copy). */
-    _Static_assert(offsetof(kumo_pid, shard) == offsetof(kumo_pid, slot) + 4 &&
-                       offsetof(kumo_pid, reserved) == offsetof(kumo_pid, slot) + 6,
-                   "kumo_pid's last word");
-    uint64_t w = (uint64_t)p->slot | (uint64_t)p->shard << 32;
-    memcpy((char *)&r + offsetof(kumo_pid, slot), &w, sizeof w);
-#else
-    r.slot = p->slot;
-    r.shard = p->shard;
-#endif
-    return r;
+    return kumo__pid_make(p->node->id, p->serial, p->slot, p->shard);
 }
 
 /* Copies a payload; the common tiny sizes without a call to memcpy. */

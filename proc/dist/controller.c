@@ -414,17 +414,22 @@ static void pair_grow(struct pair_tab *t)
 
 static bool pair_open_slow(struct peer *p, kumo_pid from, kumo_pid to);
 
-/* Whether `from` may send to `to` on p now (recording a first send). */
-static bool pair_open(struct peer *p, kumo_pid from, kumo_pid to)
+static inline bool pid_eq_p(const kumo_pid *a, const kumo_pid *b)
 {
-    if (p->pair_epoch == p->epoch && from.serial == p->pair_from.serial &&
-        to.serial == p->pair_to.serial && kumo_pid_eq(from, p->pair_from) &&
-        kumo_pid_eq(to, p->pair_to))
+    return a->serial == b->serial && a->node == b->node && a->slot == b->slot &&
+           a->shard == b->shard;
+}
+
+/* Whether `from` may send to `to` on p now (recording a first send). */
+static inline __attribute__((always_inline)) bool pair_open(struct peer *p, const kumo_pid *from,
+                                                            const kumo_pid *to)
+{
+    if (p->pair_epoch == p->epoch && pid_eq_p(from, &p->pair_from) && pid_eq_p(to, &p->pair_to))
         return true;
-    if (!pair_open_slow(p, from, to))
+    if (!pair_open_slow(p, *from, *to))
         return false;
-    p->pair_from = from;
-    p->pair_to = to;
+    p->pair_from = *from;
+    p->pair_to = *to;
     p->pair_epoch = p->epoch;
     return true;
 }
@@ -1046,7 +1051,7 @@ static bool send_lent(struct peer *p, kumo_pid to, struct kumo_msg *m)
     if (!l)
         return false;
     l->m = m;
-    size_t hl = kumo__dw_data_hdr(l->hdr, to, m->from, m->type, m->kind == SIG_CHAN ? m->aux : 0);
+    size_t hl = kumo__dw_data_hdr(l->hdr, &to, &m->from, m->type, m->kind == SIG_CHAN ? m->aux : 0);
     struct iovec v[2] = {{l->hdr, hl}, {m->data, m->len}};
     if (kumo_conn_send(p->conn, v, 2, lend_release, l) == 0)
         return true;
@@ -1137,14 +1142,14 @@ static void dist_out(struct kumo__dist *d, kumo_pid to, struct kumo_msg *m)
         return;
     }
     if (m->kind == SIG_DATA || m->kind == SIG_CHAN) {
-        if (!(m->flags & MF_USEND) && !pair_open(p, from, to)) {
+        if (!(m->flags & MF_USEND) && !pair_open(p, &from, &to)) {
             kumo__msg_free(m); /* disconnected until kumo_reconnect */
             return;
         }
         if (m->len >= LEND_MIN && p->out == OUT_UP && !p->ph && send_lent(p, to, m))
             return;
         uint8_t hdr[KUMO__DW_CHAN_HDR];
-        size_t hl = kumo__dw_data_hdr(hdr, to, from, m->type, m->kind == SIG_CHAN ? m->aux : 0);
+        size_t hl = kumo__dw_data_hdr(hdr, &to, &from, m->type, m->kind == SIG_CHAN ? m->aux : 0);
         struct iovec v[2] = {{hdr, hl}, {m->data, m->len}};
         peer_send(d, p, v, m->len ? 2 : 1);
         kumo__msg_free(m);
@@ -1207,13 +1212,13 @@ static void dist_out(struct kumo__dist *d, kumo_pid to, struct kumo_msg *m)
     kumo__msg_free(m);
 }
 
-bool kumo__dist_send_direct(struct kumo_node *node, kumo_pid from, kumo_pid to, uint64_t type,
-                            const void *data, size_t len, uint8_t flags)
+bool kumo__dist_send_direct(struct kumo_node *node, const kumo_pid *from, const kumo_pid *to,
+                            uint64_t type, const void *data, size_t len, uint8_t flags)
 {
     struct kumo__dist *d = node->dist;
     if (len >= LEND_MIN || d->stopping)
         return false;
-    struct peer *p = peer_by_id(d, to.node);
+    struct peer *p = peer_by_id(d, to->node);
     if (!p || p->tix < 0 || p->gone || p->out != OUT_UP || p->ph)
         return false; /* the item's path knows what to do */
     if (!(flags & MF_USEND) && !pair_open(p, from, to))
@@ -1583,9 +1588,7 @@ static void on_frame(struct kumo__dist *d, struct peer *p, const struct kumo__dw
                      const struct iovec *iov, int n)
 {
     struct kumo_node *node = d->node;
-    kumo_pid to = f->to, from = f->from;
-    to.node = node->id;
-    from.node = p->id;
+    kumo_pid to = kumo__dw_pid(&f->to, node->id), from = kumo__dw_pid(&f->from, p->id);
     struct kumo_msg *m;
     if (f->op == KUMO__DW_SPAWN) {
         spawn_in(d, p, f, from, iov, n);
@@ -1596,8 +1599,8 @@ static void on_frame(struct kumo__dist *d, struct peer *p, const struct kumo__dw
         return;
     }
     if (f->op == KUMO__DW_REG) {
-        kumo_pid subject = f->to; /* any node's pid (or none): its node came along */
-        subject.node = f->pid_node;
+        /* any node's pid (or none): its node came along */
+        kumo_pid subject = kumo__dw_pid(&f->to, f->pid_node);
         reg_in(d, p, f, subject, from, iov, n);
         return;
     }
@@ -1605,8 +1608,7 @@ static void on_frame(struct kumo__dist *d, struct peer *p, const struct kumo__dw
         struct pspawn *s = pspawn_take(p, to, f->aux);
         /* no pid (an error, or whereis of a free name) crosses as zeros;
          * a name may hold any node's pid: its node came along */
-        kumo_pid found = f->from;
-        found.node = f->pid_node;
+        kumo_pid found = kumo__dw_pid(&f->from, f->pid_node);
         if (f->shard || f->from.serial == 0)
             found = (kumo_pid){0};
         int err = f->shard > 0 || f->shard < -KUMO_ETRANSPORT_LAST ? -KUMO_EBADWIRE : f->shard;

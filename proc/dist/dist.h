@@ -25,9 +25,11 @@ void kumo__dist_route(struct kumo_node *node, struct pshard *src, kumo_pid to, s
  * message of its own.  Returns true when it took the send (sent, queued,
  * or dropped as the item would have been), false when the caller must
  * route a message as usual.  flags: 0 or MF_USEND.  On shard 0 only.
+ * (Pids by pointer here and below: a kumo_pid passed by value goes
+ * through the stack in parts and is read back whole, which stalls.)
  */
-bool kumo__dist_send_direct(struct kumo_node *node, kumo_pid from, kumo_pid to, uint64_t type,
-                            const void *data, size_t len, uint8_t flags);
+bool kumo__dist_send_direct(struct kumo_node *node, const kumo_pid *from, const kumo_pid *to,
+                            uint64_t type, const void *data, size_t len, uint8_t flags);
 
 struct kumo_dist_transport;
 

@@ -15,18 +15,24 @@ static uint8_t *put_hdr(uint8_t *p, uint8_t op, uint16_t flags)
     return p + KUMO__DW_HDR;
 }
 
-static uint8_t *put_pid(uint8_t *p, kumo_pid pid)
+static uint8_t *put_pid_p(uint8_t *p, const kumo_pid *pid)
 {
-    kumo__put64(p, pid.serial);
-    kumo__put32(p + 8, pid.slot);
-    kumo__put16(p + 12, pid.shard);
+    kumo__put64(p, pid->serial);
+    kumo__put32(p + 8, pid->slot);
+    kumo__put16(p + 12, pid->shard);
     return p + KUMO__DW_PID;
 }
 
-static kumo_pid get_pid(const uint8_t *p)
+static uint8_t *put_pid(uint8_t *p, kumo_pid pid)
 {
-    return (kumo_pid){
-        .serial = kumo__get64(p), .slot = kumo__get32(p + 8), .shard = kumo__get16(p + 12)};
+    return put_pid_p(p, &pid);
+}
+
+static void get_pid(const uint8_t *p, struct kumo__dw_pid *out)
+{
+    out->serial = kumo__get64(p);
+    out->slot = kumo__get32(p + 8);
+    out->shard = kumo__get16(p + 12);
 }
 
 size_t kumo__dw_hello(uint8_t *out, uint8_t op, uint64_t from_node, uint64_t to_node,
@@ -42,11 +48,12 @@ size_t kumo__dw_hello(uint8_t *out, uint8_t op, uint64_t from_node, uint64_t to_
     return (size_t)(p - out);
 }
 
-size_t kumo__dw_data_hdr(uint8_t *out, kumo_pid to, kumo_pid from, uint64_t type, uint64_t chan)
+size_t kumo__dw_data_hdr(uint8_t *out, const kumo_pid *to, const kumo_pid *from, uint64_t type,
+                         uint64_t chan)
 {
     uint8_t *p = put_hdr(out, chan ? KUMO__DW_CHAN : KUMO__DW_DATA, 0);
-    p = put_pid(p, to);
-    p = put_pid(p, from);
+    p = put_pid_p(p, to);
+    p = put_pid_p(p, from);
     kumo__put64(p, type);
     p += 8;
     if (chan) {
@@ -175,7 +182,9 @@ int kumo__dw_decode(const uint8_t *in, size_t avail, size_t total, struct kumo__
     f->naddr = f->sflags = f->namelen = 0;
     f->shard = 0;
     f->from_node = f->to_node = 0;
-    f->to = f->from = (kumo_pid){0};
+    f->to.serial = f->from.serial = 0;
+    f->to.slot = f->from.slot = 0;
+    f->to.shard = f->from.shard = 0;
     f->type = f->aux = 0;
     f->payload_off = f->len = 0;
     f->pid_node = 0;
@@ -199,8 +208,8 @@ int kumo__dw_decode(const uint8_t *in, size_t avail, size_t total, struct kumo__
         return bad(why, "unknown frame op");
     if (n < 2 * KUMO__DW_PID)
         return bad(why, "frame too short for its pids");
-    f->to = get_pid(p);
-    f->from = get_pid(p + KUMO__DW_PID);
+    get_pid(p, &f->to);
+    get_pid(p + KUMO__DW_PID, &f->from);
     p += 2 * KUMO__DW_PID;
     n -= 2 * KUMO__DW_PID;
     if (f->op == KUMO__DW_SPAWN) {
@@ -281,8 +290,9 @@ int kumo__dw_decode(const uint8_t *in, size_t avail, size_t total, struct kumo__
         memcpy(f->reason.text, p + 2, tl);
         f->reason.text[tl] = 0;
         const uint8_t *b = p + 2 + tl;
-        kumo_pid by = get_pid(b + 9);
-        by.node = kumo__get64(b + 1);
+        struct kumo__dw_pid bw;
+        get_pid(b + 9, &bw);
+        kumo_pid by = kumo__dw_pid(&bw, kumo__get64(b + 1));
         if (b[0] > KUMO_VIA_LINK)
             return bad(why, "unknown reason cause");
         if ((b[0] == KUMO_VIA_NONE) != kumo_pid_is_null(by) ||

@@ -55,6 +55,8 @@
 #include <kumo/kumo.h>
 #include <kumo/transport.h>
 
+#include "proc/pid.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -127,8 +129,15 @@ struct kumo__dw_frame {
     uint8_t namelen;             /* SPAWN, REG */
     int32_t shard;               /* SPAWN; SPAWN_REPLY and REG_REPLY: err */
     uint64_t from_node, to_node; /* HELLO, DIR */
-    /* everything else: pids with node 0 (the caller fills the nodes in) */
-    kumo_pid to, from;
+    /* everything else: the pids' local parts, as on the wire (the caller
+     * makes pids of them with kumo__dw_pid and the right nodes: kept as
+     * scalars so no pid is stored in parts and read back whole, which
+     * stalled store forwarding in every received frame) */
+    struct kumo__dw_pid {
+        uint64_t serial;
+        uint32_t slot;
+        uint16_t shard;
+    } to, from;
     uint64_t type;      /* DATA, CHAN, REG */
     uint64_t aux;       /* CHAN: channel id; MONITOR, DEMONITOR, DOWN, SPAWN*, REG*: ref */
     size_t payload_off; /* DATA, CHAN, SPAWN, REG: where the payload starts */
@@ -142,6 +151,12 @@ struct kumo__dw_frame {
     char name[KUMO_NAME_MAX + 1];          /* SPAWN, REG: namelen bytes + NUL */
 };
 
+/* The pid of node `node` whose local part a frame carried. */
+static inline kumo_pid kumo__dw_pid(const struct kumo__dw_pid *w, uint64_t node)
+{
+    return kumo__pid_make(node, w->serial, w->slot, w->shard);
+}
+
 /* Writes a HELLO (op KUMO__DW_HELLO) or a DIR entry (op KUMO__DW_DIR,
  * to_node 0) into out (room for KUMO__DW_HELLO_MAX); returns its length.
  * n <= KUMO__DW_MAX_ADDRS. */
@@ -151,7 +166,8 @@ size_t kumo__dw_hello(uint8_t *out, uint8_t op, uint64_t from_node, uint64_t to_
 /* Writes the fixed part of a DATA (chan == 0) or CHAN frame; the payload
  * follows it on the wire.  Returns its length (KUMO__DW_DATA_HDR or
  * KUMO__DW_CHAN_HDR). */
-size_t kumo__dw_data_hdr(uint8_t *out, kumo_pid to, kumo_pid from, uint64_t type, uint64_t chan);
+size_t kumo__dw_data_hdr(uint8_t *out, const kumo_pid *to, const kumo_pid *from, uint64_t type,
+                         uint64_t chan);
 
 /* Writes a signal frame (LINK .. DOWN) into out (room for
  * KUMO__DW_SIGNAL_MAX); `ref` is used by MONITOR, DEMONITOR and DOWN,
