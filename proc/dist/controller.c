@@ -1801,12 +1801,19 @@ static void connect_task(struct kumo__shard *sh, struct kumo__task *t)
     /* A known node at the place whose link is down: dial the place anew,
      * since another incarnation may listen there now (if the same node
      * answers, it takes this dial over: on_hello). */
-    if (p && p->id && p->out == OUT_NONE && kumo_address_is_place(&w->addr))
+    if (p && p->id && p->out == OUT_NONE && !p->hello_in && kumo_address_is_place(&w->addr))
         p = NULL;
     if (p && p->gone && kumo_address_is_place(&w->addr))
         p = NULL;
     if (!p) {
-        p = peer_new(d, 0);
+        /* An anonymous peer emptied by adopt_place_dial serves again, so
+         * repeated place dials do not grow the list. */
+        for (struct peer *q = d->peers; !p && q; q = q->next)
+            if (!q->id && q->tix < 0 && q->out == OUT_NONE && !q->waiters && !q->naddr &&
+                !q->gone && !q->ph)
+                p = q;
+        if (!p)
+            p = peer_new(d, 0);
         if (!p) {
             waiter_finish(w, -ENOMEM, 0);
             return;
