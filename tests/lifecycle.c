@@ -420,6 +420,71 @@ KT_TEST(lifecycle, many_monitored_processes)
     kt_stop(node);
 }
 
+static int pid_cmp(const void *a, const void *b)
+{
+    const kumo_pid *x = a, *y = b;
+    if (x->shard != y->shard)
+        return x->shard < y->shard ? -1 : 1;
+    if (x->slot != y->slot)
+        return x->slot < y->slot ? -1 : 1;
+    return x->serial < y->serial ? -1 : x->serial > y->serial;
+}
+
+/* The same across the topology: the inbox on one node monitors many
+ * processes on the other, kills them, and gets exactly one DOWN each
+ * (the controller's watch tables must stay linear too); then the peer's
+ * processes it still monitors go with the link, one DOWN each. */
+KT_NET_TEST(lifecycle, many_processes_monitored_from_the_other_node)
+{
+    types_init();
+    kt_env env = kt_env_start_on(kt_topology, kt_shards);
+    const unsigned n = 20000;
+    struct many st = {.exits = KT_COUNT_INIT, .inits = KT_COUNT_INIT};
+    kumo_pid *pids = malloc(sizeof *pids * n);
+    cr_assert_not_null(pids);
+    for (unsigned i = 0; i < n; i++)
+        pids[i] =
+            kt_spawn(env.peer, NULL, &(kumo_spawn_opts){.shard = KUMO_SHARD_RR}, many_init, &st);
+    kt_count_wait(&st.inits, n, "processes waiting in receive");
+    for (unsigned i = 0; i < n; i++) {
+        kumo_ref ref;
+        cr_assert_eq(kumo_monitor(env.me, pids[i], &ref), 0);
+    }
+    for (unsigned i = 0; i < n / 2; i++)
+        cr_assert_eq(kumo_kill(env.me, pids[i], "x"), 0);
+    qsort(pids, n / 2, sizeof *pids, pid_cmp);
+    bool *seen = calloc(n / 2, sizeof *seen);
+    cr_assert_not_null(seen);
+    for (unsigned i = 0; i < n / 2; i++) {
+        kumo_msg *m = kt_next(env.ib);
+        cr_assert_eq(kumo_msg_type(m), kumo_type_down());
+        const kumo_down_msg *d = kumo_msg_data(m);
+        cr_assert_eq(d->reason.kind, KUMO_KILLED, "DOWN %u: reason %d", i, d->reason.kind);
+        /* each killed process once (shards interleave their DOWNs) */
+        kumo_pid *hit = bsearch(&d->pid, pids, n / 2, sizeof *pids, pid_cmp);
+        cr_assert_not_null(hit, "DOWN %u is about %s, not a killed process", i, kt_pid(d->pid));
+        cr_assert(!seen[hit - pids], "a second DOWN about %s", kt_pid(d->pid));
+        seen[hit - pids] = true;
+        kumo_msg_free(m);
+    }
+    free(seen);
+    kt_expect_empty(env.ib);
+    if (KT_REMOTE(&env)) {
+        /* The other half: their node goes, each DOWN says disconnect. */
+        kumo_node_stop(env.peer);
+        for (unsigned i = n / 2; i < n; i++) {
+            kumo_msg *m = kt_next(env.ib);
+            cr_assert_eq(kumo_msg_type(m), kumo_type_down());
+            const kumo_down_msg *d = kumo_msg_data(m);
+            cr_assert_eq(d->reason.kind, KUMO_DISCONNECT, "DOWN %u: reason %d", i, d->reason.kind);
+            kumo_msg_free(m);
+        }
+        kt_expect_empty(env.ib);
+    }
+    free(pids);
+    kt_env_stop(&env);
+}
+
 KT_TEST(lifecycle, many_processes_torn_down_by_node_stop)
 {
     types_init();
