@@ -1601,24 +1601,24 @@ static void blocker_end(dt_env *e, struct blocker *bl, kumo_pid blk)
 
 /* Sends K messages of 64 KiB (numbered) to `to` per callback, then a
  * "more" to itself, FLOOD_TURNS times; then tells `report`. */
-#define FLOOD_K 8
-#define FLOOD_TURNS 64
-#define FLOOD_LEN (64u << 10)
 struct flooder {
     kumo_pid to, report;
     uint64_t next, turns;
     uint8_t *buf;
+    size_t len;     /* each message */
+    unsigned k;     /* messages per callback */
+    unsigned nturn; /* callbacks */
 };
 static void flood_turn(kumo_proc *self, void *state, kumo_msg *m);
 static void flood_turn(kumo_proc *self, void *state, kumo_msg *m)
 {
     (void)m;
     struct flooder *f = state;
-    for (int k = 0; k < FLOOD_K; k++, f->next++) {
+    for (unsigned k = 0; k < f->k; k++, f->next++) {
         memcpy(f->buf, &f->next, 8);
-        kumo_send(self, f->to, kt_type("dt.flood"), f->buf, FLOOD_LEN);
+        kumo_send(self, f->to, kt_type("dt.flood"), f->buf, f->len);
     }
-    if (++f->turns == FLOOD_TURNS) {
+    if (++f->turns == f->nturn) {
         kumo_send(self, f->report, kt_type("dt.flood.done"), &f->next, 8);
         return;
     }
@@ -1632,7 +1632,9 @@ static void flooder_init(kumo_proc *self, void *state)
     flood_turn(self, state, NULL);
 }
 
-static void a_flood_to_a_node_that_does_not_drain_stays_bounded(const char *tr, unsigned shards)
+static void a_flood_to_a_node_that_does_not_drain_stays_bounded(const char *tr, unsigned shards,
+                                                                size_t len, unsigned k,
+                                                                unsigned turns)
 {
     /* b's shard 0 stops reading: a's link to b fills (a 1 MiB transport
      * queue here), the controller queues, and past dist_busy_bytes the
@@ -1651,7 +1653,12 @@ static void a_flood_to_a_node_that_does_not_drain_stays_bounded(const char *tr, 
     struct blocker bl;
     kumo_pid blk = block_b(e, &bl);
 
-    struct flooder f = {.to = seq, .report = kumo_inbox_pid(e->ia), .buf = calloc(1, FLOOD_LEN)};
+    struct flooder f = {.to = seq,
+                        .report = kumo_inbox_pid(e->ia),
+                        .buf = calloc(1, len),
+                        .len = len,
+                        .k = k,
+                        .nturn = turns};
     kt_spawn(e->a, e->ia, &(kumo_spawn_opts){.shard = 0}, flooder_init, &f);
     /* Wait (bounded) until a's senders to b are suspended. */
     kumo_peer_info pi;
@@ -1667,7 +1674,7 @@ static void a_flood_to_a_node_that_does_not_drain_stays_bounded(const char *tr, 
     }
     sem_post(&bl.release);
 
-    uint64_t n = (uint64_t)FLOOD_K * FLOOD_TURNS;
+    uint64_t n = (uint64_t)k * turns;
     cr_assert_eq(kt_expect_u64(e->ia, kt_type("dt.flood.done")), n);
     for (uint64_t i = 0; i < n; i++) {
         uint64_t v = kt_expect_u64(e->ib, kt_type("dt.seq.got"));
@@ -1675,9 +1682,9 @@ static void a_flood_to_a_node_that_does_not_drain_stays_bounded(const char *tr, 
                      (unsigned long long)v);
     }
     cr_assert_eq(kumo_node_peers(e->a, &pi, 1), 1);
-    size_t frame = FLOOD_LEN + 64; /* a message and its frame header */
+    size_t frame = len + 64; /* a message and its frame header */
     cr_assert_gt(pi.queued_peak, (size_t)(1u << 20), "the limit was crossed");
-    cr_assert_leq(pi.queued_peak, (size_t)(1u << 20) + FLOOD_K * frame,
+    cr_assert_leq(pi.queued_peak, (size_t)(1u << 20) + k * frame,
                   "a held %zu B for b: more than the limit and one callback's sends",
                   pi.queued_peak);
     cr_assert(!pi.busy);
@@ -1688,11 +1695,18 @@ static void a_flood_to_a_node_that_does_not_drain_stays_bounded(const char *tr, 
     dt_stop(e);
 }
 
+/* 64 KiB messages (lent to the transport, queued as copies while busy),
+ * and 1 KiB ones (framed straight into the link when it is idle). */
 #define BUSY_CASE(tr, n, sh)                                                                       \
     Test(dist, a_flood_to_a_node_that_does_not_drain_stays_bounded_##tr##_##n,                     \
          .timeout = KT_TIMEOUT)                                                                    \
     {                                                                                              \
-        a_flood_to_a_node_that_does_not_drain_stays_bounded(#tr, sh);                              \
+        a_flood_to_a_node_that_does_not_drain_stays_bounded(#tr, sh, 64u << 10, 8, 64);            \
+    }                                                                                              \
+    Test(dist, a_flood_of_small_messages_to_a_node_that_does_not_drain_stays_bounded_##tr##_##n,   \
+         .timeout = KT_TIMEOUT)                                                                    \
+    {                                                                                              \
+        a_flood_to_a_node_that_does_not_drain_stays_bounded(#tr, sh, 1024, 128, 128);              \
     }
 BUSY_CASE(tcp, 1shard, 1)
 BUSY_CASE(tcp, 2shards, 2)

@@ -2158,7 +2158,11 @@ static void ring_push(struct link *l)
 static bool ring_send_now(struct link *l, struct out_conn *oc, const struct iovec *iov, int n,
                           size_t len)
 {
-    if (l->send_inflight || l->ring_blocked || staged(l) || l->rr_head || l->ctlq_len ||
+    /* Nothing queued, in flight, or built into a batch not pushed yet:
+     * build_batch runs the when-ready callbacks as the queue drains,
+     * before kick pushes its batch, and a send from one of them must not
+     * overtake that batch. */
+    if (l->send_inflight || l->ring_blocked || l->niov || staged(l) || l->rr_head || l->ctlq_len ||
         l->bye_pending || oc->qh)
         return false;
     struct kumo__shm_ring *r = &l->rout;
