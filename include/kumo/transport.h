@@ -128,8 +128,7 @@ KUMO_API bool kumo_address_same_place(const kumo_address *a, const kumo_address 
  * contact).  Always false for shm and inmem addresses. */
 KUMO_API bool kumo_address_is_place(const kumo_address *a);
 /* Human-readable form ("tcp://127.0.0.1:4000/1a2b...", a place without
- * "/<incarnation>"), NUL-terminated,
- * truncated to len.  Returns buf. */
+ * "/<incarnation>"), NUL-terminated, truncated to len.  Returns buf. */
 KUMO_API char *kumo_address_str(const kumo_address *a, char *buf, size_t len);
 /* Longest kumo_address_str of any address, with its NUL. */
 #define KUMO_ADDRESS_STR_MAX 96
