@@ -58,26 +58,34 @@ static inline size_t kumo__allocated_bytes(void)
  * Small-block cache: shard threads keep freed small blocks (messages,
  * process structs) in thread-local LIFOs, one per size class, so the
  * per-message path skips the allocator.  Classes match jemalloc's (80, 96,
- * 128 bytes): a message with an 8-byte payload takes 80 bytes, not 128,
- * which matters when hundreds of thousands are queued at once.  Enabled
+ * 128, 160, 192 bytes): a message with an 8-byte payload takes 80 bytes,
+ * not 128, which matters when hundreds of thousands are queued at once,
+ * and one with 64 (a 136-byte block, each received remote message of a
+ * 64 B stream) stays off the allocator too.  Enabled
  * only on shard threads (kumo__blk_cache_enable) and never in sanitizer
  * builds, so ASan still sees every block.
  */
 #include <stdbool.h>
 
-#define KUMO__BLK 128 /* the largest class */
-#define KUMO__BLK_CLASSES 3
+#define KUMO__BLK 128 /* the class of kumo__blk_alloc (process structs) */
+#define KUMO__BLK_CLASSES 5
 #define KUMO__BLK_CACHE_MAX 4096 /* per class */
 
-/* Class of a block of `size` bytes, or -1 when over KUMO__BLK. */
+/* Class of a block of `size` bytes, or -1 when over the largest (192). */
 static inline int kumo__blk_class(size_t size)
 {
-    return size <= 80 ? 0 : size <= 96 ? 1 : size <= 128 ? 2 : -1;
+    return size <= 80    ? 0
+           : size <= 96  ? 1
+           : size <= 128 ? 2
+           : size <= 160 ? 3
+           : size <= 192 ? 4
+                         : -1;
 }
 
 static inline size_t kumo__blk_class_size(int c)
 {
-    return c == 0 ? 80 : c == 1 ? 96 : 128;
+    static const unsigned short sz[KUMO__BLK_CLASSES] = {80, 96, 128, 160, 192};
+    return sz[c];
 }
 
 struct kumo__blk_cache {
