@@ -2450,12 +2450,6 @@ static bool hello_from_is_true(struct link *l, const kumo_address *from)
     return claimed == sa->sin_addr.s_addr || claimed == htonl(INADDR_ANY);
 }
 
-/* A tcp address naming a place only (incarnation 0). */
-static bool addr_is_place(const kumo_address *a)
-{
-    return a->len == TCP_ADDR_LEN && a->bytes[1] == TCP_TAG && kumo__get64(a->bytes + 8) == 0;
-}
-
 /* Acceptor: a HELLO for our place (any incarnation) learns our address and
  * goes away; its connector comes back to that address. */
 static void redirect(struct link *l)
@@ -2477,8 +2471,8 @@ static bool process_hello(struct link *l, const uint8_t *p, uint32_t len)
     if (kumo__tcp_hello_decode(p, len, &from, &to, &caps, &nonce, &why))
         return malformed(l, why);
     memcpy(l->nonce_c, nonce, KUMO__NONCE);
-    if (addr_is_place(&to) && !ep->t->shm &&
-        memcmp(to.bytes + 2, ep->base.addr.bytes + 2, 6) == 0 && !ep->closing) {
+    if (kumo_address_is_place(&to) && kumo_address_same_place(&to, &ep->base.addr) &&
+        !ep->closing) {
         redirect(l);
         return true;
     }
@@ -2493,7 +2487,7 @@ static bool process_hello(struct link *l, const uint8_t *p, uint32_t len)
     struct sockaddr_storage ss;
     socklen_t sl;
     if (!addr_sockaddr(ep->t->shm, &from, &ss, &sl) || kumo_address_eq(&from, &ep->base.addr) ||
-        addr_is_place(&from))
+        kumo_address_is_place(&from))
         return malformed(l, "HELLO with an impossible sender address");
     if (!hello_from_is_true(l, &from))
         return malformed(l, "HELLO claims an address it does not come from");
@@ -2539,11 +2533,10 @@ static void start_connect(struct link *l);
 static bool follow_redirect(struct link *l, const uint8_t *p, uint32_t len)
 {
     kumo_address real;
-    if (!addr_is_place(&l->peer) || len <= KUMO__TCP_ACK ||
+    if (!kumo_address_is_place(&l->peer) || len <= KUMO__TCP_ACK ||
         kumo_address_decode(p + KUMO__TCP_ACK, len - KUMO__TCP_ACK, &real) !=
             (int)(len - KUMO__TCP_ACK) ||
-        addr_is_place(&real) || real.len != TCP_ADDR_LEN || real.bytes[1] != TCP_TAG ||
-        memcmp(real.bytes + 2, l->peer.bytes + 2, 6) != 0)
+        kumo_address_is_place(&real) || !kumo_address_same_place(&real, &l->peer))
         return malformed(l, "a redirect we did not ask for, or to another place");
     struct kumo__connect_req *w = l->waiters;
     l->waiters = NULL;
