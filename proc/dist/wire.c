@@ -15,17 +15,12 @@ static uint8_t *put_hdr(uint8_t *p, uint8_t op, uint16_t flags)
     return p + KUMO__DW_HDR;
 }
 
-static uint8_t *put_pid_p(uint8_t *p, const kumo_pid *pid)
+static uint8_t *put_pid(uint8_t *p, const kumo_pid *pid)
 {
     kumo__put64(p, pid->serial);
     kumo__put32(p + 8, pid->slot);
     kumo__put16(p + 12, pid->shard);
     return p + KUMO__DW_PID;
-}
-
-static uint8_t *put_pid(uint8_t *p, kumo_pid pid)
-{
-    return put_pid_p(p, &pid);
 }
 
 static void get_pid(const uint8_t *p, struct kumo__dw_pid *out)
@@ -52,8 +47,8 @@ size_t kumo__dw_data_hdr(uint8_t *out, const kumo_pid *to, const kumo_pid *from,
                          uint64_t chan)
 {
     uint8_t *p = put_hdr(out, chan ? KUMO__DW_CHAN : KUMO__DW_DATA, 0);
-    p = put_pid_p(p, to);
-    p = put_pid_p(p, from);
+    p = put_pid(p, to);
+    p = put_pid(p, from);
     kumo__put64(p, type);
     p += 8;
     if (chan) {
@@ -78,8 +73,8 @@ size_t kumo__dw_signal(uint8_t *out, uint8_t op, uint16_t flags, kumo_pid to, ku
                        uint64_t ref, const kumo_reason *r)
 {
     uint8_t *p = put_hdr(out, op, flags);
-    p = put_pid(p, to);
-    p = put_pid(p, from);
+    p = put_pid(p, &to);
+    p = put_pid(p, &from);
     if (has_ref(op)) {
         kumo__put64(p, ref);
         p += 8;
@@ -92,7 +87,7 @@ size_t kumo__dw_signal(uint8_t *out, uint8_t op, uint16_t flags, kumo_pid to, ku
         p += 2 + tl;
         p[0] = (uint8_t)r->via;
         kumo__put64(p + 1, r->by.node);
-        p = put_pid(p + 9, r->by);
+        p = put_pid(p + 9, &r->by);
     }
     return (size_t)(p - out);
 }
@@ -101,8 +96,8 @@ size_t kumo__dw_spawn_hdr(uint8_t *out, kumo_pid from, uint64_t ref, int32_t sha
                           const char *name, size_t namelen)
 {
     uint8_t *p = put_hdr(out, KUMO__DW_SPAWN, 0);
-    p = put_pid(p, (kumo_pid){0});
-    p = put_pid(p, from);
+    p = put_pid(p, &(kumo_pid){0});
+    p = put_pid(p, &from);
     kumo__put64(p, ref);
     kumo__put32(p + 8, (uint32_t)shard);
     p[12] = flags;
@@ -111,30 +106,36 @@ size_t kumo__dw_spawn_hdr(uint8_t *out, kumo_pid from, uint64_t ref, int32_t sha
     return (size_t)(p + 14 + namelen - out);
 }
 
-size_t kumo__dw_spawn_reply(uint8_t *out, kumo_pid to, kumo_pid child, uint64_t ref, int32_t err)
+/* The part SPAWN_REPLY and REG_REPLY share; returns where it ends. */
+static uint8_t *put_reply(uint8_t *out, uint8_t op, const kumo_pid *to, const kumo_pid *pid,
+                          uint64_t ref, int32_t err)
 {
-    uint8_t *p = put_hdr(out, KUMO__DW_SPAWN_REPLY, 0);
+    uint8_t *p = put_hdr(out, op, 0);
     p = put_pid(p, to);
-    p = put_pid(p, child);
+    p = put_pid(p, pid);
     kumo__put64(p, ref);
     kumo__put32(p + 8, (uint32_t)err);
-    return (size_t)(p + 12 - out);
+    return p + 12;
+}
+
+size_t kumo__dw_spawn_reply(uint8_t *out, kumo_pid to, kumo_pid child, uint64_t ref, int32_t err)
+{
+    return (size_t)(put_reply(out, KUMO__DW_SPAWN_REPLY, &to, &child, ref, err) - out);
 }
 
 size_t kumo__dw_reg_reply(uint8_t *out, kumo_pid to, kumo_pid found, uint64_t ref, int32_t err)
 {
-    size_t n = kumo__dw_spawn_reply(out, to, found, ref, err);
-    out[1] = KUMO__DW_REG_REPLY;
-    kumo__put64(out + n, found.node);
-    return n + 8;
+    uint8_t *p = put_reply(out, KUMO__DW_REG_REPLY, &to, &found, ref, err);
+    kumo__put64(p, found.node);
+    return (size_t)(p + 8 - out);
 }
 
 size_t kumo__dw_reg_hdr(uint8_t *out, uint8_t op, kumo_pid pid, kumo_pid from, uint64_t ref,
                         uint64_t type, const char *name, size_t namelen)
 {
     uint8_t *p = put_hdr(out, KUMO__DW_REG, op);
-    p = put_pid(p, pid);
-    p = put_pid(p, from);
+    p = put_pid(p, &pid);
+    p = put_pid(p, &from);
     kumo__put64(p, ref);
     kumo__put64(p + 8, type);
     kumo__put64(p + 16, pid.node);
