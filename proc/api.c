@@ -49,7 +49,7 @@ const char *kumo_strerror(int err)
 
 bool kumo_pid_eq(kumo_pid a, kumo_pid b)
 {
-    return a.node == b.node && a.serial == b.serial && a.slot == b.slot && a.shard == b.shard;
+    return kumo__pid_eq_p(&a, &b);
 }
 
 bool kumo_ref_eq(kumo_ref a, kumo_ref b)

@@ -591,7 +591,6 @@ int kumo__inbox_take_answer(kumo_inbox *ib, uint64_t type, kumo_ref ref, int64_t
  * from a thread outside the engine (inboxes).  Takes m in every case.
  */
 void kumo__route(struct kumo_node *node, struct pshard *src, kumo_pid to, struct kumo_msg *m);
-/* The same from `self` (a process, an inbox, or NULL). */
 /* ---- busy peers (proc/busy.c): Erlang's busy distribution port ---- */
 
 /* Whether node `id`'s link is busy (its queue in the controller is over
@@ -617,6 +616,8 @@ void kumo__busy_clear(struct kumo_node *node, struct pshard *src, uint64_t id);
 /* On a shard: takes p out of its shard's busy list (p is dying). */
 void kumo__busy_unlink(struct pshard *ps, struct kumo_proc *p);
 
+/* kumo__route from `self` (a process or an inbox); data to a busy node
+ * suspends a process after the send, an inbox's thread before it. */
 static inline void kumo__post(struct kumo_node *node, struct kumo_proc *self, kumo_pid to,
                               struct kumo_msg *m)
 {

@@ -7,6 +7,7 @@
 
 #include <kumo/kumo.h>
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -33,6 +34,14 @@ static inline kumo_pid kumo__pid_make(uint64_t node, uint64_t serial, uint32_t s
     r.shard = shard;
 #endif
     return r;
+}
+
+/* kumo_pid_eq for pids in memory, inlined (the hot paths compare by
+ * pointer: see kumo__pid_make). */
+static inline bool kumo__pid_eq_p(const kumo_pid *a, const kumo_pid *b)
+{
+    return a->serial == b->serial && a->node == b->node && a->slot == b->slot &&
+           a->shard == b->shard;
 }
 
 #endif

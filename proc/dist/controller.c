@@ -298,14 +298,27 @@ static struct peer *peer_by_addr(struct kumo__dist *d, const kumo_address *a)
     return NULL;
 }
 
-/* A peer dialled by address whose node we do not know yet: at `a` itself,
- * or at a place (an address without incarnation) where `a` is. */
+/* A peer dialled by address whose node we do not know yet: at `a`
+ * itself, or, when one of the two is a place (an address without
+ * incarnation), at the same place. */
 static struct peer *anon_peer_by_addr(struct kumo__dist *d, const kumo_address *a)
 {
     for (struct peer *p = d->peers; p; p = p->next)
-        if (!p->id && (peer_has_addr(p, a) || (p->tix >= 0 && kumo_address_is_place(&p->via) &&
-                                               kumo_address_same_place(&p->via, a))))
+        if (!p->id &&
+            (peer_has_addr(p, a) ||
+             (p->tix >= 0 && (kumo_address_is_place(&p->via) || kumo_address_is_place(a)) &&
+              kumo_address_same_place(&p->via, a))))
             return p;
+    return NULL;
+}
+
+/* The node known at place `a` (one of its addresses is there), not gone. */
+static struct peer *node_at_place(struct kumo__dist *d, const kumo_address *a)
+{
+    for (struct peer *p = d->peers; p; p = p->next)
+        for (unsigned i = 0; p->id && !p->gone && i < p->naddr; i++)
+            if (kumo_address_same_place(a, &p->addr[i]))
+                return p;
     return NULL;
 }
 
@@ -414,17 +427,12 @@ static void pair_grow(struct pair_tab *t)
 
 static bool pair_open_slow(struct peer *p, kumo_pid from, kumo_pid to);
 
-static inline bool pid_eq_p(const kumo_pid *a, const kumo_pid *b)
-{
-    return a->serial == b->serial && a->node == b->node && a->slot == b->slot &&
-           a->shard == b->shard;
-}
-
 /* Whether `from` may send to `to` on p now (recording a first send). */
 static inline __attribute__((always_inline)) bool pair_open(struct peer *p, const kumo_pid *from,
                                                             const kumo_pid *to)
 {
-    if (p->pair_epoch == p->epoch && pid_eq_p(from, &p->pair_from) && pid_eq_p(to, &p->pair_to))
+    if (p->pair_epoch == p->epoch && kumo__pid_eq_p(from, &p->pair_from) &&
+        kumo__pid_eq_p(to, &p->pair_to))
         return true;
     if (!pair_open_slow(p, *from, *to))
         return false;
@@ -1785,26 +1793,19 @@ static void connect_task(struct kumo__shard *sh, struct kumo__task *t)
         return;
     }
     int tix = tix_for(d, &w->addr);
+    bool place = kumo_address_is_place(&w->addr);
     struct peer *p = peer_by_addr(d, &w->addr);
-    /* A place: the live node known there, or one being dialled there
-     * (a gone one is not there any more: dial whoever is). */
-    for (struct peer *q = d->peers; !p && q && kumo_address_is_place(&w->addr); q = q->next) {
-        if (!q->gone && !q->id && q->tix >= 0 && kumo_address_same_place(&w->addr, &q->via))
-            p = q;
-        for (unsigned i = 0; !p && !q->gone && i < q->naddr; i++)
-            if (kumo_address_same_place(&w->addr, &q->addr[i]))
-                p = q;
-    }
-    /* An address of a place being dialled: that same dial. */
+    if (!p && place)
+        p = node_at_place(d, &w->addr);
+    /* A place whose known node is gone, or down: another incarnation may
+     * listen there now, so the place is dialled anew (if the same node
+     * answers, it takes the dial over: adopt_place_dial). */
+    if (p && place && p->id && (p->gone || (p->out == OUT_NONE && !p->hello_in)))
+        p = NULL;
+    /* A dial on its way there already (at this place, or at an address
+     * of it, or at a place this address is at): the same dial. */
     if (!p)
         p = anon_peer_by_addr(d, &w->addr);
-    /* A known node at the place whose link is down: dial the place anew,
-     * since another incarnation may listen there now (if the same node
-     * answers, it takes this dial over: on_hello). */
-    if (p && p->id && p->out == OUT_NONE && !p->hello_in && kumo_address_is_place(&w->addr))
-        p = NULL;
-    if (p && p->gone && kumo_address_is_place(&w->addr))
-        p = NULL;
     if (!p) {
         /* An anonymous peer emptied by adopt_place_dial serves again, so
          * repeated place dials do not grow the list. */
