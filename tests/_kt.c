@@ -132,6 +132,16 @@ kumo_node *kt_start_cfg(kumo_node_config cfg)
     return start(cfg, false);
 }
 
+kumo_node *kt_start_more(kumo_node_config cfg)
+{
+    cfg.spin_ns = 20000;
+    cfg.no_pin = true;
+    kumo_node *node = NULL;
+    int err = kumo_node_start(&cfg, &node);
+    cr_assert_eq(err, 0, "another node: %s", kumo_strerror(err));
+    return node;
+}
+
 kumo_node *kt_start_pinned(unsigned shards)
 {
     return start((kumo_node_config){.shards = shards}, true);
@@ -474,14 +484,11 @@ kt_env kt_env_start_on(const char *topology, unsigned shards)
                                 .closures = kt_table,
                                 .nclosures = 1};
         e.node = kt_start_cfg(cfg);
-        cfg.spin_ns = 20000;
-        cfg.no_pin = true;
-        int err = kumo_node_start(&cfg, &e.peer);
-        cr_assert_eq(err, 0, "peer node over %s: %s", topology, kumo_strerror(err));
+        e.peer = kt_start_more(cfg);
         kumo_address addr;
         cr_assert_eq(kumo_node_address(e.peer, 0, &addr), 0);
         uint64_t id = 0;
-        err = kumo_node_connect(e.node, &addr, KT_WAIT_NS, &id);
+        int err = kumo_node_connect(e.node, &addr, KT_WAIT_NS, &id);
         cr_assert_eq(err, 0, "connecting to the peer over %s: %s", topology, kumo_strerror(err));
         cr_assert_eq(id, kumo_node_id(e.peer));
     }

@@ -72,6 +72,10 @@
 kumo_node *kt_start(unsigned shards);
 /* Same with a caller's config (unpinned; spin_ns 0 means 20 us here). */
 kumo_node *kt_start_cfg(kumo_node_config cfg);
+/* Another node in this OS process, set up as kt_start_cfg sets up its
+ * node (unpinned, parking soon), with no leak baseline of its own: the
+ * first node's kt_stop checks for both.  Asserts success. */
+kumo_node *kt_start_more(kumo_node_config cfg);
 /* The engine's defaults: pinned shards, default spin. */
 kumo_node *kt_start_pinned(unsigned shards);
 /* Stops and frees the node, then asserts nothing leaked. */

@@ -103,16 +103,12 @@ static dt_env dt_start(const char *transport, unsigned shards)
     dt_env e = {.transport = transport};
     kumo_dist_transport ta, tb;
     e.a = kt_start_cfg(dt_cfg(transport, shards, &ta));
-    kumo_node_config cb = dt_cfg(transport, shards, &tb);
-    cb.spin_ns = 20000;
-    cb.no_pin = true;
-    int err = kumo_node_start(&cb, &e.b);
-    cr_assert_eq(err, 0, "node b: %s", kumo_strerror(err));
+    e.b = kt_start_more(dt_cfg(transport, shards, &tb));
     e.ia = kt_inbox(e.a);
     e.ib = kt_inbox(e.b);
     kumo_address ab;
     cr_assert_eq(kumo_node_address(e.b, 0, &ab), 0);
-    err = kumo_node_connect(e.a, &ab, KT_WAIT_NS, &e.b_id);
+    int err = kumo_node_connect(e.a, &ab, KT_WAIT_NS, &e.b_id);
     cr_assert_eq(err, 0, "kumo_node_connect a -> b: %s", kumo_strerror(err));
     cr_assert_eq(e.b_id, kumo_node_id(e.b));
     e.a_id = kumo_node_id(e.a);
@@ -664,11 +660,7 @@ DT_TEST(dist, a_pid_of_a_third_node_got_in_a_message_is_usable)
     /* c is known to b only; a gets a pid of c from b, in a payload, and
      * talks to it without ever being introduced to c. */
     kumo_dist_transport tc;
-    kumo_node_config cc = dt_cfg(e->transport, kt_shards, &tc);
-    cc.spin_ns = 20000;
-    cc.no_pin = true;
-    kumo_node *c = NULL;
-    cr_assert_eq(kumo_node_start(&cc, &c), 0);
+    kumo_node *c = kt_start_more(dt_cfg(e->transport, kt_shards, &tc));
     kumo_inbox *ic = kt_inbox(c);
     kumo_address ca;
     cr_assert_eq(kumo_node_address(c, 0, &ca), 0);
@@ -754,10 +746,7 @@ DT_TEST(dist, a_node_restarted_at_its_place_is_another_node)
         tcfg.port = (uint16_t)port;
         tb.config = &tcfg;
     }
-    cb.spin_ns = 20000;
-    cb.no_pin = true;
-    int err = kumo_node_start(&cb, &e->b);
-    cr_assert_eq(err, 0, "restarting b: %s", kumo_strerror(err));
+    e->b = kt_start_more(cb);
     e->ib = kt_inbox(e->b);
     kumo_address new_addr;
     cr_assert_eq(kumo_node_address(e->b, 0, &new_addr), 0);
@@ -1129,13 +1118,8 @@ DT_TEST(dist, crossed_simultaneous_connects_give_one_working_pair)
 {
     /* two fresh nodes dial each other at the same moment */
     kumo_dist_transport t1, t2;
-    kumo_node_config c1 = dt_cfg(e->transport, kt_shards, &t1);
-    kumo_node_config c2 = dt_cfg(e->transport, kt_shards, &t2);
-    c1.no_pin = c2.no_pin = true;
-    c1.spin_ns = c2.spin_ns = 20000;
-    kumo_node *x, *y;
-    cr_assert_eq(kumo_node_start(&c1, &x), 0);
-    cr_assert_eq(kumo_node_start(&c2, &y), 0);
+    kumo_node *x = kt_start_more(dt_cfg(e->transport, kt_shards, &t1));
+    kumo_node *y = kt_start_more(dt_cfg(e->transport, kt_shards, &t2));
     pthread_barrier_t go;
     pthread_barrier_init(&go, NULL, 2);
     struct crossed cx = {.from = x, .go = &go}, cy = {.from = y, .go = &go};
@@ -1187,10 +1171,7 @@ Test(dist, a_peer_dialled_over_tcp_that_answers_over_shm_is_one_peer, .timeout =
                             .closures = dt_table,
                             .nclosures = sizeof dt_table / sizeof dt_table[0]};
     kumo_node *a = kt_start_cfg(cfg);
-    cfg.no_pin = true;
-    cfg.spin_ns = 20000;
-    kumo_node *b;
-    cr_assert_eq(kumo_node_start(&cfg, &b), 0);
+    kumo_node *b = kt_start_more(cfg);
     kumo_address b_tcp, b_shm;
     cr_assert_eq(kumo_node_address(b, 0, &b_shm), 0);
     cr_assert_eq(kumo_node_address(b, 1, &b_tcp), 0);
@@ -1237,10 +1218,7 @@ Test(dist, a_node_is_reached_by_its_host_and_port_alone, .timeout = KT_TIMEOUT)
     kumo_dist_transport ta, tb;
     kumo_node *a = kt_start_cfg(dt_cfg("tcp", 1, &ta));
     kumo_node_config cb = dt_cfg("tcp", 1, &tb);
-    cb.no_pin = true;
-    cb.spin_ns = 20000;
-    kumo_node *b;
-    cr_assert_eq(kumo_node_start(&cb, &b), 0);
+    kumo_node *b = kt_start_more(cb);
     kumo_address real, place;
     cr_assert_eq(kumo_node_address(b, 0, &real), 0);
     char s[KUMO_ADDRESS_STR_MAX];
@@ -1283,7 +1261,7 @@ Test(dist, a_node_is_reached_by_its_host_and_port_alone, .timeout = KT_TIMEOUT)
     kumo_tcp_config tcfg = dt_tcp;
     tcfg.port = (uint16_t)(place.bytes[6] << 8 | place.bytes[7]);
     tb.config = &tcfg;
-    cr_assert_eq(kumo_node_start(&cb, &b), 0);
+    b = kt_start_more(cb);
     err = kumo_node_connect(a, &place, KT_WAIT_NS, &again);
     cr_assert_eq(err, 0, "connect to %s after the restart: %s", s, kumo_strerror(err));
     cr_assert_eq(again, kumo_node_id(b));
@@ -1331,14 +1309,7 @@ KT_TEST(dist, ten_nodes_over_inmem_monitor_each_other_and_one_stops)
     kumo_dist_transport slot[MANY];
     for (int i = 0; i < MANY; i++) {
         kumo_node_config c = dt_cfg("inmem", kt_shards, &slot[i]);
-        if (i == 0) {
-            n[i] = kt_start_cfg(c);
-        } else {
-            c.spin_ns = 20000;
-            c.no_pin = true;
-            int err = kumo_node_start(&c, &n[i]);
-            cr_assert_eq(err, 0, "node %d: %s", i, kumo_strerror(err));
-        }
+        n[i] = i == 0 ? kt_start_cfg(c) : kt_start_more(c);
         ib[i] = kt_inbox(n[i]);
         id[i] = kumo_node_id(n[i]);
         echo[i] = kt_spawn(n[i], ib[i], &(kumo_spawn_opts){.shard = KT_OTHER(kt_shards)},
