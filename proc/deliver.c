@@ -91,6 +91,23 @@ static void handle_exit(struct pshard *ps, struct kumo_proc *p, struct kumo_msg 
     kumo__die(ps, p, &r);
 }
 
+/*
+ * Delivers the notification of a watch just taken off p's list, with p's
+ * inbox lock held, and releases it.  An inbox gets it before the lock
+ * goes: kumo_unmonitor on its thread finds either the watch or the queued
+ * message, never neither (then the DOWN would come after it returned).
+ */
+static void deliver_watch_end(struct pshard *ps, struct kumo_proc *p, struct kumo_msg *m)
+{
+    if (p->flags & PF_FOREIGN) {
+        kumo__inbox_deliver_locked(p, m);
+        kumo__inbox_unlock(p);
+        return;
+    }
+    kumo__inbox_unlock(p);
+    deliver_data(ps, p, m);
+}
+
 static void handle_down(struct pshard *ps, struct kumo_proc *p, struct kumo_msg *m)
 {
     kumo_down_msg *d = (kumo_down_msg *)m->data;
@@ -98,8 +115,8 @@ static void handle_down(struct pshard *ps, struct kumo_proc *p, struct kumo_msg 
     bool held = p->ext && kumo__watch_remove(&p->ext->watching, d->pid, m->aux, W_MONITOR);
     kumo_send_port port;
     bool of_port = held && p->ext->nport_mons && kumo__port_mon_take(p->ext, m->aux, &port);
-    kumo__inbox_unlock(p);
     if (!held) {
+        kumo__inbox_unlock(p);
         kumo__msg_free(m);
         return;
     }
@@ -116,7 +133,7 @@ static void handle_down(struct pshard *ps, struct kumo_proc *p, struct kumo_msg 
             pm->aux = m->aux;
             pm->from = (kumo_pid){0};
             kumo__msg_free(m);
-            deliver_data(ps, p, pm);
+            deliver_watch_end(ps, p, pm);
             return;
         }
         /* no memory for it: the plain DOWN carries the same news */
@@ -124,7 +141,7 @@ static void handle_down(struct pshard *ps, struct kumo_proc *p, struct kumo_msg 
     m->kind = SIG_DATA;
     m->type = ps->node->type_down;
     m->from = (kumo_pid){0}; /* engine messages have no sender (kumo.h) */
-    deliver_data(ps, p, m);
+    deliver_watch_end(ps, p, m);
 }
 
 /* The answer to p's remote spawn: p now holds the link and monitor it
@@ -155,15 +172,15 @@ static void handle_node_down(struct pshard *ps, struct kumo_proc *p, struct kumo
     kumo__inbox_lock(p);
     kumo_pid nodepid;
     bool held = p->ext && kumo__watch_take_ref(&p->ext->watching, m->aux, W_NODE, &nodepid);
-    kumo__inbox_unlock(p);
     if (!held) {
+        kumo__inbox_unlock(p);
         kumo__msg_free(m);
         return;
     }
     m->kind = SIG_DATA;
     m->type = ps->node->type_node_down;
     m->from = (kumo_pid){0};
-    deliver_data(ps, p, m);
+    deliver_watch_end(ps, p, m);
 }
 
 static void handle_watch(struct kumo_proc *p, struct kumo_msg *m)

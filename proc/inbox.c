@@ -61,14 +61,19 @@ void kumo__inbox_wake(struct kumo_proc *p)
     pthread_cond_broadcast(&((struct kumo_inbox *)p)->cv);
 }
 
+void kumo__inbox_deliver_locked(struct kumo_proc *p, struct kumo_msg *m)
+{
+    m->link.next = NULL;
+    *p->mbox_tail = m;
+    p->mbox_tail = (struct kumo_msg **)&m->link.next;
+    kumo__inbox_wake(p);
+}
+
 void kumo__inbox_deliver(struct kumo_proc *p, struct kumo_msg *m)
 {
     struct kumo_inbox *ib = (struct kumo_inbox *)p;
-    m->link.next = NULL;
     pthread_mutex_lock(&ib->mu);
-    *p->mbox_tail = m;
-    p->mbox_tail = (struct kumo_msg **)&m->link.next;
-    pthread_cond_broadcast(&ib->cv);
+    kumo__inbox_deliver_locked(p, m);
     pthread_mutex_unlock(&ib->mu);
 }
 

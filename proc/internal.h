@@ -698,6 +698,8 @@ void kumo__ports_free(struct kumo_proc *p);
 
 /* ---- inbox (proc/inbox.c) ---- */
 void kumo__inbox_deliver(struct kumo_proc *p, struct kumo_msg *m);
+/* The same with the inbox's lock (kumo__inbox_lock) held by the caller. */
+void kumo__inbox_deliver_locked(struct kumo_proc *p, struct kumo_msg *m);
 /* Wakes the inbox's thread; with its mutex held. */
 void kumo__inbox_wake(struct kumo_proc *p);
 void kumo__inbox_closed(struct kumo_proc *p, bool shutdown);
